@@ -1,0 +1,123 @@
+"""The one interface over every way of reaching a model.
+
+A backend takes OpenAI-style messages and tool schemas and returns an
+:class:`~kimidoc.messages.AssistantMessage` (or streams :class:`~kimidoc.messages.Delta`).
+Implementations only need ``stream``; ``complete`` folds the stream and the async forms run
+the sync ones in a worker thread unless a backend has a native async path (the HTTP one does).
+Every backend must be safe to call from many threads and tasks at once: a swarm shares one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from abc import ABC, abstractmethod
+from typing import Any, AsyncIterator, Iterator, Protocol, Sequence, runtime_checkable
+
+from kimidoc.messages import AssistantMessage, Delta, Message, ToolSchema, accumulate, text_of
+
+# Sampling keywords every backend accepts (others are passed through where a backend knows them):
+#   temperature, top_p, top_k, max_tokens, stop (list[str]), seed, thinking (bool | None),
+#   tool_choice ("auto" | "none" | "required" | {"type": "function", "function": {"name": ...}})
+
+
+@runtime_checkable
+class Backend(Protocol):
+    name: str
+    context_window: int
+
+    def complete(self, messages: Sequence[Message], tools: Sequence[ToolSchema] | None = None, **sampling: Any) -> AssistantMessage: ...
+
+    def stream(self, messages: Sequence[Message], tools: Sequence[ToolSchema] | None = None, **sampling: Any) -> Iterator[Delta]: ...
+
+    async def acomplete(self, messages: Sequence[Message], tools: Sequence[ToolSchema] | None = None, **sampling: Any) -> AssistantMessage: ...
+
+    def astream(self, messages: Sequence[Message], tools: Sequence[ToolSchema] | None = None, **sampling: Any) -> AsyncIterator[Delta]: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def count_message_tokens(self, messages: Sequence[Message], tools: Sequence[ToolSchema] | None = None) -> int: ...
+
+    def image_tokens(self, width: int, height: int) -> int: ...
+
+
+class BaseBackend(ABC):
+    """Shared plumbing: subclasses implement :meth:`stream` (and may override the rest)."""
+
+    name: str = "backend"
+    context_window: int = 8192
+
+    @abstractmethod
+    def stream(self, messages: Sequence[Message], tools: Sequence[ToolSchema] | None = None, **sampling: Any) -> Iterator[Delta]:
+        ...
+
+    def complete(self, messages: Sequence[Message], tools: Sequence[ToolSchema] | None = None, **sampling: Any) -> AssistantMessage:
+        return accumulate(self.stream(messages, tools, **sampling))
+
+    async def acomplete(self, messages: Sequence[Message], tools: Sequence[ToolSchema] | None = None, **sampling: Any) -> AssistantMessage:
+        return await asyncio.to_thread(self.complete, list(messages), tools, **sampling)
+
+    async def astream(self, messages: Sequence[Message], tools: Sequence[ToolSchema] | None = None, **sampling: Any) -> AsyncIterator[Delta]:
+        # Pull the sync stream in a worker thread so a slow backend never blocks the event loop.
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+        done = object()
+        stop = threading.Event()
+
+        def pump() -> None:
+            try:
+                for d in self.stream(list(messages), tools, **sampling):
+                    if stop.is_set():
+                        break
+                    loop.call_soon_threadsafe(queue.put_nowait, d)
+            except BaseException as exc:  # re-raised in the consumer
+                loop.call_soon_threadsafe(queue.put_nowait, exc)
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, done)
+
+        worker = loop.run_in_executor(None, pump)
+        try:
+            while True:
+                item = await queue.get()
+                if item is done:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            await worker
+
+    def count_tokens(self, text: str) -> int:
+        # Conservative default for backends without a tokenizer: ~3 bytes per token overestimates
+        # English and code, so budgets computed from it never overflow the real window.
+        return max(1, (len(text.encode("utf-8")) + 2) // 3) if text else 0
+
+    def count_message_tokens(self, messages: Sequence[Message], tools: Sequence[ToolSchema] | None = None) -> int:
+        import json
+
+        total = 0
+        for m in messages:
+            total += 4 + self.count_tokens(text_of(m.get("content"))) + self.count_tokens(m.get("reasoning_content") or "")
+            for c in m.get("tool_calls") or []:
+                total += 4 + self.count_tokens(c["function"]["name"]) + self.count_tokens(c["function"].get("arguments") or "")
+            if isinstance(m.get("content"), list):
+                total += sum(self._part_image_tokens(p) for p in m["content"] if p.get("type") == "image_url")
+        if tools:
+            total += self.count_tokens(json.dumps(list(tools)))
+        return total
+
+    def _part_image_tokens(self, part: dict[str, Any]) -> int:
+        from kimidoc.messages import image_of
+
+        try:
+            w, h = image_of(part).size
+        except Exception:
+            return 0
+        return self.image_tokens(w, h)
+
+    def image_tokens(self, width: int, height: int) -> int:
+        # K2.6's formula (one token per 28x28 merged patch) unless a backend knows better.
+        from kimidoc.vision.budget import image_tokens
+
+        return image_tokens(width, height)
