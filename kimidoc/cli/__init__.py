@@ -1,0 +1,34 @@
+"""The ``kimidoc`` command: ask, agent, swarm, pack, plan.
+
+Exit codes: 0 success; 1 the run ended without an answer (budget hit, model error); 2 bad
+arguments or unreadable input; 130 interrupted (a trace, when given, can be resumed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from kimidoc.cli import plan
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kimidoc", description="Put Kimi K2.6 to work on real documents.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for module in (plan,):
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"kimidoc {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+

@@ -1,0 +1,5 @@
+import sys
+
+from kimidoc.cli import main
+
+sys.exit(main())

@@ -1,0 +1,111 @@
+"""Placement plans on the full K2.6 config: no weights, every tensor placed once, budgets kept."""
+
+import json
+from collections import Counter
+
+import pytest
+
+from kimidoc.placement import DoesNotFit, Machine, inventory_from_config, parse_bytes, parse_gpus, plan
+
+from kimidoc.placement.inventory import K26_CONFIG
+
+CONFIG = json.loads(K26_CONFIG.read_text())
+GiB = 1024**3
+
+
+@pytest.fixture(scope="module")
+def inventory():
+    return inventory_from_config(CONFIG)
+
+
+def test_inventory_matches_the_official_checkpoint(inventory):
+    assert len(inventory) == 208_550  # the official K2.6 checkpoint's tensor count
+    by_kind = Counter()
+    for s in inventory:
+        by_kind[s.kind] += s.nbytes
+    assert by_kind["routed_expert"] == pytest.approx(570.76e9, rel=1e-3)
+    text_bf16 = sum(b for k, b in by_kind.items() if k not in ("routed_expert", "vision", "projector"))
+    assert text_bf16 == pytest.approx(23.44e9, rel=2e-3)
+    params = sum(s.params for s in inventory if s.kind not in ("vision", "projector"))
+    assert params == pytest.approx(1.026e12, rel=2e-3)
+    packed = [s for s in inventory if s.name.endswith("experts.7.down_proj.weight_packed")]
+    assert packed[0].shape == (7168, 2048 // 8) and packed[0].dtype == "I32"
+
+
+MACHINES = {
+    "1x24GB GPU + 768GB RAM": Machine(gpus=[parse_bytes("24GiB")], cpu=parse_bytes("768GiB"), gpu_bandwidth=1.0e12, cpu_bandwidth=2.0e11),
+    "8x H200": Machine(gpus=parse_gpus(["8x141GB"]), cpu=parse_bytes("512GiB"), gpu_bandwidth=4.8e12),
+    "CPU only, 1TB RAM": Machine(cpu=parse_bytes("1TB")),
+    "256GB RAM + NVMe": Machine(cpu=parse_bytes("256GB"), disk=parse_bytes("2TB")),
+}
+
+
+@pytest.mark.parametrize("name", list(MACHINES))
+def test_every_tensor_placed_once_within_budget(inventory, name):
+    m = MACHINES[name]
+    p = plan(CONFIG, inventory, m, context=32768)
+    assert sorted(p.tensors) == sorted(s.name for s in inventory)  # each exactly once
+    used = p.bytes_by_device()
+    for i, cap in enumerate(m.gpus):
+        assert used.get(i, 0) <= cap - m.gpu_reserve
+    assert used.get("cpu", 0) <= m.cpu
+    if m.disk is None:
+        assert "disk" not in used
+    else:
+        assert used.get("disk", 0) <= m.disk
+    assert sum(used.values()) == sum(s.nbytes for s in inventory) + p.cache_bytes
+    assert p.cache_bytes_per_token == 70_272
+    assert p.decode_ceiling() > 0
+
+
+def test_consumer_gpu_holds_what_every_token_reads(inventory):
+    p = plan(CONFIG, inventory, MACHINES["1x24GB GPU + 768GB RAM"], context=32768)
+    kinds = p.bytes_by_kind()
+    for part in ("attention", "shared_expert", "dense_mlp"):
+        assert set(kinds[part]) == {0}, part
+    assert set(p.cache_device.values()) == {0}
+    assert kinds["routed_expert"]["cpu"] > 500e9
+    # ~33 GB read per token: ~21 GB BF16 from the GPU and ~11.9 GB INT4 experts from RAM.
+    reads = p.bytes_read_per_token()
+    assert reads["cpu"] == pytest.approx(11.9e9, rel=0.02)
+    assert 8 < p.decode_ceiling() < 16
+
+
+def test_multi_gpu_keeps_experts_next_to_their_layer(inventory):
+    p = plan(CONFIG, inventory, MACHINES["8x H200"], context=32768)
+    assert all(isinstance(d, int) for d in p.units.values())
+    for unit, dev in p.units.items():
+        if ".experts." in unit:
+            assert dev == p.units[f"layers.{unit.split('.')[1]}.attention"]
+    per_gpu = p.bytes_by_device()
+    assert max(per_gpu.values()) < 1.25 * min(per_gpu.values())  # balanced slices
+
+
+def test_ram_plus_disk_splits_experts_and_keeps_dense_in_ram(inventory):
+    p = plan(CONFIG, inventory, MACHINES["256GB RAM + NVMe"], context=8192)
+    kinds = p.bytes_by_kind()
+    assert set(kinds["attention"]) == {"cpu"}
+    assert set(kinds["routed_expert"]) == {"cpu", "disk"}
+    # Without statistics each layer keeps the same number of RAM experts (within one).
+    ram = Counter(int(u.split(".")[1]) for u, d in p.units.items() if ".experts." in u and d == "cpu")
+    assert max(ram.values()) - min(ram.values()) <= 1
+
+
+def test_routing_statistics_put_hot_experts_on_the_gpu(inventory):
+    freq = {(layer, e): (0.5 if e in (3, 301) else 0.001) for layer in range(1, 61) for e in range(384)}
+    p = plan(CONFIG, inventory, MACHINES["1x24GB GPU + 768GB RAM"], context=4096, expert_freq=freq)
+    on_gpu = {u for u, d in p.units.items() if ".experts." in u and d == 0}
+    assert on_gpu and all(u.endswith((".experts.3", ".experts.301")) for u in on_gpu)
+
+
+def test_shrink_and_does_not_fit(inventory):
+    small_gpu = Machine(gpus=[parse_bytes("16GiB")], cpu=parse_bytes("768GiB"))
+    plain = plan(CONFIG, inventory, small_gpu, context=4096)
+    nf4 = plan(CONFIG, inventory, small_gpu, context=4096, shrink="nf4")
+    assert "cpu" in plain.bytes_by_kind()["attention"] or "cpu" in plain.bytes_by_kind()["shared_expert"]
+    assert set(nf4.bytes_by_kind()["attention"]) == {0}
+    assert sum(nf4.bytes_by_kind()["attention"].values()) < 0.3 * sum(plain.bytes_by_kind()["attention"].values())
+    with pytest.raises(DoesNotFit, match="fits nowhere"):
+        plan(CONFIG, inventory, Machine(cpu=parse_bytes("128GB")), context=4096)
+    with pytest.raises(ValueError, match="memory size"):
+        parse_bytes("lots")
