@@ -9,14 +9,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from kimidoc.cli import plan
+from kimidoc.cli import agent, pack, plan
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kimidoc", description="Put Kimi K2.6 to work on real documents.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (plan,):
-        module.add_parser(sub)
+    agent.add_parsers(sub)
+    pack.add_parser(sub)
+    plan.add_parser(sub)
     return parser
 
 
