@@ -14,10 +14,9 @@ EXIT_OK, EXIT_NO_ANSWER, EXIT_USAGE = 0, 1, 2
 
 def add_backend_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("backend (default: $KIMIDOC_MODEL, $KIMIDOC_ENDPOINT, else the embedded model)")
-    g.add_argument("--model", metavar="DIR", help="a local K2.6 checkpoint folder (local runtime)")
-    g.add_argument("--endpoint", metavar="URL", help="an OpenAI-compatible server (vLLM, SGLang, Moonshot, OpenRouter)")
+    g.add_argument("--model", metavar="DIR|NAME", help="a local K2.6 checkpoint folder, 'embedded', or with --endpoint the served model's name")
+    g.add_argument("--endpoint", metavar="URL", help="an OpenAI-compatible server URL, or 'moonshot' / 'openrouter'")
     g.add_argument("--api-key", help="API key for --endpoint (default: $KIMIDOC_API_KEY, $MOONSHOT_API_KEY, $OPENROUTER_API_KEY, $OPENAI_API_KEY)")
-    g.add_argument("--served-model", metavar="NAME", help="model name to request from --endpoint (e.g. moonshotai/Kimi-K2.6)")
     g.add_argument("--no-thinking", action="store_true", help="instant mode: no reasoning before the answer")
     g.add_argument("--temperature", type=float, help="sampling temperature (K2.6 recommends 1.0 thinking / 0.6 instant)")
     g.add_argument("--max-tokens", type=int, help="most tokens per model reply")
@@ -59,7 +58,7 @@ def add_parsers(sub: Any) -> None:
     swarm.add_argument("--tasks", metavar="FILE", help="one sub-task per line (default: one sub-task per document, with --task)")
     swarm.add_argument("--task", help="with no --tasks: the question asked of each document")
     swarm.add_argument("--concurrency", type=int, default=32, help="sub-agents running at once (at most 300)")
-    swarm.add_argument("--trace", metavar="FILE", help="JSONL trace of the swarm (sub-agent traces beside it)")
+    swarm.add_argument("--trace-dir", metavar="DIR", help="folder for the swarm's traces; running again on it resumes")
     add_backend_args(swarm)
     add_run_args(swarm)
     swarm.set_defaults(func=run_swarm_cmd)
@@ -68,7 +67,7 @@ def add_parsers(sub: Any) -> None:
 def backend_from(args: argparse.Namespace) -> Any:
     from kimidoc.backends.connect import connect
 
-    return connect(model=args.model, endpoint=args.endpoint, api_key=args.api_key, served_model=args.served_model)
+    return connect(model=args.model, endpoint=args.endpoint, api_key=args.api_key)
 
 
 def sampling_from(args: argparse.Namespace) -> dict[str, Any]:
@@ -142,7 +141,7 @@ def run_ask(args: argparse.Namespace) -> int:
     documents = documents_from(paths, args.password)
     backend = backend_from(args)
     agent = Agent(backend, tools=tools_for(args, documents), documents=documents, budget=budget_from(args),
-                  trace_path=args.trace, on_event=_live(args), sampling=sampling_from(args))
+                  trace_path=args.trace, on_event=_live(args), sampling=sampling_from(args), show_progress=False)
     return print_result(agent.run(question), args)
 
 
@@ -153,11 +152,10 @@ def run_agent(args: argparse.Namespace) -> int:
     backend = backend_from(args)
     tools = tools_for(args, documents)
     if args.resume:
-        agent = Agent.resume(args.resume, backend, tools=tools, documents=documents, on_event=_live(args))
-        return print_result(agent.run(), args)
+        return print_result(Agent.resume(args.resume, backend, tools=tools, documents=documents, on_event=_live(args), show_progress=False), args)
     task = Path(args.task_file).read_text() if args.task_file else args.task
     agent = Agent(backend, tools=tools, documents=documents, budget=budget_from(args), trace_path=args.trace or "kimidoc-run.jsonl",
-                  on_event=_live(args), sampling=sampling_from(args))
+                  on_event=_live(args), sampling=sampling_from(args), show_progress=False)
     return print_result(agent.run(task), args)
 
 
@@ -176,9 +174,9 @@ def run_swarm_cmd(args: argparse.Namespace) -> int:
         print("kimidoc swarm: give --tasks FILE, or documents and --task", file=sys.stderr)
         return EXIT_USAGE
     backend = backend_from(args)
-    swarm = Swarm(backend, tools=lambda i: tools_for(args, documents), documents=documents, concurrency=args.concurrency,
-                  budget=budget_from(args), trace_path=args.trace, on_event=_live(args),
-                  agent_options={"sampling": sampling_from(args)})
+    swarm = Swarm(backend, tools=lambda i: tools_for(args, documents), concurrency=args.concurrency,
+                  budget=budget_from(args), trace_dir=args.trace_dir, on_event=_live(args),
+                  agent_options={"sampling": sampling_from(args), "documents": documents})
     result = swarm.run(tasks)
     totals = result.totals()
     if args.json:

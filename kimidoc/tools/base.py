@@ -1,21 +1,24 @@
 """The tool type every agent uses: a name, a description, a JSON schema and a callable.
 
-A tool's callable returns a string, a :class:`ToolResult`, an image (PIL), PNG bytes, or
-anything JSON-serialisable. Calling a :class:`Tool` never raises: bad arguments and
-exceptions come back as an error result the model can read and recover from.
+A tool's callable returns a string, a :class:`ToolResult`, an image (PIL), PNG bytes, a list
+mixing text and images, or anything JSON-serialisable. Calling a :class:`Tool` never raises: bad
+arguments, unknown tools, unreadable arguments and exceptions come back as an error result the
+model can read and recover from. :func:`run_tool_calls` runs one turn's calls concurrently.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import functools
 import inspect
 import io
 import json
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
-from kimidoc.messages import ToolSchema, image_part
+from kimidoc.messages import ToolCall, ToolCallError, ToolSchema, image_part
 
 
 @dataclass
@@ -32,6 +35,20 @@ class ToolResult:
         return parts + [image_part(png) for png in self.images]
 
 
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _png(value: Any) -> bytes | None:
+    """PNG bytes of an image value (PNG bytes or a PIL image), or None for anything else."""
+    if isinstance(value, (bytes, bytearray)) and bytes(value[:8]) == _PNG_MAGIC:
+        return bytes(value)
+    if hasattr(value, "save") and hasattr(value, "size") and hasattr(value, "mode"):  # a PIL image
+        buf = io.BytesIO()
+        value.save(buf, format="PNG")
+        return buf.getvalue()
+    return None
+
+
 def to_result(value: Any) -> ToolResult:
     """Normalise what a tool function returned into a :class:`ToolResult`."""
     if isinstance(value, ToolResult):
@@ -40,12 +57,13 @@ def to_result(value: Any) -> ToolResult:
         return ToolResult("")
     if isinstance(value, str):
         return ToolResult(value)
-    if isinstance(value, (bytes, bytearray)) and bytes(value[:8]) == b"\x89PNG\r\n\x1a\n":
-        return ToolResult(images=[bytes(value)])
-    if hasattr(value, "save") and hasattr(value, "size"):  # a PIL image
-        buf = io.BytesIO()
-        value.save(buf, format="PNG")
-        return ToolResult(images=[buf.getvalue()])
+    png = _png(value)
+    if png is not None:
+        return ToolResult(images=[png])
+    if isinstance(value, (list, tuple)) and value and any(_png(v) is not None for v in value):
+        if all(isinstance(v, str) or _png(v) is not None for v in value):
+            texts = [v for v in value if isinstance(v, str)]
+            return ToolResult("\n".join(texts), images=[p for p in map(_png, value) if p is not None])
     try:
         return ToolResult(json.dumps(value, ensure_ascii=False, default=str))
     except (TypeError, ValueError):
@@ -68,29 +86,87 @@ class Tool:
 
         return validate(arguments, self.parameters, where=self.name)
 
-    def __call__(self, **arguments: Any) -> ToolResult:
+    def _check(self, arguments: dict[str, Any]) -> tuple[dict[str, Any], ToolResult | None]:
         problem = self.validate(arguments)
         if problem:
-            return ToolResult(f"Error: {problem}", is_error=True)
+            return arguments, ToolResult(f"Error: {problem}", is_error=True)
+        return _integral_floats_to_int(arguments, self.parameters), None
+
+    def _error(self, exc: BaseException) -> ToolResult:
+        detail = traceback.format_exception_only(type(exc), exc)[-1].strip()
+        return ToolResult(f"Error in tool {self.name}: {detail}", is_error=True)
+
+    def __call__(self, **arguments: Any) -> ToolResult:
+        arguments, refused = self._check(arguments)
+        if refused:
+            return refused
         try:
             value = self.fn(**arguments)
             if inspect.isawaitable(value):
-                value = asyncio.run(value)  # type: ignore[arg-type]
+                value = _run_sync(value)
             return to_result(value)
-        except Exception as exc:  # returned to the model, never raised into the agent loop
-            tb = traceback.format_exception_only(type(exc), exc)[-1].strip()
-            return ToolResult(f"Error in tool {self.name}: {tb}", is_error=True)
+        except (Exception, SystemExit) as exc:  # returned to the model, never raised into the agent loop
+            return self._error(exc)
 
     async def acall(self, **arguments: Any) -> ToolResult:
-        if inspect.iscoroutinefunction(self.fn):
-            problem = self.validate(arguments)
-            if problem:
-                return ToolResult(f"Error: {problem}", is_error=True)
-            try:
-                return to_result(await self.fn(**arguments))
-            except Exception as exc:
-                return ToolResult(f"Error in tool {self.name}: {type(exc).__name__}: {exc}", is_error=True)
-        return await asyncio.to_thread(self.__call__, **arguments)
+        """Call without blocking the event loop: coroutines are awaited, plain functions run in a thread."""
+        if not inspect.iscoroutinefunction(self.fn):
+            return await asyncio.to_thread(self.__call__, **arguments)
+        arguments, refused = self._check(arguments)
+        if refused:
+            return refused
+        try:
+            return to_result(await self.fn(**arguments))
+        except (Exception, SystemExit) as exc:
+            return self._error(exc)
+
+
+def _run_sync(awaitable: Any) -> Any:
+    """Await from synchronous code, also when this thread already runs an event loop."""
+
+    async def wait() -> Any:
+        return await awaitable
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(wait())
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, wait()).result()
+
+
+def _integral_floats_to_int(arguments: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    """JSON Schema counts 3.0 as an integer; hand the function the int its type hint promised."""
+    props = schema.get("properties") or {}
+    out = dict(arguments)
+    for key, value in arguments.items():
+        if isinstance(value, float) and value.is_integer() and (props.get(key) or {}).get("type") == "integer":
+            out[key] = int(value)
+    return out
+
+
+def find_tool(tools: Sequence[Tool] | Mapping[str, Tool], name: str) -> Tool | None:
+    if isinstance(tools, Mapping):
+        return tools.get(name)
+    return next((t for t in tools if t.name == name), None)
+
+
+async def run_tool_call(tools: Sequence[Tool] | Mapping[str, Tool], call: ToolCall) -> ToolResult:
+    """One model tool call to its result; an unknown tool or unreadable arguments is an error result."""
+    found = find_tool(tools, call.name)
+    if found is None:
+        names = ", ".join(t.name for t in (tools.values() if isinstance(tools, Mapping) else tools))
+        return ToolResult(f"Error: there is no tool named {call.name!r} (available: {names or 'none'})", is_error=True)
+    try:
+        arguments = call.parsed_arguments()
+    except ToolCallError as exc:
+        return ToolResult(f"Error: {exc}", is_error=True)
+    return await found.acall(**arguments)
+
+
+async def run_tool_calls(tools: Sequence[Tool] | Mapping[str, Tool], calls: Sequence[ToolCall]) -> list[ToolResult]:
+    """Run one turn's tool calls concurrently; results come back in the order of ``calls``."""
+    return list(await asyncio.gather(*(run_tool_call(tools, c) for c in calls)))
 
 
 def tool(fn: Callable[..., Any] | None = None, *, name: str | None = None, description: str | None = None) -> Any:
@@ -108,10 +184,22 @@ def tool(fn: Callable[..., Any] | None = None, *, name: str | None = None, descr
     """
 
     def wrap(f: Callable[..., Any]) -> Tool:
-        from kimidoc.tools.schema import schema_from_function
+        from kimidoc.tools.schema import enum_parameters, schema_from_function
 
         desc, params = schema_from_function(f)
-        return Tool(name=name or f.__name__, description=description or desc, parameters=params, fn=f)
+        enums = enum_parameters(f)
+        fn = f
+        if enums:
+            # the model sends an Enum's value; the function was promised the member
+
+            @functools.wraps(f)
+            def fn(*args: Any, **kwargs: Any) -> Any:
+                for key, cls in enums.items():
+                    if key in kwargs and not isinstance(kwargs[key], cls):
+                        kwargs[key] = cls(kwargs[key])
+                return f(*args, **kwargs)
+
+        return Tool(name=name or f.__name__, description=description or desc, parameters=params, fn=fn)
 
     return wrap(fn) if fn is not None else wrap
 

@@ -1,0 +1,465 @@
+"""The host side of the Python sandbox: start the worker, send it cells, enforce wall-clock limits.
+
+The interpreter runs in a separate process (see :mod:`kimidoc.tools.sandbox.worker` and
+:mod:`kimidoc.tools.sandbox.jail` for the isolation layers). Everything the worker sends back is
+treated as untrusted: sizes are capped and malformed replies end the session like a crash.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import random
+import select
+import shutil
+import signal
+import site
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from kimidoc.tools.base import ToolResult
+from kimidoc.tools.sandbox.protocol import ProtocolError, read_frame, write_frame
+
+LAYERS = ("netns", "fs_jail", "pidns", "uid", "rlimits", "no_new_privs", "seccomp")
+DEFAULT_REQUIRE = ("netns", "fs_jail", "pidns", "uid", "rlimits", "no_new_privs")
+_WORKER = Path(__file__).with_name("worker.py")
+_PNG = b"\x89PNG\r\n\x1a\n"
+_SIGNALS = {
+    signal.SIGKILL: "was killed (SIGKILL): it hit its CPU-time hard limit or was killed from outside",
+    signal.SIGXCPU: "went over its CPU-time limit (SIGXCPU)",
+    signal.SIGSEGV: "crashed with a segmentation fault (SIGSEGV)",
+    signal.SIGBUS: "crashed with a bus error (SIGBUS)",
+    signal.SIGABRT: "aborted (SIGABRT)",
+    signal.SIGILL: "executed an illegal instruction (SIGILL)",
+    signal.SIGSYS: "made a forbidden system call (SIGSYS)",
+}
+
+
+class SandboxUnavailable(RuntimeError):
+    """The sandbox cannot start with the isolation that was asked for."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits of one interpreter session."""
+
+    timeout: float = 60.0  # wall-clock seconds per cell; the whole process tree is killed after it
+    cell_cpu_seconds: float = 60.0  # CPU seconds per cell (soft: raised back only up to the session cap)
+    session_cpu_seconds: int = 3600  # CPU seconds over the session's life (hard)
+    memory_bytes: int = 4 << 30  # address space of each process
+    file_bytes: int = 64 << 20  # largest file the code may write (also caps stdout/stderr)
+    processes: int = 64  # processes and threads of the sandbox uid
+    open_files: int = 256
+    tmp_size: str = "64m"  # the private /tmp and /dev/shm
+    disk_size: str = "512m"  # the private working directory and home (tmpfs), unless a host workdir is given
+    output_chars: int = 20_000  # stdout and stderr each, head and tail kept
+    value_chars: int = 20_000  # repr of the last expression
+    max_figures: int = 8
+    figure_dpi: int = 100
+    reply_bytes: int = 64 << 20  # largest reply accepted from the worker
+    start_timeout: float = 60.0
+
+
+@dataclass
+class CellResult:
+    stdout: str = ""
+    stderr: str = ""
+    value: str | None = None
+    error: str | None = None
+    images: list[bytes] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # restarts, kills: what the model must know
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_tool_result(self) -> ToolResult:
+        sections = list(self.notes)
+        if self.stdout:
+            sections.append(self.stdout.rstrip("\n"))
+        if self.stderr:
+            sections.append("[stderr]\n" + self.stderr.rstrip("\n"))
+        if self.value is not None:
+            sections.append(f"Out: {self.value}")
+        if self.error:
+            sections.append(self.error)
+        if self.images:
+            sections.append(f"[{len(self.images)} figure(s) attached]")
+        return ToolResult("\n".join(sections) or "(no output)", images=list(self.images), is_error=not self.ok)
+
+
+def _system_paths() -> list[str]:
+    """What the interpreter needs to run: system directories and every Python prefix, read-only."""
+    paths = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc"]
+    python = [sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.realpath(sys.executable))]
+    python += site.getsitepackages() + [p for p in sys.path if p.endswith(("site-packages", "dist-packages"))]
+    return paths + [os.path.realpath(p) for p in python if p and os.path.isdir(p)]
+
+
+def _read_capped(path: Path, limit: int) -> str:
+    """The file's text; over ``limit`` characters keeps the head and the tail with a note between."""
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:  # the session was closed from another thread meanwhile
+        return ""
+    with f:
+        size = os.fstat(f.fileno()).st_size
+        if size <= limit:
+            return f.read().decode("utf-8", "replace")
+        head = f.read(limit * 3 // 4).decode("utf-8", "replace")
+        f.seek(size - limit // 4)
+        tail = f.read().decode("utf-8", "replace")
+    return f"{head}\n[... {size - limit} bytes of output truncated ...]\n{tail}"
+
+
+class _Process:
+    """One running worker and the host ends of its pipes; ``kill`` ends the whole tree."""
+
+    def __init__(self, popen: subprocess.Popen, req: int, resp: int, lifeline: int) -> None:
+        self.popen, self.req, self.resp, self.lifeline = popen, req, resp, lifeline
+        self.init_fd: int | None = None  # pidfd of the sandbox's PID 1
+
+    def watch_init(self, pid: int) -> None:
+        try:
+            self.init_fd = os.pidfd_open(pid)
+        except OSError:  # already gone, or a kernel without pidfds: nothing to wait for
+            self.init_fd = None
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def kill(self) -> None:
+        """End every process of the session and reap them, so not even a zombie is left."""
+        if self.init_fd is not None:
+            # SIGKILL to PID 1 of the namespace: the kernel kills everything inside before it exits,
+            # then the worker's outer process reaps it and exits itself
+            try:
+                signal.pidfd_send_signal(self.init_fd, signal.SIGKILL)
+            except OSError:
+                pass
+            if self.popen.poll() is None:
+                try:
+                    outer = os.pidfd_open(self.popen.pid)
+                    select.select([outer], [], [], 10.0)  # exits, but stays unreaped: its group id stays reserved
+                    os.close(outer)
+                except OSError:
+                    pass
+            os.close(self.init_fd)
+            self.init_fd = None
+        try:
+            os.killpg(self.popen.pid, signal.SIGKILL)  # whatever is left in the process group (no PID namespace)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.popen.wait()
+        for fd in (self.req, self.resp, self.lifeline):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.req = self.resp = self.lifeline = -1
+
+    def ending(self, wait: float = 5.0) -> str | None:
+        """How the worker ended, in words; None when it is still running after ``wait`` seconds."""
+        try:
+            rc = self.popen.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            return None
+        sig = -rc if rc < 0 else rc - 128 if rc > 128 else 0
+        if sig:
+            try:
+                return _SIGNALS.get(signal.Signals(sig), f"was killed by {signal.Signals(sig).name}")
+            except ValueError:
+                return f"was killed by signal {sig}"
+        return f"exited with status {rc}"
+
+
+_SESSION_PREFIX = "kimidoc-sandbox-"
+_swept = False
+
+
+def _sweep_stale_sessions() -> None:
+    """Delete session folders whose host process died without cleaning up (a SIGKILL, a crash)."""
+    global _swept
+    if _swept:
+        return
+    _swept = True
+    base = Path(tempfile.gettempdir())
+    for session in base.glob(_SESSION_PREFIX + "*"):
+        try:
+            owner = int((session / "host").read_text())
+            os.kill(owner, 0)
+        except ProcessLookupError:
+            shutil.rmtree(session, ignore_errors=True)
+        except (OSError, ValueError):
+            continue  # not ours to judge: no owner file, or an owner we may not signal
+
+
+def _cleanup(state: dict[str, Any]) -> None:
+    proc: _Process | None = state.get("proc")
+    if proc is not None:
+        proc.kill()
+        state["proc"] = None
+    if state.get("session_dir"):
+        shutil.rmtree(state["session_dir"], ignore_errors=True)
+        state["session_dir"] = None
+
+
+class PythonSandbox:
+    """A persistent Python session in a separate, isolated process.
+
+    ``read_only`` paths (documents, repositories) are visible inside at the same absolute path,
+    read-only; the working directory is private and writable: a size-capped tmpfs at
+    :attr:`workdir` (``Limits.disk_size``), or the host folder ``workdir`` when one is given
+    (files then persist on the host, bounded only by ``Limits.file_bytes`` each).
+
+    ``require`` names the isolation layers (see :data:`LAYERS`) without which :meth:`start`
+    raises :class:`SandboxUnavailable`; ``allow_weaker=True`` runs anyway, and :meth:`isolation`
+    tells what is active. Needs Linux; full isolation needs root (CI runs as root).
+    """
+
+    def __init__(
+        self,
+        read_only: Iterable[str | os.PathLike[str]] = (),
+        *,
+        limits: Limits | None = None,
+        require: Iterable[str] = DEFAULT_REQUIRE,
+        allow_weaker: bool = False,
+        workdir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.limits = limits or Limits()
+        self.require = tuple(require)
+        unknown = set(self.require) - set(LAYERS)
+        if unknown:
+            raise ValueError(f"unknown isolation layer(s) {sorted(unknown)}; known: {', '.join(LAYERS)}")
+        self.allow_weaker = allow_weaker
+        self.read_only: list[str] = []
+        for p in read_only:
+            real = os.path.realpath(p)
+            if not os.path.exists(real):
+                raise FileNotFoundError(f"python sandbox: read-only path {os.fspath(p)!r} does not exist")
+            self.read_only.append(real)
+        self._workdir_arg = os.path.realpath(workdir) if workdir is not None else None
+        self._lock = threading.Lock()
+        self._state: dict[str, Any] = {"proc": None, "session_dir": None}
+        self._finalizer = weakref.finalize(self, _cleanup, self._state)
+        self._layers: dict[str, bool] = {}
+        self._problems: dict[str, str] = {}
+        self._pending_notes: list[str] = []
+        self.uid: int | None = None
+        self.pid: int | None = None  # the host pid of the worker's outermost process
+        self.workdir: str | None = None
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the interpreter now (otherwise the first :meth:`run` does)."""
+        with self._lock:
+            self._ensure_started()
+
+    def _ensure_started(self) -> None:
+        proc = self._state["proc"]
+        if proc is not None and proc.alive():
+            return
+        if proc is not None:
+            proc.kill()
+            self._state["proc"] = None
+        self._spawn()
+
+    def _session_dirs(self) -> tuple[Path, Path, Path]:
+        if self._state["session_dir"] is None:
+            _sweep_stale_sessions()
+            session = Path(tempfile.mkdtemp(prefix=_SESSION_PREFIX))
+            session.chmod(0o711)  # the sandbox uid may pass through to its directories, not list them
+            (session / "host").write_text(str(os.getpid()))
+            self._state["session_dir"] = str(session)
+        session = Path(self._state["session_dir"])
+        work = Path(self._workdir_arg) if self._workdir_arg else session / "work"
+        home = session / "home"
+        for d in (work, home, session / "root"):
+            d.mkdir(parents=True, exist_ok=True)
+        return session, work, home
+
+    def _spawn(self) -> None:
+        if sys.platform != "linux":
+            raise SandboxUnavailable(f"the python sandbox needs Linux (namespaces, rlimits, seccomp); this is {sys.platform}")
+        session, work, home = self._session_dirs()
+        if self.uid is None and os.geteuid() == 0:
+            # a uid of its own: RLIMIT_NPROC counts per uid, and no other process shares it
+            self.uid = random.SystemRandom().randrange(1_000_000, 2_000_000_000)
+        if self.uid is not None:
+            for d in (work, home):
+                os.chown(d, self.uid, self.uid)
+                d.chmod(0o700)
+        out_path, err_path = session / "stdout", session / "stderr"
+        out = open(out_path, "ab+")
+        err = open(err_path, "ab+")
+        req_r, req_w = os.pipe()
+        resp_r, resp_w = os.pipe()
+        life_r, life_w = os.pipe()
+        env = {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "HOME": str(home),
+            "TMPDIR": "/tmp",
+            "LANG": "C.UTF-8",
+            "MPLBACKEND": "Agg",
+            "MPLCONFIGDIR": str(home / ".matplotlib"),
+            "OPENBLAS_NUM_THREADS": "1",
+            "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+        }
+        try:
+            popen = subprocess.Popen(
+                [sys.executable, "-I", "-X", "faulthandler", str(_WORKER), str(req_r), str(resp_w), str(life_r)],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                pass_fds=(req_r, resp_w, life_r),
+                env=env,
+                cwd=str(work),
+                start_new_session=True,  # its own process group, killed as one
+            )
+        finally:
+            for fd in (req_r, resp_w, life_r):
+                os.close(fd)
+            out.close()
+            err.close()
+        proc = _Process(popen, req_w, resp_r, life_w)
+        self._state["proc"] = proc
+        self.pid, self.workdir = popen.pid, str(work)
+        self._paths = (out_path, err_path)
+        lim = self.limits
+        config = {
+            "uid": self.uid,
+            "gid": self.uid,
+            "workdir": str(work),
+            "staging": str(session / "root"),
+            "system_paths": _system_paths(),
+            "read_only": self.read_only,
+            # a host workdir is bound as it is; the default one is a private size-capped tmpfs
+            "writable": [str(work)] if self._workdir_arg else [],
+            "private": [str(home)] + ([] if self._workdir_arg else [str(work)]),
+            "disk_size": lim.disk_size,
+            "tmp_size": lim.tmp_size,
+            "value_chars": lim.value_chars,
+            "figure_dpi": lim.figure_dpi,
+            "max_figures": lim.max_figures,
+            "limits": {
+                "memory_bytes": lim.memory_bytes,
+                "file_bytes": lim.file_bytes,
+                "processes": lim.processes,
+                "open_files": lim.open_files,
+                "session_cpu_seconds": lim.session_cpu_seconds,
+            },
+        }
+        try:
+            write_frame(proc.req, config)
+            deadline = time.monotonic() + lim.start_timeout
+            init = read_frame(proc.resp, 1 << 10, deadline=deadline)
+            if isinstance(init.get("init_pid"), int):
+                proc.watch_init(init["init_pid"])
+            ready = read_frame(proc.resp, 1 << 20, deadline=deadline)
+        except (OSError, ProtocolError, TimeoutError) as exc:
+            ending = "did not start in time" if isinstance(exc, TimeoutError) else proc.ending() or "stopped answering"
+            proc.kill()
+            self._state["proc"] = None
+            raise SandboxUnavailable(f"python sandbox: the worker {ending}: {_read_capped(err_path, 2000).strip()}") from exc
+        layers = ready.get("layers") or {}
+        self._layers = {k: bool(layers.get(k)) for k in LAYERS}
+        self._problems = {str(k): str(v) for k, v in (ready.get("problems") or {}).items()}
+        missing = [k for k in self.require if not self._layers[k]]
+        if missing and not self.allow_weaker:
+            self.close()
+            why = "; ".join(f"{k}: {self._problems.get(k, 'unavailable')}" for k in missing)
+            raise SandboxUnavailable(
+                f"python sandbox refused to start: isolation layer(s) {', '.join(missing)} missing ({why}). "
+                "Run as root on Linux for full isolation, or pass allow_weaker=True to accept weaker isolation."
+            )
+
+    def restart(self) -> None:
+        """A fresh interpreter: variables, imports and background processes are gone."""
+        with self._lock:
+            proc = self._state["proc"]
+            if proc is not None:
+                proc.kill()
+                self._state["proc"] = None
+            self._spawn()
+
+    def close(self) -> None:
+        """Kill every process of the session and delete its private directories."""
+        _cleanup(self._state)
+
+    def __enter__(self) -> "PythonSandbox":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- isolation report ---------------------------------------------------------------------
+
+    def isolation(self) -> dict[str, bool]:
+        """Which isolation layers the running interpreter is under (starts it if needed)."""
+        self.start()
+        return dict(self._layers)
+
+    def isolation_problems(self) -> dict[str, str]:
+        """Why each missing layer is missing."""
+        self.start()
+        return dict(self._problems)
+
+    # -- running code --------------------------------------------------------------------------
+
+    def run(self, code: str, *, timeout: float | None = None) -> CellResult:
+        """Run one cell; never raises for anything the code does (crashes become a result)."""
+        timeout = self.limits.timeout if timeout is None else timeout
+        with self._lock:
+            notes, self._pending_notes = self._pending_notes, []
+            self._ensure_started()
+            proc: _Process = self._state["proc"]
+            for path in self._paths:
+                os.truncate(path, 0)  # O_APPEND on the worker's side: it keeps writing from the start
+            try:
+                write_frame(proc.req, {"code": code, "cpu_seconds": self.limits.cell_cpu_seconds})
+                reply = read_frame(proc.resp, self.limits.reply_bytes, deadline=time.monotonic() + timeout)
+                result = self._parse(reply)
+            except TimeoutError:
+                proc.kill()
+                result = CellResult(error=f"Timed out after {timeout:g} s of wall-clock time: the interpreter and every process it started were killed.")
+                self._lost(result)
+            except (OSError, ProtocolError, ValueError) as exc:
+                # a closed pipe means the process is ending: say how; anything else is a bad reply
+                closed = isinstance(exc, OSError) or str(exc) == "pipe closed"
+                ending = proc.ending(wait=5.0 if closed else 0.0) or f"sent a malformed reply ({exc})"
+                proc.kill()
+                result = CellResult(error=f"The Python interpreter {ending}.")
+                self._lost(result)
+            result.notes[:0] = notes
+            result.stdout = _read_capped(self._paths[0], self.limits.output_chars)
+            result.stderr = _read_capped(self._paths[1], self.limits.output_chars)
+            return result
+
+    def _lost(self, result: CellResult) -> None:
+        self._state["proc"] = None
+        result.error = (result.error or "") + " The next call starts a fresh interpreter: variables and imports from earlier calls are gone."
+        self._pending_notes.append("[note: this runs in a new interpreter session; the previous one was killed, so earlier variables are gone]")
+
+    def _parse(self, reply: dict[str, Any]) -> CellResult:
+        value, error, images = reply.get("value"), reply.get("error"), reply.get("images", [])
+        if value is not None and not isinstance(value, str) or error is not None and not isinstance(error, str):
+            raise ValueError("value and error must be strings")
+        if not isinstance(images, list) or len(images) > self.limits.max_figures + 1:
+            raise ValueError("images must be a short list")
+        pngs = []
+        for item in images:
+            png = base64.b64decode(item, validate=True) if isinstance(item, str) else b""
+            if not png.startswith(_PNG):
+                raise ValueError("an image is not a PNG")
+            pngs.append(png)
+        return CellResult(value=value, error=error, images=pngs)
