@@ -16,6 +16,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--output", "-o", metavar="FILE", help="write here instead of stdout")
     p.add_argument("--model", metavar="DIR", help="count tokens with this checkpoint's tokenizer (default: a conservative estimate)")
     p.add_argument("--password", help="password for encrypted PDFs")
+    p.add_argument("--line-numbers", action="store_true", help="number the lines of source files (for line citations)")
+    p.add_argument("--images", action="store_true", help="budget images as the model would see them (the text output only marks them)")
     p.set_defaults(func=run)
 
 
@@ -24,10 +26,11 @@ def run(args: argparse.Namespace) -> int:
 
     counter = None
     if args.model:
-        from kimidoc.chat.tokenizer import load_tokenizer
+        from kimidoc.chat.tokenizer import Tokenizer
 
-        counter = load_tokenizer(args.model).count
-    result = pack_paths(args.paths, args.budget, fmt=args.format, counter=counter, password=args.password)
+        counter = Tokenizer.load(args.model).count
+    result = pack_paths(args.paths, args.budget, fmt=args.format, counter=counter, password=args.password,
+                        images=args.images, line_numbers=args.line_numbers)
     text = render(result)
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")

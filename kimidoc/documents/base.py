@@ -1,4 +1,11 @@
-"""Documents as lists of parts that remember where they came from, so answers can cite them."""
+"""Documents as lists of parts that remember where they came from, so answers can cite them.
+
+A :class:`Document` holds its parts in reading order. Text and tables are kept in full; image
+parts hold PNG bytes already sized for the vision tower (never larger than what it would see).
+Whatever a loader leaves out (an ignored, binary, oversized or unreadable file, a page that cannot
+be parsed) is recorded as an :class:`Omission` in ``meta["skipped"]``, so nothing is lost silently:
+the context packer lists those next to what it dropped for the budget.
+"""
 
 from __future__ import annotations
 
@@ -30,6 +37,16 @@ class Source:
         return out
 
 
+@dataclass(frozen=True)
+class Omission:
+    """Something left out of a document or a packed context, and why (shown to the agent)."""
+
+    source: str  # a citation or path: "report.pdf p.7", "assets/logo.bin"
+    reason: str  # "binary file", "larger than the 1 MB cap (52.4 MB)", "over the token budget"...
+    action: str = "skipped"  # skipped (by a loader) | dropped (by the packer) | compressed (signatures only)
+    tokens: int | None = None  # what the full item would have cost, when known
+
+
 @dataclass
 class Part:
     kind: PartKind
@@ -47,3 +64,12 @@ class Document:
     kind: str  # pdf | image | repository | text
     parts: list[Part] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)  # title, outline, page count, tree, dropped files...
+
+    @property
+    def skipped(self) -> list[Omission]:
+        """What the loader left out of this document, with reasons."""
+        return self.meta.setdefault("skipped", [])
+
+    def text(self) -> str:
+        """All text and table parts joined in reading order (image parts contribute their caption)."""
+        return "\n\n".join(p.text for p in self.parts if p.text)

@@ -1,0 +1,277 @@
+"""PDF pages as parts: text in reading order with headings and links, tables as Markdown,
+figures and scanned pages as images, with the outline and metadata on the document.
+
+Built on PyMuPDF: its text extraction (``get_text("dict")``), its table finder
+(``page.find_tables``, which also writes the Markdown), its drawing clusters for vector figures
+and its renderer (the same table finder and Markdown writer pymupdf4llm uses). Reading order
+(columns) is :mod:`kimidoc.documents.layout`. pymupdf4llm's ``to_markdown`` with its layout model
+runs only on request (``engine="pymupdf4llm"``): it reads the same pages ~30x slower (see
+``benchmarks/bench_ingest.py``).
+
+Pages stream: :func:`iter_pdf_parts` holds one page at a time, so a 1,000-page file is read in
+bounded memory; :func:`load_pdf` collects the parts into a :class:`Document`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import pymupdf
+
+from kimidoc.documents import layout
+from kimidoc.documents.base import Document, DocumentError, Omission, Part, Source
+from kimidoc.progress import progress
+
+SCAN_CHARS = 40  # fewer visible characters than this and the page is a picture (scan, chart, slide)
+MIN_FIGURE = 0.02  # figures smaller than this share of the page are decoration (logos, bullets, rules)
+MIN_FIGURE_PATHS = 12  # a vector drawing needs this many paths to count as a figure (not a frame or rule)
+MIN_TABLE_LINES = 4  # pages with fewer ruling lines/rects than this skip the (costly) table finder
+
+_TABLES_TAKE_LAYOUT = "use_layout" in inspect.signature(pymupdf.table.find_tables).parameters  # PyMuPDF >= 1.27: skip its layout model
+_TEXT_FLAGS = pymupdf.TEXT_PRESERVE_LIGATURES | pymupdf.TEXT_PRESERVE_WHITESPACE | pymupdf.TEXT_MEDIABOX_CLIP | pymupdf.TEXT_DEHYPHENATE
+
+
+def open_pdf(path: Path, *, password: str | None = None, display: str | None = None) -> pymupdf.Document:
+    """Open (and, where MuPDF can, repair) a PDF; encrypted files need ``password``."""
+    name = display or str(path)
+    if not path.exists():
+        raise DocumentError(f"{name}: no such file")
+    pymupdf.TOOLS.reset_mupdf_warnings()
+    try:
+        doc = pymupdf.open(path, filetype="pdf")
+    except Exception as exc:  # FileDataError, RuntimeError: MuPDF could not even repair the xref
+        raise DocumentError(f"{name}: not a readable PDF, and PyMuPDF could not repair it ({exc})") from exc
+    if doc.needs_pass:
+        if password is None:
+            doc.close()
+            raise DocumentError(f"{name}: the PDF is encrypted; pass password=... to open it")
+        if not doc.authenticate(password):
+            doc.close()
+            raise DocumentError(f"{name}: wrong password for the encrypted PDF")
+    if doc.page_count == 0:
+        doc.close()
+        raise DocumentError(f"{name}: no pages could be recovered (truncated or damaged beyond repair)")
+    return doc
+
+
+def pdf_meta(doc: pymupdf.Document) -> dict[str, Any]:
+    """Title, author, page count, outline (level, title, page), and whether the file was encrypted/repaired."""
+    info = doc.metadata or {}
+    meta: dict[str, Any] = {"pages": doc.page_count}
+    for key in ("title", "author", "subject"):
+        if info.get(key):
+            meta[key] = info[key]
+    toc = doc.get_toc(simple=True)
+    if toc:
+        meta["outline"] = [(level, title, page) for level, title, page in toc]
+    meta["encrypted"] = bool(doc.is_encrypted or info.get("encryption"))
+    meta["repaired"] = bool(getattr(doc, "is_repaired", False))
+    if meta["repaired"]:
+        meta["warnings"] = pymupdf.TOOLS.mupdf_warnings().splitlines()[:20]  # what MuPDF found broken
+    return meta
+
+
+def iter_pdf_parts(
+    path: Path,
+    *,
+    password: str | None = None,
+    display: str | None = None,
+    pages: Iterable[int] | None = None,
+    dpi: int = 144,
+    tables: bool = True,
+    figures: bool = True,
+    render_pages: bool = False,
+    engine: str = "fast",
+    skipped: list[Omission] | None = None,
+    meta: dict[str, Any] | None = None,
+) -> Iterator[Part]:
+    """Parts of each page in order, one page in memory at a time.
+
+    ``pages``: 1-based page numbers (default all). ``render_pages`` adds a full-page image to every
+    page for the vision path (figures and scanned pages get images regardless). Pages that fail are
+    recorded in ``skipped`` (when given) and the rest still come; ``meta`` (when given) receives
+    :func:`pdf_meta`. ``engine="pymupdf4llm"`` hands each page to pymupdf4llm's ``to_markdown``
+    (its layout model: slower by ~50x, for layouts the fast path reads poorly); the default
+    ``"fast"`` is :func:`page_parts`.
+    """
+    if engine not in ("fast", "pymupdf4llm"):
+        raise ValueError(f"unknown PDF engine {engine!r}; use 'fast' or 'pymupdf4llm'")
+    name = display or str(path)
+    doc = open_pdf(path, password=password, display=name)
+    try:
+        if meta is not None:
+            meta.update(pdf_meta(doc))
+        numbers = list(pages) if pages is not None else list(range(1, doc.page_count + 1))
+        for n in progress(numbers, desc=f"reading {Path(name).name}", unit="page"):
+            if not 1 <= n <= doc.page_count:
+                raise DocumentError(f"{name}: page {n} out of range 1-{doc.page_count}")
+            try:
+                page = doc.load_page(n - 1)
+                if engine == "pymupdf4llm":
+                    parts = _pymupdf4llm_parts(doc, page, name, dpi=dpi, render_page=render_pages)
+                else:
+                    parts = page_parts(page, name, dpi=dpi, tables=tables, figures=figures, render_page=render_pages)
+            except DocumentError:
+                raise
+            except Exception as exc:  # a damaged page must not cost the others
+                if skipped is None:
+                    raise DocumentError(f"{name} p.{n}: cannot be read ({exc})") from exc
+                skipped.append(Omission(f"{name} p.{n}", f"page cannot be read ({exc})"))
+                continue
+            yield from parts
+    finally:
+        doc.close()
+
+
+def load_pdf(path: Path, *, password: str | None = None, display: str | None = None, **options: Any) -> Document:
+    """The whole PDF as a :class:`Document` (see :func:`iter_pdf_parts` for ``options``)."""
+    name = display or str(path)
+    doc = Document(name, "pdf")
+    doc.parts = list(iter_pdf_parts(path, password=password, display=name, skipped=doc.skipped, meta=doc.meta, **options))
+    return doc
+
+
+def page_parts(page: pymupdf.Page, name: str, *, dpi: int = 144, tables: bool = True, figures: bool = True, render_page: bool = False) -> list[Part]:
+    """Text, table and image parts of one page, in reading order."""
+    n = page.number + 1
+    area = abs(page.rect)
+    drawings = page.get_cdrawings() if (tables or figures) else []
+    found_tables = _tables(page, drawings) if tables else []
+    table_boxes = [t[0] for t in found_tables]
+    figure_boxes = _figures(page, drawings, table_boxes, area) if figures else []
+
+    links = [(tuple(link["from"]), link["uri"]) for link in page.get_links() if link.get("uri")]
+    page_dict = page.get_text("dict", flags=_TEXT_FLAGS)
+    segments, inside = layout.line_segments(page_dict, links, exclude=table_boxes + figure_boxes)
+    chars = sum(len(s.text.replace(" ", "")) for s in segments + inside)
+
+    if chars < SCAN_CHARS and figure_boxes:
+        # A scan, a chart or a slide with a few words: the picture carries the page.
+        caption = " ".join(s.text for s in segments + inside)
+        return [_render_part(page, name, None, dpi, caption, scanned=True)]
+
+    body = layout.body_size(segments) if segments else 10.0
+    items: list[Any] = list(segments) + [("table", b, md) for b, md in found_tables] + [("figure", b) for b in figure_boxes]
+    boxes = [s.bbox for s in segments] + table_boxes + figure_boxes
+    ordered = layout.reading_order(items, boxes, font=body)
+
+    parts: list[Part] = []
+    run: list[layout.Segment] = []
+
+    def flush() -> None:
+        if run:
+            text = layout.to_text(run, body)
+            meta = {"links": [u for _, u in links if u in text]} if links else {}
+            parts.append(Part("text", Source(name, page=n, bbox=_rounded(layout.union([s.bbox for s in run]))), text=text, meta=meta))
+            run.clear()
+
+    for item in ordered:
+        if isinstance(item, layout.Segment):
+            run.append(item)
+            continue
+        flush()
+        if item[0] == "table":
+            parts.append(Part("table", Source(name, page=n, bbox=_rounded(item[1])), text=item[2]))
+        else:
+            caption = " ".join(s.text for s in inside if _center_in(s.bbox, item[1]))
+            parts.append(_render_part(page, name, item[1], dpi, caption))
+    flush()
+    if render_page:
+        parts.append(_render_part(page, name, None, dpi, "", page_render=True))
+    return parts
+
+
+def _pymupdf4llm_parts(doc: pymupdf.Document, page: pymupdf.Page, name: str, *, dpi: int, render_page: bool) -> list[Part]:
+    import pymupdf4llm
+
+    (chunk,) = pymupdf4llm.to_markdown(doc, pages=[page.number], page_chunks=True, show_progress=False)
+    text = chunk["text"].strip()
+    if len(text.replace(" ", "")) < SCAN_CHARS:
+        return [_render_part(page, name, None, dpi, text, scanned=True)]
+    parts = [Part("text", Source(name, page=page.number + 1), text=text, meta={"engine": "pymupdf4llm"})]
+    if render_page:
+        parts.append(_render_part(page, name, None, dpi, "", page_render=True))
+    return parts
+
+
+def _tables(page: pymupdf.Page, drawings: list[dict[str, Any]]) -> list[tuple[layout.Box, str]]:
+    ruled = [d["rect"] for d in drawings if any(item[0] in ("l", "re", "qu") for item in d.get("items", ()))]
+    if sum(len(d.get("items", ())) for d in drawings) < MIN_TABLE_LINES or not ruled:
+        return []
+    # Only look where the rules are: the finder's cost is the characters it has to place.
+    clip = pymupdf.Rect(layout.union(ruled)) + (-3, -3, 3, 3)
+    kw = {"use_layout": False} if _TABLES_TAKE_LAYOUT else {}
+    finder = page.find_tables(clip=clip & page.rect, **kw)
+    out = []
+    for table in finder.tables:
+        if table.row_count < 2 or table.col_count < 2:
+            continue
+        md = table.to_markdown(clean=False).strip()
+        if md:
+            out.append((tuple(table.bbox), md))
+    return out
+
+
+def _figures(page: pymupdf.Page, drawings: list[dict[str, Any]], tables: list[layout.Box], area: float) -> list[layout.Box]:
+    boxes: list[pymupdf.Rect] = []
+    for info in page.get_image_info():
+        r = pymupdf.Rect(info["bbox"]) & page.rect
+        if not r.is_empty and abs(r) >= MIN_FIGURE * area:
+            boxes.append(r)
+    # Invisible white fills and page-sized backgrounds would merge everything into one "figure".
+    ink = [d for d in drawings if not _blank(d) and abs(pymupdf.Rect(d["rect"])) < 0.9 * area]
+    if len(ink) >= MIN_FIGURE_PATHS:
+        for r in page.cluster_drawings(drawings=[{"rect": pymupdf.Rect(d["rect"])} for d in ink]):
+            r = pymupdf.Rect(r) & page.rect
+            if r.is_empty or abs(r) < MIN_FIGURE * area:
+                continue
+            if sum(1 for d in ink if pymupdf.Rect(d["rect"]) in r + (-1, -1, 1, 1)) < MIN_FIGURE_PATHS:
+                continue
+            boxes.append(r)
+    merged: list[pymupdf.Rect] = []
+    for r in sorted(boxes, key=lambda r: -abs(r)):
+        if any(abs(r & pymupdf.Rect(t)) > 0.5 * abs(r) for t in tables):
+            continue
+        for m in merged:
+            if m.intersects(r):
+                m |= r
+                break
+        else:
+            merged.append(pymupdf.Rect(r))
+    return [tuple(m) for m in merged]
+
+
+def _blank(drawing: dict[str, Any]) -> bool:
+    return drawing.get("type") == "f" and tuple(drawing.get("fill") or ()) == (1.0, 1.0, 1.0)
+
+
+def _render_part(page: pymupdf.Page, name: str, clip: layout.Box | None, dpi: int, caption: str, *, scanned: bool = False, page_render: bool = False) -> Part:
+    from kimidoc.vision.budget import target_size
+    from kimidoc.vision.render import render_page, to_png
+
+    region = pymupdf.Rect(clip) if clip is not None else page.rect
+    # Never render more pixels than the vision tower keeps: lower the dpi to its target size.
+    w, h = region.width * dpi / 72, region.height * dpi / 72
+    tw, th = target_size(max(1, int(w)), max(1, int(h)))
+    scale = min(1.0, tw / max(w, 1), th / max(h, 1))
+    image = render_page(page.parent, page.number + 1, dpi=max(1, int(dpi * scale)), clip=clip)
+    meta: dict[str, Any] = {"dpi": int(dpi * scale)}
+    if scanned:
+        meta["scanned"] = True
+    if page_render:
+        meta["page_render"] = True
+    src = Source(name, page=page.number + 1, bbox=_rounded(clip) if clip is not None else None)
+    label = "page image" if clip is None else "figure"
+    text = f"[{label}] {caption}".strip() if caption else f"[{label}]"
+    return Part("image", src, text=text, image=to_png(image), width=image.width, height=image.height, meta=meta)
+
+
+def _center_in(b: layout.Box, r: layout.Box) -> bool:
+    cx, cy = (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
+    return r[0] <= cx <= r[2] and r[1] <= cy <= r[3]
+
+
+def _rounded(b: Any) -> layout.Box:
+    return tuple(round(float(v), 1) for v in b)  # type: ignore[return-value]
