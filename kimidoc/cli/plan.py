@@ -21,6 +21,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--disk-memory", metavar="SIZE", help="allow a disk tier of this size (memory-mapped safetensors)")
     p.add_argument("--context", type=int, default=32768, help="tokens of latent cache to reserve (default 32768)")
     p.add_argument("--shrink", choices=["int8", "nf4"], help="store attention / shared-expert / dense linears with bitsandbytes")
+    p.add_argument("--quantize-experts", action="store_true", help="a BF16-only checkpoint whose routed experts are quantized to INT4 on load")
     p.add_argument("--routing-stats", metavar="FILE", help="expert routing frequencies saved by a previous run")
     p.add_argument("--gpu-bandwidth", type=float, default=1.0e12, help="bytes/s per GPU (default 1e12; H200 ~4.8e12)")
     p.add_argument("--cpu-bandwidth", type=float, help="bytes/s of RAM reads (default: measured on this machine)")
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         disk_bandwidth=args.disk_bandwidth,
     )
     freq = load_routing_stats(args.routing_stats) if args.routing_stats else None
-    p = plan(config, specs, machine, context=args.context, shrink=args.shrink, expert_freq=freq)
+    p = plan(config, specs, machine, context=args.context, shrink=args.shrink, expert_freq=freq, quantize_experts=args.quantize_experts)
     summary = p.summary()
     summary["cpu_bandwidth"] = machine.cpu_bandwidth
     summary["cpu_bandwidth_measured_here"] = measured

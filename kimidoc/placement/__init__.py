@@ -1,4 +1,9 @@
-"""Where the parts of K2.6 live on a user's machine: inventory (what there is), plan (where it goes)."""
+"""Where the parts of K2.6 live on a user's machine: inventory (what there is), plan (where it goes).
+
+Running a plan needs torch and lives in submodules imported on demand (so ``kimidoc plan`` stays
+light): :mod:`.runtime` (``load_placed``), :mod:`.tiered` (experts per device + disk tier),
+:mod:`.shrink` (bitsandbytes), :mod:`.quantize` (INT4 on load), :mod:`.routing` (statistics hook).
+"""
 
 from kimidoc.placement.inventory import TensorSpec, inventory_from_checkpoint, inventory_from_config, load_config
 from kimidoc.placement.plan import DoesNotFit, Machine, Plan, parse_bytes, parse_gpus, plan

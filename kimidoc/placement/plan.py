@@ -29,6 +29,8 @@ _UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb
 # (negligible), NF4 packs two weights per byte plus an fp32 absmax per 64-weight block.
 SHRINK_BYTES_PER_PARAM = {"int8": 1.0, "nf4": 0.5 + 4 / 64}
 SHRINKABLE = ("attention", "shared_expert", "dense_mlp")
+# A BF16 routed expert quantized on load (kimidoc.placement.quantize): INT4 plus a bf16 scale per 32.
+QUANTIZED_EXPERT_BYTES_PER_PARAM = 0.5 + 2 / 32
 
 
 def parse_bytes(text: str | int | float) -> int:
@@ -74,6 +76,8 @@ class Plan:
     machine: Machine
     expert_freq: dict[tuple[int, int], float]
     warnings: list[str] = field(default_factory=list)
+    quantize_experts: bool = False  # BF16 routed experts stored as INT4 at load
+    disk_cache_bytes: int | None = None  # RAM set aside for disk-tier experts (kimidoc.placement.runtime)
 
     def device_map(self, prefix: str = "") -> dict[str, Device]:
         """accelerate-style ``{module name: device}`` for every module holding parameters."""
@@ -139,6 +143,7 @@ class Plan:
         return {
             "context_tokens": self.context,
             "shrink": self.shrink,
+            "quantize_experts": self.quantize_experts,
             "bytes_by_part": {k: {_dev_name(d): b for d, b in v.items()} for k, v in kinds.items()},
             "bytes_by_device": {_dev_name(d): b for d, b in self.bytes_by_device().items()},
             "routed_experts_by_device": dict(expert_tiers),
@@ -173,11 +178,13 @@ def plan(
     batch: int = 1,
     shrink: str | None = None,
     expert_freq: dict[tuple[int, int], float] | None = None,
+    quantize_experts: bool = False,
 ) -> Plan:
     """Place every unit of ``specs`` on ``machine``; raises :class:`DoesNotFit` when it cannot.
 
     ``shrink`` ("int8" / "nf4") stores attention, shared-expert and dense-MLP linears with
-    bitsandbytes; ``expert_freq`` maps (layer, expert) to the fraction of tokens routed to it.
+    bitsandbytes; ``expert_freq`` maps (layer, expert) to the fraction of tokens routed to it;
+    ``quantize_experts`` counts BF16 routed experts at INT4 size (quantized on load).
     """
     if shrink is not None and shrink not in SHRINK_BYTES_PER_PARAM:
         raise ValueError(f"shrink must be one of {sorted(SHRINK_BYTES_PER_PARAM)}, got {shrink!r}")
@@ -191,7 +198,7 @@ def plan(
     for unit, group in iter_units(specs):
         unit_tensors[unit] = group
         unit_kind[unit] = _unit_kind(group)
-        unit_bytes[unit] = sum(_stored_bytes(s, shrink) for s in group)
+        unit_bytes[unit] = sum(_stored_bytes(s, shrink, quantize_experts) for s in group)
 
     freq = _expert_freq(tc, unit_kind, expert_freq)
     free: dict[Device, float] = {i: g - machine.gpu_reserve for i, g in enumerate(machine.gpus)}
@@ -242,7 +249,7 @@ def plan(
         put(unit, list(dict.fromkeys(order)))
 
     tensors = {s.name: placed[u] for u, group in unit_tensors.items() for s in group}
-    p = Plan(placed, unit_bytes, unit_kind, tensors, cache_per_token, cache_device, context, shrink, machine, freq, warnings)
+    p = Plan(placed, unit_bytes, unit_kind, tensors, cache_per_token, cache_device, context, shrink, machine, freq, warnings, quantize_experts)
     p._vocab = tc["vocab_size"]
     return p
 
@@ -257,8 +264,11 @@ def _unit_kind(group: list[TensorSpec]) -> str:
     return kinds.pop()
 
 
-def _stored_bytes(s: TensorSpec, shrink: str | None) -> int:
-    if shrink and s.kind in SHRINKABLE and len(s.shape) == 2 and s.dtype == "BF16":
+def _stored_bytes(s: TensorSpec, shrink: str | None, quantize_experts: bool = False) -> int:
+    if quantize_experts and s.kind == "routed_expert" and len(s.shape) == 2 and s.dtype in ("BF16", "F16", "F32"):
+        return math.ceil(s.numel * QUANTIZED_EXPERT_BYTES_PER_PARAM)
+    # kv_b_proj stays BF16: absorbed MLA decode reads its weight directly, not through a linear.
+    if shrink and s.kind in SHRINKABLE and len(s.shape) == 2 and s.dtype == "BF16" and not s.name.endswith("kv_b_proj.weight"):
         return math.ceil(s.numel * SHRINK_BYTES_PER_PARAM[shrink])
     return s.nbytes
 

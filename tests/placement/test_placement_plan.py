@@ -104,7 +104,8 @@ def test_shrink_and_does_not_fit(inventory):
     nf4 = plan(CONFIG, inventory, small_gpu, context=4096, shrink="nf4")
     assert "cpu" in plain.bytes_by_kind()["attention"] or "cpu" in plain.bytes_by_kind()["shared_expert"]
     assert set(nf4.bytes_by_kind()["attention"]) == {0}
-    assert sum(nf4.bytes_by_kind()["attention"].values()) < 0.3 * sum(plain.bytes_by_kind()["attention"].values())
+    # kv_b_proj (~1 GB over 61 layers) stays BF16 for absorbed decode; the rest shrinks ~3.6x.
+    assert sum(nf4.bytes_by_kind()["attention"].values()) < 0.36 * sum(plain.bytes_by_kind()["attention"].values())
     with pytest.raises(DoesNotFit, match="fits nowhere"):
         plan(CONFIG, inventory, Machine(cpu=parse_bytes("128GB")), context=4096)
     with pytest.raises(ValueError, match="memory size"):
