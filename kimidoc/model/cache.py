@@ -1,0 +1,78 @@
+"""The latent KV cache: per token and layer, only ``kv_lora_rank + qk_rope_head_dim`` values.
+
+Each layer keeps one ``[batch, capacity, kv_lora_rank + qk_rope_head_dim]`` buffer holding the
+normalised ``c_kv`` followed by the rotated ``k_pe`` (576 values for K2.6, 70,272 bytes per token
+over 61 layers in bf16). Per-head keys and values are never stored: prefill expands them on the
+fly and decode works in the absorbed form straight on these latents (see :mod:`.mla`).
+
+``tokens`` records which ids the cached positions hold, so a later call can reuse a shared prefix.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class LatentCache:
+    def __init__(
+        self,
+        num_layers: int,
+        latent_dim: int,
+        *,
+        batch_size: int = 1,
+        capacity: int = 0,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+    ):
+        self.num_layers = num_layers
+        self.latent_dim = latent_dim
+        self.batch_size = batch_size
+        self.dtype = dtype
+        self.device = torch.device(device)
+        self.length = 0
+        self.tokens: list[int] = []
+        self._buffers = [self._alloc(capacity) for _ in range(num_layers)]
+
+    def _alloc(self, capacity: int) -> torch.Tensor:
+        return torch.empty(self.batch_size, capacity, self.latent_dim, dtype=self.dtype, device=self.device)
+
+    @property
+    def capacity(self) -> int:
+        return self._buffers[0].shape[1]
+
+    def reserve(self, capacity: int) -> None:
+        """Make room for ``capacity`` tokens (copies what is cached when it has to grow)."""
+        if capacity <= self.capacity:
+            return
+        for i, old in enumerate(self._buffers):
+            new = self._alloc(capacity)
+            new[:, : self.length] = old[:, : self.length]
+            self._buffers[i] = new
+
+    def append(self, layer: int, latent: torch.Tensor) -> torch.Tensor:
+        """Write ``latent`` ``[B, T, D]`` after the cached tokens of ``layer``; return all ``[B, length+T, D]``.
+
+        Every layer of one forward writes at the same offset; :meth:`advance` moves it afterwards.
+        """
+        end = self.length + latent.shape[1]
+        if end > self.capacity:
+            self.reserve(max(end, 2 * self.capacity))
+        buf = self._buffers[layer]
+        buf[:, self.length : end] = latent
+        return buf[:, :end]
+
+    def advance(self, count: int) -> None:
+        self.length += count
+
+    def layer(self, index: int) -> torch.Tensor:
+        """The cached latents of one layer, ``[B, length, kv_lora_rank + qk_rope_head_dim]``."""
+        return self._buffers[index][:, : self.length]
+
+    def truncate(self, length: int) -> None:
+        """Forget everything after the first ``length`` tokens."""
+        self.length = min(self.length, length)
+        del self.tokens[length:]
+
+    def nbytes(self) -> int:
+        """Bytes of cached values (excluding spare capacity)."""
+        return self.num_layers * self.batch_size * self.length * self.latent_dim * self._buffers[0].element_size()

@@ -1,0 +1,137 @@
+"""The generation loop: chunked prefill, then one absorbed-MLA decode step per token.
+
+Example::
+
+    from kimidoc.model import load, generate
+    model = load("/models/Kimi-K2.6")
+    ids = generate(model, prompt_ids, max_new_tokens=256, temperature=1.0, top_p=0.95, seed=0,
+                   stop_ids=(163586,), on_token=lambda t: print(t))
+
+Passing the same :class:`~kimidoc.model.cache.LatentCache` (``cache=model.new_cache()``) to
+successive calls reuses the longest common prefix of the cached and the new ``input_ids``, so a
+multi-turn chat only prefills the new turn. When ``inputs_embeds`` is given (image features merged
+in), the cache is cleared first: equal placeholder ids do not mean equal images.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .cache import LatentCache
+
+PREFILL_CHUNK = 2048
+
+EmbedHook = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _text_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The causal LM inside a multimodal wrapper, or the model itself."""
+    return getattr(model, "language_model", model)
+
+
+def sample(
+    logits: torch.Tensor,
+    *,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    generator: torch.Generator | None = None,
+) -> int:
+    """Pick one token from ``logits`` ``[vocab]``: greedy at temperature 0, else top-k / top-p sampling
+    (the same filters, in the same order, as transformers' logits warpers)."""
+    if temperature <= 0:
+        return int(logits.argmax())
+    scores = logits.float() / temperature
+    if top_k > 0 and top_k < scores.numel():
+        kth = torch.topk(scores, top_k).values[-1]
+        scores = scores.masked_fill(scores < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_scores, order = torch.sort(scores, descending=False)
+        cumulative = sorted_scores.softmax(-1).cumsum(-1)
+        remove = cumulative <= (1 - top_p)
+        remove[-1] = False  # always keep the most likely token
+        scores = scores.masked_fill(remove.scatter(0, order, remove), float("-inf"))
+    probs = scores.softmax(-1)
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def prefill(
+    model: torch.nn.Module,
+    embeds: torch.Tensor,
+    cache: LatentCache,
+    chunk: int = PREFILL_CHUNK,
+) -> torch.Tensor:
+    """Run ``embeds`` ``[1, T, hidden]`` through the model in chunks; return the last position's logits."""
+    logits = None
+    for start in range(0, embeds.shape[1], chunk):
+        logits = model(inputs_embeds=embeds[:, start : start + chunk], cache=cache, logits_to_keep=1)
+    assert logits is not None, "prefill needs at least one token"
+    return logits[0, -1]
+
+
+@torch.no_grad()
+def generate(
+    model: torch.nn.Module,
+    input_ids: list[int],
+    *,
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    seed: int | None = None,
+    stop_ids: tuple[int, ...] | list[int] = (),
+    on_token: Callable[[int], bool | None] | None = None,
+    inputs_embeds: torch.Tensor | EmbedHook | None = None,
+    cache: LatentCache | None = None,
+    prefill_chunk: int = PREFILL_CHUNK,
+) -> list[int]:
+    """Generate up to ``max_new_tokens`` after ``input_ids``; returns the new ids.
+
+    A stop id ends generation and is included as the last returned id (so callers can tell a stop
+    from running out of tokens); ``on_token`` is called with every new id and stops generation by
+    returning ``False``. ``inputs_embeds`` is either the prompt's embeddings ``[T, hidden]`` (or
+    ``[1, T, hidden]``) or a hook ``f(input_ids [1, T], embeds [1, T, hidden]) -> embeds`` that
+    edits the token embeddings (e.g. to insert image features).
+    """
+    if not input_ids:
+        raise ValueError("generate needs at least one input id")
+    lm = _text_model(model)
+    ids = torch.tensor([input_ids], device=lm.device)
+    if cache is None:
+        cache = lm.new_cache(capacity=len(input_ids) + max_new_tokens)
+    if inputs_embeds is not None:
+        cache.truncate(0)
+    reuse = 0
+    for a, b in zip(cache.tokens, input_ids):
+        if a != b:
+            break
+        reuse += 1
+    reuse = min(reuse, len(input_ids) - 1, cache.length)  # always feed at least one token for logits
+    cache.truncate(reuse)
+    cache.reserve(len(input_ids) + max_new_tokens)
+
+    if inputs_embeds is None:
+        embeds = lm.embed(ids[:, reuse:])
+    elif callable(inputs_embeds):
+        embeds = inputs_embeds(ids, lm.embed(ids))
+    else:
+        embeds = inputs_embeds.reshape(1, len(input_ids), -1)
+    logits = prefill(lm, embeds.to(lm.dtype), cache, prefill_chunk)
+    cache.tokens = list(input_ids)
+
+    generator = None
+    if temperature > 0:
+        generator = torch.Generator(device="cpu")
+        generator.manual_seed(seed if seed is not None else torch.seed())
+    stops = set(stop_ids)
+    out: list[int] = []
+    for step in range(max_new_tokens):
+        token = sample(logits.cpu(), temperature=temperature, top_p=top_p, top_k=top_k, generator=generator)
+        out.append(token)
+        if (on_token is not None and on_token(token) is False) or token in stops or step == max_new_tokens - 1:
+            break
+        logits = lm(torch.tensor([[token]], device=lm.device), cache=cache)[0, -1]
+        cache.tokens.append(token)
+    return out

@@ -1,0 +1,173 @@
+"""Multi-head Latent Attention (DeepSeek-V2/V3, Kimi K2.x): all of the MLA math lives here.
+
+Per token, ``kv_a_proj_with_mqa`` yields a latent ``c_kv`` (``kv_lora_rank``, RMS-normalised) and
+one rotary key ``k_pe`` (``qk_rope_head_dim``) shared by all heads; only those are cached
+(:class:`~.cache.LatentCache`). ``kv_b_proj`` maps ``c_kv`` to per-head ``k_nope`` and ``v``.
+
+Two exact ways to attend over the cached latents:
+
+* **expanded** (prefill, many new tokens): re-project every cached latent through ``kv_b_proj``
+  into per-head keys/values and call SDPA. ``v`` is zero-padded to the q/k head size because CPU
+  SDPA has no fused kernel for unequal head sizes and would otherwise build ``[heads, T, L]``.
+* **absorbed** (decode, few new tokens): fold the ``k_nope`` rows of ``kv_b_proj`` into the query
+  (``q_abs = q_nope @ W_uk``) and the ``v`` rows into the output (``o = (p @ c_kv) @ W_uv^T``), so
+  a step reads the latents once and never expands them:
+  ``score = [q_abs, q_pe] . [c_kv, k_pe] * scale``.
+
+Both forms give the same result up to float rounding. ``form="auto"`` picks absorbed for up to
+``ABSORB_MAX_TOKENS`` new tokens, expanded for prefill chunks -- unless the per-head keys and
+values of the whole prefix would pass ``EXPANDED_KV_BUDGET`` bytes (K2.6: beyond ~20K cached
+tokens in BF16), where the chunk runs absorbed too. Absorbed attention walks the keys in blocks
+with an online softmax once the score matrix would pass ``SCORE_BUDGET`` bytes, so long-context
+prefill stays in bounded memory.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .cache import LatentCache
+from .config import TextConfig
+from .linear import Linear
+from .norm import RMSNorm
+from .rope import apply_interleaved
+
+ABSORB_MAX_TOKENS = 1
+EXPANDED_KV_BUDGET = 1 << 30  # bytes of per-head K/V one expanded call may build
+SCORE_BUDGET = 1 << 28  # bytes of attention scores one absorbed block may hold
+
+
+def causal_mask(new: int, total: int, device: torch.device) -> torch.Tensor:
+    """Boolean ``[new, total]``: query ``i`` (at position ``total - new + i``) sees keys ``<=`` it."""
+    past = total - new
+    return torch.arange(total, device=device)[None, :] <= (past + torch.arange(new, device=device))[:, None]
+
+
+class MLAttention(nn.Module):
+    """Parameter names follow the checkpoint (``self_attn.q_a_proj`` ... ``self_attn.o_proj``)."""
+
+    def __init__(self, config: TextConfig, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.num_heads = config.num_attention_heads
+        self.q_lora_rank = config.q_lora_rank
+        self.kv_lora_rank = config.kv_lora_rank
+        self.nope_dim = config.qk_nope_head_dim
+        self.rope_dim = config.qk_rope_head_dim
+        self.v_dim = config.v_head_dim
+        self.qk_dim = config.qk_head_dim
+        self.scale = config.softmax_scale
+        h, bias = config.hidden_size, config.attention_bias
+        if self.q_lora_rank is None:
+            self.q_proj = Linear(h, self.num_heads * self.qk_dim, bias=False)
+        else:
+            self.q_a_proj = Linear(h, self.q_lora_rank, bias=bias)
+            # eps left at the 1e-6 default, as in the reference implementations.
+            self.q_a_layernorm = RMSNorm(self.q_lora_rank)
+            self.q_b_proj = Linear(self.q_lora_rank, self.num_heads * self.qk_dim, bias=False)
+        self.kv_a_proj_with_mqa = Linear(h, self.kv_lora_rank + self.rope_dim, bias=bias)
+        self.kv_a_layernorm = RMSNorm(self.kv_lora_rank)
+        self.kv_b_proj = Linear(self.kv_lora_rank, self.num_heads * (self.nope_dim + self.v_dim), bias=False)
+        self.o_proj = Linear(self.num_heads * self.v_dim, h, bias=bias)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        cache: LatentCache | None = None,
+        form: str = "auto",
+    ) -> torch.Tensor:
+        """``x`` ``[B, T, hidden]``; ``cos``/``sin`` ``[T, rope_dim/2]`` for the new positions."""
+        b, t, _ = x.shape
+        if self.q_lora_rank is None:
+            q = self.q_proj(x)
+        else:
+            q = self.q_b_proj(self.q_a_layernorm(self.q_a_proj(x)))
+        q = q.view(b, t, self.num_heads, self.qk_dim)
+        q_nope, q_pe = q.split([self.nope_dim, self.rope_dim], dim=-1)
+        q_pe = apply_interleaved(q_pe, cos[:, None, :], sin[:, None, :])
+
+        c_kv, k_pe = self.kv_a_proj_with_mqa(x).split([self.kv_lora_rank, self.rope_dim], dim=-1)
+        latent = torch.cat([self.kv_a_layernorm(c_kv), apply_interleaved(k_pe, cos, sin)], dim=-1)
+        if cache is not None:
+            latent = cache.append(self.layer_idx, latent.to(cache.dtype)).to(x.dtype)
+
+        if form == "auto":
+            length = latent.shape[1]
+            expanded_bytes = b * length * self.num_heads * 2 * self.qk_dim * latent.element_size()
+            form = "absorbed" if t <= ABSORB_MAX_TOKENS or expanded_bytes > EXPANDED_KV_BUDGET else "expanded"
+        if form == "absorbed":
+            out = self._absorbed(q_nope, q_pe, latent)
+        elif form == "expanded":
+            out = self._expanded(q_nope, q_pe, latent)
+        else:
+            raise ValueError(f"unknown attention form {form!r} (auto, expanded or absorbed)")
+        return self.o_proj(out)
+
+    def _expanded(self, q_nope: torch.Tensor, q_pe: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+        b, t = q_nope.shape[:2]
+        length = latent.shape[1]
+        c_kv, k_pe = latent.split([self.kv_lora_rank, self.rope_dim], dim=-1)
+        kv = self.kv_b_proj(c_kv).view(b, length, self.num_heads, self.nope_dim + self.v_dim)
+        k_nope, v = kv.split([self.nope_dim, self.v_dim], dim=-1)
+        k = torch.cat([k_nope, k_pe[:, :, None, :].expand(b, length, self.num_heads, self.rope_dim)], dim=-1)
+        q = torch.cat([q_nope, q_pe], dim=-1)
+        if self.v_dim != self.qk_dim:
+            v = F.pad(v, (0, self.qk_dim - self.v_dim))
+        q, k, v = (z.transpose(1, 2) for z in (q, k, v))
+        if t == length:
+            o = F.scaled_dot_product_attention(q, k, v, is_causal=t > 1, scale=self.scale)
+        else:
+            mask = causal_mask(t, length, q.device)
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
+        return o[..., : self.v_dim].transpose(1, 2).reshape(b, t, self.num_heads * self.v_dim)
+
+    def _absorbed(self, q_nope: torch.Tensor, q_pe: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+        b, t = q_nope.shape[:2]
+        length = latent.shape[1]
+        w = self.kv_b_proj.weight.to(q_nope.dtype).view(self.num_heads, self.nope_dim + self.v_dim, self.kv_lora_rank)
+        w_uk, w_uv = w[:, : self.nope_dim], w[:, self.nope_dim :]
+        q_abs = torch.matmul(q_nope.transpose(1, 2), w_uk)  # [B, H, T, kv_lora_rank]
+        q_cat = torch.cat([q_abs, q_pe.transpose(1, 2)], dim=-1).reshape(b, self.num_heads * t, -1)
+        past = length - t
+        block = max(1, SCORE_BUDGET // (b * self.num_heads * t * 4))
+        if length <= block:
+            probs = torch.softmax(self._scores(q_cat, latent, 0, past), dim=-1, dtype=torch.float32)
+            o_lat = torch.bmm(probs.to(latent.dtype), latent[..., : self.kv_lora_rank])
+        else:
+            o_lat = self._online_softmax(q_cat, latent, past, block)
+        o_lat = o_lat.view(b, self.num_heads, t, self.kv_lora_rank)
+        o = torch.matmul(o_lat, w_uv.transpose(1, 2))  # [B, H, T, v_dim]
+        return o.transpose(1, 2).reshape(b, t, self.num_heads * self.v_dim)
+
+    def _scores(self, q_cat: torch.Tensor, keys: torch.Tensor, start: int, past: int) -> torch.Tensor:
+        """Scaled scores ``[B, H*T, len(keys)]`` for the keys at positions ``start...``, causally
+        masked for queries at positions ``past...``."""
+        scores = torch.bmm(q_cat, keys.transpose(1, 2)) * self.scale
+        b, rows, n = scores.shape
+        t = rows // self.num_heads
+        if t == 1 and start + n <= past + 1:
+            return scores
+        keys_pos = torch.arange(start, start + n, device=scores.device)
+        allowed = keys_pos[None, :] <= (past + torch.arange(t, device=scores.device))[:, None]
+        return scores.view(b, self.num_heads, t, n).masked_fill(~allowed, float("-inf")).view(b, rows, n)
+
+    def _online_softmax(self, q_cat: torch.Tensor, latent: torch.Tensor, past: int, block: int) -> torch.Tensor:
+        """``softmax(scores) @ c_kv`` over key blocks, rescaling partial sums by the running max."""
+        rows = q_cat.shape[1]
+        running_max = torch.full((q_cat.shape[0], rows, 1), float("-inf"), device=q_cat.device)
+        denom = torch.zeros_like(running_max)
+        acc = torch.zeros(q_cat.shape[0], rows, self.kv_lora_rank, device=q_cat.device)
+        for start in range(0, latent.shape[1], block):
+            keys = latent[:, start : start + block]
+            scores = self._scores(q_cat, keys, start, past).float()
+            new_max = torch.maximum(running_max, scores.amax(-1, keepdim=True))
+            probs = torch.exp(scores - new_max)
+            rescale = torch.exp(running_max - new_max)
+            denom = denom * rescale + probs.sum(-1, keepdim=True)
+            acc = acc * rescale + torch.bmm(probs.to(latent.dtype), keys[..., : self.kv_lora_rank]).float()
+            running_max = new_max
+        return (acc / denom).to(latent.dtype)

@@ -1,0 +1,249 @@
+"""Feed-forward blocks: the dense SwiGLU MLP, the noaux_tc router and the routed-expert banks.
+
+Routed experts live in one object per MoE layer, an :class:`ExpertBank`. This is the seam for
+placement and offload: a bank is called as ``bank(x, topk_idx, topk_weight) -> combined output``,
+sorts the tokens by expert and runs **one matmul chain per active expert** (never a Python loop
+over all experts); its weights are addressable per expert (``bank.expert_weights(e)`` gives the
+dequantized gate/up/down, ``bank.run_expert(e, x)`` runs one expert). Two banks exist:
+
+* :class:`DenseExperts`: ``gate_up`` ``[E, 2I, H]`` and ``down`` ``[E, H, I]`` in the model dtype;
+* :class:`Int4Experts`: the same, in the INT4 kernel layout (see :mod:`.int4`); gate and up are
+  fused into one ``[2I, H]`` weight per expert, converted once at load time from the checkpoint's
+  ``weight_packed`` / ``weight_scale`` tensors.
+
+To place experts elsewhere (GPU cache, disk), replace ``moe.experts`` with another object that
+follows :class:`ExpertBank`'s call and ``run_expert`` contract.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import int4
+from .config import TextConfig
+from .linear import Linear, linear
+from .slots import Slot, tensor_slot
+
+_PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
+
+
+class SwiGLU(nn.Module):
+    """``down(silu(gate(x)) * up(x))`` -- the dense first layer and the shared expert."""
+
+    def __init__(self, hidden: int, width: int):
+        super().__init__()
+        self.gate_proj = Linear(hidden, width, bias=False)
+        self.up_proj = Linear(hidden, width, bias=False)
+        self.down_proj = Linear(width, hidden, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Router(nn.Module):
+    """Sigmoid scores; ``e_score_correction_bias`` only for choosing; optional group-limited top-k.
+
+    Kept in float32 (as transformers does) so expert choice does not flip on rounding.
+    """
+
+    def __init__(self, config: TextConfig):
+        super().__init__()
+        self.top_k = config.num_experts_per_tok
+        self.num_experts = config.n_routed_experts
+        self.n_group = config.n_group
+        self.topk_group = config.topk_group
+        self.norm_topk_prob = config.norm_topk_prob
+        self.routed_scaling_factor = config.routed_scaling_factor
+        self.weight = nn.Parameter(torch.empty(self.num_experts, config.hidden_size, dtype=torch.float32), requires_grad=False)
+        self.register_buffer("e_score_correction_bias", torch.zeros(self.num_experts, dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x`` ``[N, H]`` -> (``topk_idx`` ``[N, k]`` int64, ``topk_weight`` ``[N, k]`` float32)."""
+        scores = F.linear(x.float(), self.weight).sigmoid()
+        choice = scores + self.e_score_correction_bias
+        if self.n_group > 1:
+            grouped = choice.view(-1, self.n_group, self.num_experts // self.n_group)
+            group_scores = grouped.topk(2, dim=-1)[0].sum(-1)
+            keep = torch.zeros_like(group_scores, dtype=torch.bool)
+            keep.scatter_(1, group_scores.topk(self.topk_group, dim=-1, sorted=False)[1], True)
+            choice = grouped.masked_fill(~keep[..., None], float("-inf")).view(-1, self.num_experts)
+        idx = choice.topk(self.top_k, dim=-1, sorted=False)[1]
+        weight = scores.gather(1, idx)
+        if self.norm_topk_prob:
+            weight = weight / (weight.sum(-1, keepdim=True) + 1e-20)
+        return idx, weight * self.routed_scaling_factor
+
+
+class ExpertBank(nn.Module):
+    """Routed experts of one layer; subclasses provide ``run_expert`` and the checkpoint slots."""
+
+    num_experts: int
+    hidden: int
+    width: int
+
+    def run_expert(self, e: int, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def expert_weights(self, e: int) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, topk_idx: torch.Tensor, topk_weight: torch.Tensor) -> torch.Tensor:
+        """``x`` ``[N, H]``; returns ``sum_k topk_weight[:, k] * expert_{topk_idx[:, k]}(x)``."""
+        if x.shape[0] == 1:  # decode: no sorting or scattering, just the chosen experts in turn
+            out = torch.zeros_like(x)
+            for e, w in zip(topk_idx[0].tolist(), topk_weight[0].tolist()):
+                out += self.run_expert(e, x) * w
+            return out
+        k = topk_idx.shape[1]
+        flat = topk_idx.reshape(-1)
+        order = flat.argsort(stable=True)
+        experts, counts = torch.unique_consecutive(flat[order], return_counts=True)
+        token = order // k
+        xs = x[token]
+        ws = topk_weight.reshape(-1)[order, None]
+        out = torch.zeros_like(x)
+        start = 0
+        for e, n in zip(experts.tolist(), counts.tolist()):
+            rows = slice(start, start + n)
+            y = self.run_expert(e, xs[rows]) * ws[rows]
+            out.index_add_(0, token[rows], y.to(out.dtype))
+            start += n
+        return out
+
+
+class DenseExperts(ExpertBank):
+    def __init__(self, num_experts: int, hidden: int, width: int):
+        super().__init__()
+        self.num_experts, self.hidden, self.width = num_experts, hidden, width
+        self.gate_up = nn.Parameter(torch.empty(num_experts, 2 * width, hidden), requires_grad=False)
+        self.down = nn.Parameter(torch.empty(num_experts, hidden, width), requires_grad=False)
+
+    def run_expert(self, e: int, x: torch.Tensor) -> torch.Tensor:
+        gate, up = linear(x, self.gate_up[e]).chunk(2, dim=-1)
+        return linear(F.silu(gate) * up, self.down[e])
+
+    def expert_weights(self, e: int) -> dict[str, torch.Tensor]:
+        return {"gate_proj": self.gate_up[e, : self.width], "up_proj": self.gate_up[e, self.width :], "down_proj": self.down[e]}
+
+    def checkpoint_slots(self, prefix: str) -> dict[str, Slot]:
+        slots = {}
+        for e in range(self.num_experts):
+            for proj, view in self.expert_weights(e).items():
+                slots[f"{prefix}{e}.{proj}.weight"] = tensor_slot(view)
+        return slots
+
+
+class Int4Experts(ExpertBank):
+    """INT4 experts in the kernel layout; ``compute_dtype`` is the kernel's activation dtype."""
+
+    def __init__(
+        self,
+        num_experts: int,
+        hidden: int,
+        width: int,
+        *,
+        group_size: int = int4.GROUP_SIZE,
+        compute_dtype: torch.dtype = torch.bfloat16,
+        device: torch.device | str = "cpu",
+    ):
+        super().__init__()
+        self.num_experts, self.hidden, self.width = num_experts, hidden, width
+        self.group_size = group_size
+        self.compute_dtype = compute_dtype
+        dev = torch.device(device)
+        wdtype = int4.kernel_weight_dtype(dev)
+        self.register_buffer("gate_up", torch.empty(num_experts, *int4.kernel_weight_shape(2 * width, hidden, dev), dtype=wdtype))
+        self.register_buffer("gate_up_scale_zeros", torch.empty(num_experts, hidden // group_size, 2 * width, 2, dtype=compute_dtype))
+        self.register_buffer("down", torch.empty(num_experts, *int4.kernel_weight_shape(hidden, width, dev), dtype=wdtype))
+        self.register_buffer("down_scale_zeros", torch.empty(num_experts, width // group_size, hidden, 2, dtype=compute_dtype))
+        # Stored 0..15 values of a gate or up weight waiting for its partner before fused conversion.
+        self._pending: dict[tuple[int, str], torch.Tensor] = {}
+
+    def run_expert(self, e: int, x: torch.Tensor) -> torch.Tensor:
+        h = int4.int4_matmul(x.to(self.compute_dtype), self.gate_up[e], self.gate_up_scale_zeros[e], self.group_size)
+        gate, up = h.chunk(2, dim=-1)
+        y = int4.int4_matmul(F.silu(gate) * up, self.down[e], self.down_scale_zeros[e], self.group_size)
+        return y.to(x.dtype)
+
+    def expert_weights(self, e: int) -> dict[str, torch.Tensor]:
+        """Dequantized weights of expert ``e``, recovered from the kernel layout (slow; for checks)."""
+        eye = torch.eye(self.hidden, dtype=self.compute_dtype, device=self.gate_up.device)
+        gate_up = int4.int4_matmul(eye, self.gate_up[e], self.gate_up_scale_zeros[e], self.group_size).t()
+        eye = torch.eye(self.width, dtype=self.compute_dtype, device=self.down.device)
+        down = int4.int4_matmul(eye, self.down[e], self.down_scale_zeros[e], self.group_size).t()
+        return {"gate_proj": gate_up[: self.width], "up_proj": gate_up[self.width :], "down_proj": down}
+
+    # -- loading ------------------------------------------------------------------------------
+
+    def _fill_packed(self, e: int, proj: str, packed: torch.Tensor) -> None:
+        if proj == "down_proj":
+            u = int4.unpack_u8(packed)
+            self.down[e].copy_(int4.to_kernel_layout(u, self.down.device))
+            return
+        other = "up_proj" if proj == "gate_proj" else "gate_proj"
+        u = int4.unpack_u8(packed)
+        partner = self._pending.pop((e, other), None)
+        if partner is None:
+            self._pending[(e, proj)] = u
+            return
+        gate, up = (u, partner) if proj == "gate_proj" else (partner, u)
+        # Converted together: the kernel layout of a concatenation is not the concatenation of layouts.
+        self.gate_up[e].copy_(int4.to_kernel_layout(torch.cat([gate, up]), self.gate_up.device))
+
+    def _fill_scale(self, e: int, proj: str, scale: torch.Tensor) -> None:
+        table = int4.scales_and_zeros(scale, self.compute_dtype)
+        if proj == "down_proj":
+            self.down_scale_zeros[e].copy_(table)
+        else:
+            rows = slice(0, self.width) if proj == "gate_proj" else slice(self.width, 2 * self.width)
+            self.gate_up_scale_zeros[e, :, rows].copy_(table)
+
+    def _check_shape(self, name: str, proj: str, shape: torch.Tensor) -> None:
+        expected = (self.hidden, self.width) if proj == "down_proj" else (self.width, self.hidden)
+        if tuple(int(v) for v in shape.tolist()) != expected:
+            raise ValueError(f"{name}: weight_shape {shape.tolist()} does not match the config's {list(expected)}")
+
+    def checkpoint_slots(self, prefix: str) -> dict[str, Slot]:
+        g = self.group_size
+        slots: dict[str, Slot] = {}
+        for e in range(self.num_experts):
+            for proj in _PROJECTIONS:
+                out_f, in_f = (self.hidden, self.width) if proj == "down_proj" else (self.width, self.hidden)
+                base = f"{prefix}{e}.{proj}."
+                slots[base + "weight_packed"] = Slot(
+                    (out_f, in_f // 8), lambda t, e=e, p=proj: self._fill_packed(e, p, t), dtype=torch.int32
+                )
+                slots[base + "weight_scale"] = Slot((out_f, in_f // g), lambda t, e=e, p=proj: self._fill_scale(e, p, t))
+                slots[base + "weight_shape"] = Slot(
+                    (2,), lambda t, n=base + "weight_shape", p=proj: self._check_shape(n, p, t), dtype=torch.int32
+                )
+        return slots
+
+    def unfinished(self) -> list[str]:
+        """Experts whose gate or up weight arrived without its partner (names, for errors)."""
+        return [f"{e}.{proj}" for e, proj in self._pending]
+
+
+class MoE(nn.Module):
+    """Router + routed experts + shared expert (names: ``gate``, ``experts``, ``shared_experts``)."""
+
+    def __init__(self, config: TextConfig, experts: ExpertBank):
+        super().__init__()
+        self.gate = Router(config)
+        self.experts = experts
+        self.shared_experts = (
+            SwiGLU(config.hidden_size, config.moe_intermediate_size * config.n_shared_experts)
+            if config.n_shared_experts
+            else None
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        flat = x.reshape(-1, shape[-1])
+        idx, weight = self.gate(flat)
+        out = self.experts(flat, idx, weight).view(shape)
+        if self.shared_experts is not None:
+            out = out + self.shared_experts(x)
+        return out
