@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 
 from kimidoc.agents.blobs import BlobStore, externalize, read_output_tool, shorten
 from kimidoc.agents.budget import Budget, Stop, check_step, check_tool_calls, check_wall_time, wall_time_left
-from kimidoc.agents.citations import source_from_dict, source_to_dict
+from kimidoc.agents.citations import source_from_dict, source_to_dict, supporting_sources
 from kimidoc.agents.compaction import Compaction, choose_cut, fold, ledger_message, ledger_of, transcript
 from kimidoc.agents.events import Event, EventCallback, Emitter
 from kimidoc.agents.packing import Packer, known_paths, pack_documents
@@ -49,6 +49,7 @@ class AgentResult:
     trace_path: Path | None
     detail: str = ""  # why a budget or an error stopped the run
     unverified_citations: list[str] = field(default_factory=list)  # cited labels matching nothing the agent saw
+    citations_inferred: bool = False  # the answer cited nothing; citations are the passages containing its figures
     elapsed: float = 0.0  # running seconds over all sessions
     critical_steps: int = 0  # model calls on the longest chain of dependent steps (sub-agents included)
     critical_seconds: float = 0.0
@@ -563,12 +564,19 @@ class Agent:
         st = self._state
         assert st is not None
         cited, unverified = st.sources.cite(answer)
-        return self._write_stop(reason, "", answer, cited, unverified)
+        inferred = False
+        if not cited and answer.strip():
+            # The model cited nothing (small models rarely do): attribute the answer to the seen
+            # passages that contain its figures, and say that the sources were matched, not cited.
+            seen = ((p.source, p.text) for d in self.documents for p in d.parts if p.text and p.source in st.sources)
+            cited = supporting_sources(answer, seen)
+            inferred = bool(cited)
+        return self._write_stop(reason, "", answer, cited, unverified, inferred)
 
     def _stop(self, stop: Stop) -> AgentResult:
         return self._write_stop(stop.reason, stop.detail, "", [], [])
 
-    def _write_stop(self, reason: str, detail: str, answer: str, cited: list[Source], unverified: list[str]) -> AgentResult:
+    def _write_stop(self, reason: str, detail: str, answer: str, cited: list[Source], unverified: list[str], inferred: bool = False) -> AgentResult:
         st = self._state
         assert st is not None
         steps, seconds = st.critical_path
@@ -580,6 +588,7 @@ class Agent:
             "answer": answer,
             "citations": [source_to_dict(s) for s in cited],
             "unverified": unverified,
+            "citations_inferred": inferred,
             "steps": st.step,
             "tool_calls": st.tool_calls,
             "usage": usage_to_dict(st.usage),
@@ -604,6 +613,7 @@ class Agent:
             trace_path=self.trace_path,
             detail=ev.get("detail", ""),
             unverified_citations=list(ev.get("unverified", [])),
+            citations_inferred=ev.get("citations_inferred", False),
             elapsed=ev.get("elapsed", 0.0),
             critical_steps=ev.get("critical_steps", 0),
             critical_seconds=ev.get("critical_seconds", 0.0),

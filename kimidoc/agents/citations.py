@@ -87,6 +87,9 @@ class SourceRegistry:
     def __len__(self) -> int:
         return len(self._seen)
 
+    def __contains__(self, source: Source) -> bool:
+        return source in self._seen
+
     def add(self, sources: Iterable[Source]) -> None:
         for s in sources:
             self._seen.setdefault(s, None)
@@ -127,6 +130,47 @@ class SourceRegistry:
             for s in hits:
                 cited.setdefault(s, None)
         return list(cited), unverified
+
+
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*%?")
+_WORD = re.compile(r"[A-Za-z][A-Za-z-]{4,}")
+_COMMON = frozenset("about after again being below between could every first their there these those through under where which while would years other shows".split())
+
+
+def _salient(text: str) -> dict[str, float]:
+    """Tokens that can tie an answer to a passage: numbers (weighted 3) and longer words (1)."""
+    out: dict[str, float] = {n: 3.0 for n in _NUMBER.findall(text) if len(n) >= 2}
+    for w in _WORD.findall(text):
+        w = w.lower()
+        if w not in _COMMON:
+            out.setdefault(w, 1.0)
+    return out
+
+
+def supporting_sources(answer: str, passages: Iterable[tuple[Source, str]], most: int = 3) -> list[Source]:
+    """Sources whose text supports an answer that cites nothing, for models too small to cite.
+
+    Each passage scores the answer's numbers and words it contains, each weighted down by how many
+    passages share it (a figure found on one page says more than a year found on all); the best
+    passages, within 60% of the top score, are returned. No overlap, no source.
+    """
+    items = [(src, _salient(text)) for src, text in passages]
+    want = _salient(answer)
+    df: dict[str, int] = {}
+    for _, toks in items:
+        for t in toks.keys() & want.keys():
+            df[t] = df.get(t, 0) + 1
+    scored = []
+    for src, toks in items:
+        shared = toks.keys() & want.keys()
+        score = sum(want[t] / df[t] for t in shared)
+        if score >= 2.0 and any(want[t] == 3.0 for t in shared):  # at least one shared figure
+            scored.append((score, src))
+    if not scored:
+        return []
+    top = max(score for score, _ in scored)
+    best = sorted((x for x in scored if x[0] >= 0.6 * top), key=lambda x: -x[0])
+    return list(dict.fromkeys(src for _, src in best[:most]))
 
 
 def source_to_dict(s: Source) -> dict:

@@ -21,6 +21,19 @@ from kimidoc.messages import AssistantMessage, Delta, Message, ToolSchema, accum
 #   tool_choice ("auto" | "none" | "required" | {"type": "function", "function": {"name": ...}})
 
 
+class BackendError(RuntimeError):
+    """A backend could not produce an answer (server refused, kept failing, timed out).
+
+    ``status`` is the HTTP status when there was one; ``body`` what the server said, so the cause
+    (a bad key, an unknown model, an oversized prompt) reaches the user verbatim.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, body: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
 @runtime_checkable
 class Backend(Protocol):
     name: str

@@ -114,7 +114,7 @@ def print_result(result: Any, args: argparse.Namespace) -> int:
     cites = [s.cite() for s in result.citations]
     if args.json:
         print(json.dumps({
-            "answer": result.answer, "citations": cites, "stop_reason": result.stop_reason, "detail": result.detail,
+            "answer": result.answer, "citations": cites, "citations_inferred": result.citations_inferred, "stop_reason": result.stop_reason, "detail": result.detail,
             "steps": result.steps, "tool_calls": result.tool_calls,
             "usage": {"prompt_tokens": result.usage.prompt_tokens, "completion_tokens": result.usage.completion_tokens,
                       "reasoning_tokens": result.usage.reasoning_tokens},
@@ -123,7 +123,8 @@ def print_result(result: Any, args: argparse.Namespace) -> int:
     else:
         print(result.answer.strip())
         if cites:
-            print("\nSources: " + "; ".join(cites))
+            how = " (matched to the answer's figures; the model cited none)" if result.citations_inferred else ""
+            print(f"\nSources{how}: " + "; ".join(cites))
         if not result.ok:
             print(f"\n(stopped: {result.stop_reason}: {result.detail})", file=sys.stderr)
             if result.trace_path:

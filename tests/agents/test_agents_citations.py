@@ -111,3 +111,19 @@ def test_agents_image_parts_are_packed_as_images() -> None:
 def test_agents_answers_without_labels_have_no_citations(answer: str) -> None:
     result = Agent(Scripted([answer]), documents=[report()]).run("q")
     assert result.citations == [] and result.unverified_citations == []
+
+
+def test_uncited_answer_is_attributed_to_the_passage_holding_its_figures():
+    from kimidoc.agents.citations import supporting_sources
+
+    p1, p2, p3 = (Source("report.pdf", page=n) for n in (1, 2, 3))
+    passages = [
+        (p1, "Summary. Revenue grew 18% in 2025, to $42.7 million from $36.2 million in 2024."),
+        (p2, "Quarterly revenue 2025: Q1 9.1, Q2 10.2, Q3 11.0, Q4 12.4."),
+        (p3, "The chart compares each quarter of 2025 with 2024."),
+    ]
+    assert supporting_sources("Revenue grew by 18% in 2025.", passages) == [p1]
+    assert supporting_sources("Q3 revenue was 11.0 million.", passages) == [p2]
+    # Words alone, or figures found nowhere, attribute nothing.
+    assert supporting_sources("The company did well overall.", passages) == []
+    assert supporting_sources("Revenue grew 99%.", passages) == []
