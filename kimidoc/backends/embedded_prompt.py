@@ -15,6 +15,7 @@ import secrets
 from typing import Any, Sequence
 
 from kimidoc.messages import InvalidToolCall, Message, ToolCall, ToolSchema, text_of
+from kimidoc.tools.schema import validate
 
 CALL_OPEN = "<tool_call>"
 CALL_CLOSE = "</tool_call>"
@@ -103,9 +104,10 @@ def parse_reply(text: str, tools: Sequence[ToolSchema] | None, *, forced: bool =
 
     Calls are read from ``<tool_call>`` blocks; with ``forced`` (a constrained reply) the whole
     text is the call. A JSON object or list of them is accepted; a name that is not a declared
-    tool or arguments that are not an object make the call invalid.
+    tool, or arguments that are not an object or break the tool's schema, make the call invalid:
+    a 135M model without a grammar often invents argument names.
     """
-    names = set(tool_names(tools))
+    names = {t["function"]["name"]: t["function"].get("parameters") or {} for t in tools or []}
     calls: list[ToolCall] = []
     invalid: list[InvalidToolCall] = []
     if not names:
@@ -131,7 +133,7 @@ def parse_reply(text: str, tools: Sequence[ToolSchema] | None, *, forced: bool =
     return content, calls, invalid
 
 
-def _read_block(block: str, names: set[str], calls: list[ToolCall], invalid: list[InvalidToolCall]) -> None:
+def _read_block(block: str, names: dict[str, Any], calls: list[ToolCall], invalid: list[InvalidToolCall]) -> None:
     value, error = extract_json(block)
     if error:
         invalid.append(InvalidToolCall(raw=block, error=error))
@@ -149,6 +151,8 @@ def _read_block(block: str, names: set[str], calls: list[ToolCall], invalid: lis
             invalid.append(InvalidToolCall(raw=raw, error=f"unknown tool {name!r} (tools: {', '.join(sorted(names))})", name=name, arguments=args_text))
         elif not isinstance(args, dict):
             invalid.append(InvalidToolCall(raw=raw, error=f"arguments of {name} must be a JSON object, got {type(args).__name__}", name=name, arguments=args_text))
+        elif problem := validate(args, names[name], name):
+            invalid.append(InvalidToolCall(raw=raw, error=problem, name=name, arguments=args_text))
         else:
             calls.append(ToolCall(f"call_{secrets.token_hex(6)}", name, args_text))
 
