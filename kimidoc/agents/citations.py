@@ -127,6 +127,9 @@ class SourceRegistry:
             if label.page is None and label.lines is None:
                 # A whole-document citation names the document, not every part the agent read.
                 hits = [Source(hits[0].path)]
+            elif label.lines is None:
+                # A page citation names the page once, not each block of it the agent saw.
+                hits = [Source(hits[0].path, label.page)]
             for s in hits:
                 cited.setdefault(s, None)
         return list(cited), unverified

@@ -11,6 +11,7 @@ from PIL import Image, ImageSequence, UnidentifiedImageError
 
 from kimidoc.documents.base import Document, DocumentError, Part, Source
 from kimidoc.vision.budget import target_size
+from kimidoc.vision.images import to_rgb
 from kimidoc.vision.render import to_png
 
 SVG_DPI = 144
@@ -40,23 +41,12 @@ def load_image(path: Path, *, display: str | None = None) -> Document:
 
 
 def _part(img: Image.Image, source: Source, caption: str) -> Part:
-    frame = _rgb(img)
+    frame = to_rgb(img)
     tw, th = target_size(frame.width, frame.height)
     if (tw, th) != frame.size:
-        frame = frame.resize((tw, th), Image.Resampling.LANCZOS)
+        frame = frame.resize((tw, th), Image.Resampling.BICUBIC)  # as K2.6's own processor
     return Part("image", source, text=caption, image=to_png(frame), width=frame.width, height=frame.height,
                 meta={"original_size": (img.width, img.height)})
-
-
-def _rgb(img: Image.Image) -> Image.Image:
-    if img.mode in ("RGB", "L"):
-        return img.copy()
-    if img.mode in ("RGBA", "LA", "P", "PA") or "transparency" in img.info:
-        rgba = img.convert("RGBA")
-        out = Image.new("RGB", rgba.size, (255, 255, 255))  # transparent charts read as on white paper
-        out.paste(rgba, mask=rgba.getchannel("A"))
-        return out
-    return img.convert("RGB")
 
 
 def _svg(path: Path, name: str) -> Document:

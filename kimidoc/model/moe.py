@@ -17,6 +17,8 @@ follows :class:`ExpertBank`'s call and ``run_expert`` contract.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -96,21 +98,36 @@ class ExpertBank(nn.Module):
             for e, w in zip(topk_idx[0].tolist(), topk_weight[0].tolist()):
                 out += self.run_expert(e, x) * w
             return out
-        k = topk_idx.shape[1]
-        flat = topk_idx.reshape(-1)
-        order = flat.argsort(stable=True)
-        experts, counts = torch.unique_consecutive(flat[order], return_counts=True)
-        token = order // k
-        xs = x[token]
-        ws = topk_weight.reshape(-1)[order, None]
+        g = group_by_expert(x, topk_idx, topk_weight)
         out = torch.zeros_like(x)
         start = 0
-        for e, n in zip(experts.tolist(), counts.tolist()):
+        for e, n in zip(g.experts, g.counts):
             rows = slice(start, start + n)
-            y = self.run_expert(e, xs[rows]) * ws[rows]
-            out.index_add_(0, token[rows], y.to(out.dtype))
+            y = self.run_expert(e, g.xs[rows]) * g.ws[rows]
+            out.index_add_(0, g.token[rows], y.to(out.dtype))
             start += n
         return out
+
+
+class Routed(NamedTuple):
+    """Token rows sorted by the expert they go to: expert ``experts[i]`` takes the next ``counts[i]``
+    rows of ``xs`` (from token ``token[row]``, weighted ``ws[row]``)."""
+
+    experts: list[int]
+    counts: list[int]
+    token: torch.Tensor
+    xs: torch.Tensor
+    ws: torch.Tensor
+
+
+def group_by_expert(x: torch.Tensor, topk_idx: torch.Tensor, topk_weight: torch.Tensor) -> Routed:
+    """Sort (token, expert) pairs by expert so each active expert runs one matmul chain."""
+    k = topk_idx.shape[1]
+    flat = topk_idx.reshape(-1)
+    order = flat.argsort(stable=True)
+    experts, counts = torch.unique_consecutive(flat[order], return_counts=True)
+    token = order // k
+    return Routed(experts.tolist(), counts.tolist(), token, x[token], topk_weight.reshape(-1)[order, None])
 
 
 class DenseExperts(ExpertBank):

@@ -26,7 +26,7 @@ from torch import nn
 
 from safetensors.torch import save_file
 
-from kimidoc.model.moe import ExpertBank
+from kimidoc.model.moe import ExpertBank, group_by_expert
 from kimidoc.model.shards import CheckpointError, ShardReader
 from kimidoc.model.slots import Slot
 
@@ -277,17 +277,10 @@ class TieredExperts(ExpertBank):
         return self.resident[key].expert_weights(local)
 
     def forward(self, x: torch.Tensor, topk_idx: torch.Tensor, topk_weight: torch.Tensor) -> torch.Tensor:
-        k = topk_idx.shape[1]
-        flat = topk_idx.reshape(-1)
-        order = flat.argsort(stable=True)
-        experts, counts = torch.unique_consecutive(flat[order], return_counts=True)
-        token = order // k
-        xs = x[token]
-        ws = topk_weight.reshape(-1)[order, None]
+        ids, counts, token, xs, ws = group_by_expert(x, topk_idx, topk_weight)
         groups: dict[torch.device, list[tuple[int, int, int]]] = {}
         start = 0
-        ids = experts.tolist()
-        for e, n in zip(ids, counts.tolist()):
+        for e, n in zip(ids, counts):
             groups.setdefault(torch_device(self.where[e]), []).append((e, start, n))
             start += n
         # Per device, one copy of the routed rows there; host copies first, so that copying off
