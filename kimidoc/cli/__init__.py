@@ -1,7 +1,8 @@
 """The ``kimidoc`` command: ask, agent, swarm, pack, plan.
 
-Exit codes: 0 success; 1 the run ended without an answer (budget hit, model error); 2 bad
-arguments or unreadable input; 130 interrupted (a trace, when given, can be resumed).
+Exit codes: 0 success; 1 the run ended without an answer (budget hit, model, checkpoint or
+sandbox error); 2 bad arguments or unreadable input; 130 interrupted (a trace, when given, can be
+resumed).
 """
 
 from __future__ import annotations
@@ -31,5 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"kimidoc {args.command}: {exc}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:  # a backend, checkpoint or sandbox that failed: named, not a traceback
+        print(f"kimidoc {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
 
 
