@@ -224,12 +224,14 @@ _PROBE = textwrap.dedent(
     print(json.dumps({"tokens": tokens, "peak": status("VmHWM:") - base}))
     """
 )
-MARGIN = 24 * 2**20  # interpreter-side overhead of a run: allocator slack, activations, logits
+# Working memory of a run from a cold heap (allocator slack, activations, logits, disk-tier experts
+# being converted to the kernel layout): ~25 MiB measured in a fresh virtualenv.
+MARGIN = 32 * 2**20
 
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc to reset the RSS peak")
 def test_ram_budget_below_the_weights_keeps_peak_rss_under_budget(tmp_path):
-    cfg = _config(hidden_size=512, moe_intermediate_size=384, n_routed_experts=64, q_lora_rank=64, kv_lora_rank=64)
+    cfg = _config(hidden_size=512, moe_intermediate_size=384, n_routed_experts=128, q_lora_rank=64, kv_lora_rank=64)
     path = write_checkpoint(tmp_path / "ckpt", config=cfg, text_only=True, num_shards=3, seed=5)
     budget, experts = _budget(path, 0.2)  # all non-expert parts + a fifth of the experts (cache included)
     assert budget + MARGIN < experts

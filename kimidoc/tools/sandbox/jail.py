@@ -240,6 +240,10 @@ def build_root(
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
     _mount("tmpfs", staging, "tmpfs", MS_NOSUID | MS_NODEV, "size=16m,mode=0755")
     root = staging
+    # The private /tmp comes first, so that a Python living under the host's /tmp (a virtualenv made
+    # there) is bound on top of it rather than hidden beneath it.
+    tmp = _mkdirs_in(root, "/tmp")
+    _mount("tmpfs", tmp, "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmp_size},mode=1777")
     for path in sorted(set(system), key=len):
         if os.path.islink(path) and os.path.dirname(path) == "/":
             # merged-/usr layouts: /bin -> usr/bin; replicate the link, the target is bound anyway
@@ -257,8 +261,6 @@ def build_root(
         os.symlink(link, f"{dev}/{name}")
     shm = _mkdirs_in(root, "/dev/shm")
     _mount("tmpfs", shm, "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmp_size},mode=1777")
-    tmp = _mkdirs_in(root, "/tmp")
-    _mount("tmpfs", tmp, "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmp_size},mode=1777")
     if proc:
         _mount("proc", _mkdirs_in(root, "/proc"), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     for path in sorted(set(read_only), key=len):
