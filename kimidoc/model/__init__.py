@@ -19,7 +19,6 @@ from .config import (
     TextConfig,
     config_from_dict,
     load_config,
-    parameter_bytes,
 )
 from .generate import generate, sample
 from .loading import load
@@ -41,6 +40,5 @@ __all__ = [
     "generate",
     "load",
     "load_config",
-    "parameter_bytes",
     "sample",
 ]

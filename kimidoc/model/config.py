@@ -8,8 +8,8 @@ Three layouts exist in the field and all parse here:
   is the top level; tensors have no prefix.
 
 Values are read, never assumed: YaRN's ``beta_fast`` differs between releases, DeepSeek-V3 uses
-grouped routing, and so on. :func:`parameter_bytes` turns a config into a byte budget per part
-(INT4 experts vs. the BF16 rest) so placement code can plan without touching the weights.
+grouped routing, and so on. Bytes per part (INT4 experts vs. the BF16 rest) are counted in one
+place, :mod:`kimidoc.placement.inventory`, from the tensor list a config implies.
 """
 
 from __future__ import annotations
@@ -312,54 +312,3 @@ def load_config(path: str | Path) -> KimiConfig:
     except json.JSONDecodeError as e:
         raise ConfigError(f"{file}: not valid JSON ({e})") from e
     return config_from_dict(data, str(file))
-
-
-# ---------------------------------------------------------------------------------------------
-# Byte accounting
-
-
-def _attention_params(t: TextConfig) -> int:
-    h, heads = t.hidden_size, t.num_attention_heads
-    q = h * heads * t.qk_head_dim if t.q_lora_rank is None else h * t.q_lora_rank + t.q_lora_rank + t.q_lora_rank * heads * t.qk_head_dim
-    kv = h * t.latent_dim + t.kv_lora_rank + t.kv_lora_rank * heads * (t.qk_nope_head_dim + t.v_head_dim)
-    return q + kv + heads * t.v_head_dim * h
-
-
-def parameter_counts(t: TextConfig) -> dict[str, int]:
-    """Parameters per part of the text backbone (MTP layers excluded; they are not run)."""
-    moe_layers = sum(t.is_moe_layer(i) for i in range(t.num_hidden_layers))
-    dense_layers = t.num_hidden_layers - moe_layers
-    swiglu = lambda width: 3 * t.hidden_size * width  # noqa: E731
-    return {
-        "embed": t.vocab_size * t.hidden_size,
-        "lm_head": 0 if t.tie_word_embeddings else t.vocab_size * t.hidden_size,
-        "attention": t.num_hidden_layers * _attention_params(t),
-        "norms": t.num_hidden_layers * 2 * t.hidden_size + t.hidden_size,
-        "dense_mlp": dense_layers * swiglu(t.intermediate_size),
-        "router": moe_layers * (t.n_routed_experts * t.hidden_size + t.n_routed_experts),
-        "shared_experts": moe_layers * swiglu(t.moe_intermediate_size * t.n_shared_experts),
-        "routed_experts": moe_layers * t.n_routed_experts * swiglu(t.moe_intermediate_size),
-    }
-
-
-def parameter_bytes(config: KimiConfig | TextConfig, *, dense_bytes: float = 2.0) -> dict[str, float]:
-    """Bytes per part as stored: routed experts INT4 (with their bf16 group scales) when the
-    checkpoint is quantized, everything else at ``dense_bytes`` per value (2 for BF16).
-
-    Also reports ``active_per_token``: the bytes one decode step must read (all non-expert weights
-    except the embedding table, of which one row is read, plus ``num_experts_per_tok`` experts
-    per MoE layer) -- the numerator of the memory-bandwidth ceiling on tokens/s.
-    """
-    t = config.text if isinstance(config, KimiConfig) else config
-    quant = config.quantization if isinstance(config, KimiConfig) else None
-    counts = parameter_counts(t)
-    expert_bytes = (0.5 + 2.0 / quant.group_size) if quant else dense_bytes
-    out = {k: v * (expert_bytes if k == "routed_experts" else dense_bytes) for k, v in counts.items()}
-    out["router"] = counts["router"] * 4.0  # kept in float32 for routing parity
-    rest = sum(v for k, v in out.items() if k != "routed_experts")
-    moe_layers = sum(t.is_moe_layer(i) for i in range(t.num_hidden_layers))
-    active_experts = moe_layers * t.num_experts_per_tok * 3 * t.hidden_size * t.moe_intermediate_size * expert_bytes
-    out["total"] = rest + out["routed_experts"]
-    out["dense_total"] = rest
-    out["active_per_token"] = rest - out["embed"] + t.hidden_size * dense_bytes + active_experts
-    return out

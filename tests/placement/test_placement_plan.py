@@ -68,6 +68,7 @@ def test_consumer_gpu_holds_what_every_token_reads(inventory):
     # ~33 GB read per token: ~21 GB BF16 from the GPU and ~11.9 GB INT4 experts from RAM.
     reads = p.bytes_read_per_token()
     assert reads["cpu"] == pytest.approx(11.9e9, rel=0.02)
+    assert sum(reads.values()) - p.cache_bytes == pytest.approx(33e9, rel=0.03)  # weights one decode step reads
     assert 8 < p.decode_ceiling() < 16
 
 

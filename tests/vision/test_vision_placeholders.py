@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
+from kimidoc.placement.inventory import K26_CONFIG
 from kimidoc.testing.vision import tiny_vision_config
 from kimidoc.vision.config import VisionConfig
 from kimidoc.vision.placeholders import (
@@ -20,7 +20,7 @@ from kimidoc.vision.placeholders import (
     timestamp,
 )
 
-REFERENCE_CONFIG = Path("/work/shared/reference/kimi-k2.6-config.json")
+REFERENCE_CONFIG = K26_CONFIG  # the official config, shipped with kimidoc
 
 
 def test_image_placeholder_text():
