@@ -12,7 +12,7 @@ from PIL import Image, ImageSequence, UnidentifiedImageError
 from kimidoc.documents.base import Document, DocumentError, Part, Source
 from kimidoc.vision.budget import target_size
 from kimidoc.vision.images import to_rgb
-from kimidoc.vision.render import to_png
+from kimidoc.documents.render import to_png
 
 SVG_DPI = 144
 

@@ -249,7 +249,7 @@ def _blank(drawing: dict[str, Any]) -> bool:
 
 def _render_part(page: pymupdf.Page, name: str, clip: layout.Box | None, dpi: int, caption: str, *, scanned: bool = False, page_render: bool = False) -> Part:
     from kimidoc.vision.budget import target_size
-    from kimidoc.vision.render import render_page, to_png
+    from kimidoc.documents.render import render_page, to_png
 
     region = pymupdf.Rect(clip) if clip is not None else page.rect
     # Never render more pixels than the vision tower keeps: lower the dpi to its target size.

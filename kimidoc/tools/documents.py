@@ -191,7 +191,7 @@ def document_tools(documents: Sequence[Document], roots: Sequence[str] | None = 
         else:
             raise ValueError(f"{doc.path} is a {doc.kind} document; only PDFs and images can be rendered")
         from kimidoc.vision.budget import image_tokens
-        from kimidoc.vision.render import to_png
+        from kimidoc.documents.render import to_png
 
         label = Source(doc.path, page=page if doc.kind == "pdf" else None, bbox=box).cite()
         where = f" region {list(box)}" if box else ""
@@ -216,7 +216,7 @@ def _render_pdf(doc: Document, page: int, zoom: float, box: tuple[float, ...] | 
     import pymupdf
 
     from kimidoc.documents.pdf import open_pdf
-    from kimidoc.vision.render import render_page as render
+    from kimidoc.documents.render import render_page as render
 
     pdf = open_pdf(Path(doc.path), display=doc.path)
     try:
@@ -232,7 +232,7 @@ def _render_pdf(doc: Document, page: int, zoom: float, box: tuple[float, ...] | 
 def _render_image(doc: Document, page: int, zoom: float, box: tuple[float, ...] | None):  # noqa: ANN202
     from PIL import Image
 
-    from kimidoc.vision.render import crop
+    from kimidoc.documents.render import crop
 
     with Image.open(doc.path) as img:
         frames = getattr(img, "n_frames", 1)

@@ -4,7 +4,7 @@ import pytest
 from PIL import Image
 
 from kimidoc.documents import DocumentError
-from kimidoc.vision.render import crop, render_page, to_png
+from kimidoc.documents.render import crop, render_page, to_png
 
 
 def test_render_page_and_region(report_pdf: Path) -> None:
