@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "backends
 from backends_fault_server import FaultServer  # noqa: E402
 
 from kimidoc.backends.base import BaseBackend  # noqa: E402
-from kimidoc.backends.openai_compat import OpenAICompatible  # noqa: E402
+from kimidoc.backends.openai.client import OpenAICompatible  # noqa: E402
 from kimidoc.backends.scripted import Scripted  # noqa: E402
 
 N = 300
@@ -88,7 +88,7 @@ def bench_swarm() -> None:
 
 def bench_embedded(tokens: int) -> None:
     from kimidoc.backends.embedded import Embedded
-    from kimidoc.backends.embedded_engines import llama_cpp_available
+    from kimidoc.backends.embedded.engines import llama_cpp_available
 
     msgs = [{"role": "user", "content": "Write a short paragraph about rivers."}]
     rows = {}

@@ -10,7 +10,7 @@ from kimidoc.backends.connect import connect
 from kimidoc.backends.scripted import Scripted
 
 _LAZY = {
-    "OpenAICompatible": "kimidoc.backends.openai_compat",
+    "OpenAICompatible": "kimidoc.backends.openai.client",
     "Embedded": "kimidoc.backends.embedded",
     "LocalKimi": "kimidoc.backends.local",
 }

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from kimidoc.backends.base import Backend
-from kimidoc.backends.providers import PROVIDERS
+from kimidoc.backends.openai.providers import PROVIDERS
 
 EMBEDDED = "embedded"
 
@@ -75,7 +75,7 @@ def _local(model: str, **kw: Any) -> Backend:
 
 
 def _remote(endpoint: str, model: str | None, api_key: str | None, **kw: Any) -> Backend:
-    from kimidoc.backends.openai_compat import OpenAICompatible
+    from kimidoc.backends.openai.client import OpenAICompatible
 
     spec = PROVIDERS.get(endpoint.lower())
     if spec is not None:

@@ -5,7 +5,7 @@ import torch
 
 from kimidoc.backends.connect import connect
 from kimidoc.backends.embedded import Embedded
-from kimidoc.backends.openai_compat import OpenAICompatible
+from kimidoc.backends.openai.client import OpenAICompatible
 
 ENV = ("KIMIDOC_MODEL", "KIMIDOC_ENDPOINT", "KIMIDOC_API_KEY", "MOONSHOT_API_KEY", "OPENROUTER_API_KEY", "OPENAI_API_KEY")
 

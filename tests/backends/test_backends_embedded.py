@@ -15,8 +15,8 @@ import pytest
 
 from kimidoc.backends.base import BackendError
 from kimidoc.backends.embedded import Embedded
-from kimidoc.backends.embedded_engines import llama_cpp_available
-from kimidoc.backends.embedded_model import EmbeddedModelMissing, PackagedModel, locate
+from kimidoc.backends.embedded.engines import llama_cpp_available
+from kimidoc.backends.embedded.model import EmbeddedModelMissing, PackagedModel, locate
 from kimidoc.messages import accumulate
 from kimidoc.tools.schema import validate
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kimidoc.backends.embedded_prompt import CALL_OPEN, ReplySplitter, call_schema, chat_messages, extract_json, forced_tool, parse_reply
+from kimidoc.backends.embedded.prompt import CALL_OPEN, ReplySplitter, call_schema, chat_messages, extract_json, forced_tool, parse_reply
 from kimidoc.messages import image_part
 
 TOOLS = [

@@ -15,9 +15,9 @@ import time
 import httpx
 import pytest
 
-from kimidoc.backends.embedded_engines import llama_cpp_available
-from kimidoc.backends.embedded_model import locate
-from kimidoc.backends.openai_compat import OpenAICompatible
+from kimidoc.backends.embedded.engines import llama_cpp_available
+from kimidoc.backends.embedded.model import locate
+from kimidoc.backends.openai.client import OpenAICompatible
 from kimidoc.messages import accumulate
 from kimidoc.tools.schema import validate
 

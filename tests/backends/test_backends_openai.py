@@ -7,9 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from kimidoc.backends.base import Backend, BackendError
-from kimidoc.backends.openai_compat import OpenAICompatible, pick_model
-from kimidoc.backends.providers import api_key_for
-from kimidoc.backends.retry import RetryPolicy, parse_retry_after
+from kimidoc.backends.openai.client import OpenAICompatible, pick_model
+from kimidoc.backends.openai.providers import api_key_for
+from kimidoc.backends.openai.retry import RetryPolicy, parse_retry_after
 from kimidoc.messages import accumulate, image_part
 
 TOOLS = [{"type": "function", "function": {"name": "lookup", "description": "Look a word up.", "parameters": {"type": "object", "properties": {"word": {"type": "string"}}, "required": ["word"]}}}]
@@ -226,7 +226,7 @@ async def test_300_concurrent_tasks_no_mixups(fault_server):
 
 
 def test_sse_decoder_follows_the_spec():
-    from kimidoc.backends.sse import DONE, SSEDecoder
+    from kimidoc.backends.openai.sse import DONE, SSEDecoder
 
     d = SSEDecoder()
     lines = [": keep-alive", "event: message", 'data: {"a":', "data: 1}", "", "data:[DONE]", ""]

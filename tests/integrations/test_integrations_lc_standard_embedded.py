@@ -28,7 +28,7 @@ CORE = {"test_invoke", "test_stream", "test_usage_metadata", "test_stop_sequence
 def embedded() -> Any:
     """One embedded backend for the whole module: loading the model is the slow part."""
     from kimidoc.backends.embedded import Embedded
-    from kimidoc.backends.embedded_model import EmbeddedModelMissing
+    from kimidoc.backends.embedded.model import EmbeddedModelMissing
 
     try:
         return Embedded(engine="auto")

@@ -19,10 +19,10 @@ from typing import Any, AsyncIterator, Callable, Iterator, Sequence
 import httpx
 
 from kimidoc.backends.base import BackendError, BaseBackend
-from kimidoc.backends.providers import PROVIDERS, api_key_for, provider_of
-from kimidoc.backends.retry import RETRY_ERRORS, RetryPolicy
-from kimidoc.backends.sse import DONE, SSEDecoder
-from kimidoc.backends.wire import check_tool_calls, delta_of, finish_of, message_of, request_body
+from kimidoc.backends.openai.providers import PROVIDERS, api_key_for, provider_of
+from kimidoc.backends.openai.retry import RETRY_ERRORS, RetryPolicy
+from kimidoc.backends.openai.sse import DONE, SSEDecoder
+from kimidoc.backends.openai.wire import check_tool_calls, delta_of, finish_of, message_of, request_body
 from kimidoc.chat.parser import KimiParser
 from kimidoc.messages import AssistantMessage, Delta, Message, ToolSchema, Usage, accumulate
 

