@@ -43,6 +43,11 @@ class ToolCall:
     def to_openai(self) -> dict[str, Any]:
         return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}}
 
+    @classmethod
+    def from_openai(cls, call: dict[str, Any]) -> ToolCall:
+        """The inverse of :meth:`to_openai`: one entry of a message's ``tool_calls``."""
+        return cls(call["id"], call["function"]["name"], call["function"].get("arguments") or "")
+
 
 @dataclass
 class InvalidToolCall:
@@ -93,7 +98,7 @@ class AssistantMessage:
     @classmethod
     def from_message(cls, msg: Message) -> "AssistantMessage":
         calls = [
-            ToolCall(c["id"], c["function"]["name"], c["function"].get("arguments") or "")
+            ToolCall.from_openai(c)
             for c in msg.get("tool_calls") or []
         ]
         return cls(
@@ -155,6 +160,12 @@ def accumulate(deltas: Iterable[Delta]) -> AssistantMessage:
         else:
             out.tool_calls.append(ToolCall(cid, name, args))
     return out
+
+
+def estimate_tokens(text: str) -> int:
+    """A conservative token count for text when no tokenizer is at hand: ~3 bytes per token
+    overestimates English and code, so budgets computed from it never overflow the real window."""
+    return max(1, (len(text.encode("utf-8")) + 2) // 3) if text else 0
 
 
 def text_of(content: Any) -> str:

@@ -25,12 +25,13 @@ from typing import Any, Callable, Sequence
 from kimidoc.agents.agent import Agent, AgentResult, current_tool_context
 from kimidoc.agents.budget import Budget
 from kimidoc.agents.events import Event, EventCallback
+from kimidoc.agents.toolset import agent_tools
 from kimidoc.agents.trace import TRACE_VERSION, TraceWriter, has_events, iter_trace, usage_to_dict
 from kimidoc.backends.base import Backend
 from kimidoc.documents.base import Source
 from kimidoc.messages import Usage
 from kimidoc.progress import progress
-from kimidoc.tools.base import Tool, as_tools
+from kimidoc.tools.base import Tool
 
 SUBAGENT_PROMPT = (
     "You are a sub-agent doing one part of a larger task. Do that part only, using the tools, and finish with a "
@@ -263,7 +264,7 @@ class Swarm:
     # ----------------------------------------------------------------- internals
 
     def _tools_for(self, index: int, names: Sequence[str] | None) -> list[Tool]:
-        tools = as_tools(self.tools(index) if callable(self.tools) else self.tools)
+        tools = agent_tools(self.tools(index) if callable(self.tools) else self.tools)
         return tools if names is None else [t for t in tools if t.name in names]
 
     def _tool_names(self) -> list[str]:

@@ -14,7 +14,7 @@ import threading
 from abc import ABC, abstractmethod
 from typing import Any, AsyncIterator, Iterator, Protocol, Sequence, runtime_checkable
 
-from kimidoc.messages import AssistantMessage, Delta, Message, ToolSchema, accumulate, text_of
+from kimidoc.messages import AssistantMessage, Delta, Message, ToolSchema, accumulate, estimate_tokens, text_of
 
 # Sampling keywords every backend accepts (others are passed through where a backend knows them):
 #   temperature, top_p, top_k, max_tokens, stop (list[str]), seed, thinking (bool | None),
@@ -102,9 +102,7 @@ class BaseBackend(ABC):
             await worker
 
     def count_tokens(self, text: str) -> int:
-        # Conservative default for backends without a tokenizer: ~3 bytes per token overestimates
-        # English and code, so budgets computed from it never overflow the real window.
-        return max(1, (len(text.encode("utf-8")) + 2) // 3) if text else 0
+        return estimate_tokens(text)  # backends without a tokenizer
 
     def count_message_tokens(self, messages: Sequence[Message], tools: Sequence[ToolSchema] | None = None) -> int:
         import json

@@ -92,7 +92,7 @@ class LocalKimi(BaseBackend):
     """K2.6 (or K2 / K2-Thinking) from a checkpoint folder.
 
     ``model`` skips loading (any module :func:`kimidoc.model.generate` accepts); ``load_kwargs``
-    go to :func:`kimidoc.model.load` (``dtype``, ``device``, ...). ``thinking`` is the default
+    go to :func:`kimidoc.vision.multimodal.load_multimodal` (``dtype``, ``device``, ...). ``thinking`` is the default
     mode (a call's ``thinking=`` overrides it); ``max_tokens`` the default completion budget.
     """
 
@@ -109,12 +109,13 @@ class LocalKimi(BaseBackend):
         generate_fn: Callable[..., list[int]] | None = None,
         **load_kwargs: Any,
     ) -> None:
-        from kimidoc.model import generate, load, load_config
+        from kimidoc.model import generate, load_config
+        from kimidoc.vision.multimodal import load_multimodal
 
         self.path = Path(path)
         self.config = load_config(self.path)
         self.tokenizer = tokenizer or Tokenizer.load(self.path)
-        self.model = model if model is not None else load(self.path, **load_kwargs)
+        self.model = model if model is not None else load_multimodal(self.path, **load_kwargs)
         self._generate = generate_fn or generate
         self.thinking = thinking
         self.max_tokens = max_tokens

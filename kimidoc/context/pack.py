@@ -22,8 +22,9 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 from kimidoc.context.formats import Block, Renderer, mergeable, omission_lines, unit_cite
 from kimidoc.documents.base import Document, DocumentError, Omission, Part
 from kimidoc.documents.signatures import signatures
-from kimidoc.messages import image_part
+from kimidoc.messages import estimate_tokens, image_part
 from kimidoc.progress import progress
+from kimidoc.vision.budget import image_tokens as k26_image_tokens
 
 TokenCounter = Callable[[str], int]
 ImageTokens = Callable[[int, int], int]
@@ -117,18 +118,12 @@ def pack_paths(
                  backend=backend, images=images, line_numbers=line_numbers, omitted_lines=omitted_lines)
 
 
-def render(result: PackResult) -> str:
-    """The packed context as text (what ``kimidoc pack`` writes); images appear as markers."""
-    return result.text
-
-
 def counters(counter: TokenCounter | None = None, image_tokens: ImageTokens | None = None, backend: Any = None) -> tuple[TokenCounter, ImageTokens]:
-    """The text and image token counters to use: explicit ones, else the backend's, else defaults."""
-    if backend is None and (counter is None or image_tokens is None):
-        from kimidoc.backends.scripted import Scripted
-
-        backend = Scripted([])  # the BaseBackend defaults: ~3 bytes a token (never under), K2.6 image formula
-    return counter or backend.count_tokens, image_tokens or backend.image_tokens
+    """The text and image token counters to use: explicit ones, else the backend's, else defaults
+    (~3 bytes a token, never under; K2.6's image formula)."""
+    if backend is not None:
+        return counter or backend.count_tokens, image_tokens or backend.image_tokens
+    return counter or estimate_tokens, image_tokens or k26_image_tokens
 
 
 def _stream(paths: Sequence[str | os.PathLike[str]], password: str | None, options: dict[str, Any]) -> Iterator[tuple[Document, Iterable[Part]]]:

@@ -5,40 +5,44 @@ generation.
     model = load("/path/to/Kimi-K2.6", dtype=torch.bfloat16)
     new_ids = generate(model, prompt_ids, max_new_tokens=128, stop_ids=(163586,))
 
-Modules: ``config`` (config.json, byte accounting), ``linear`` (uninitialised layers, mixed
-precision), ``norm``, ``rope`` (YaRN, interleaved),
-``mla`` (attention math), ``cache`` (latent cache), ``moe`` (router, expert banks -- the
-placement seam), ``int4`` (packing and kernels), ``model`` (the causal LM), ``shards`` /
-``slots`` / ``loading`` (checkpoint -> model), ``generate``.
+Modules: ``config`` (config.json, the quantization config), ``linear`` (uninitialised layers, mixed
+precision), ``norm``, ``rope`` (YaRN, interleaved), ``mla`` (attention math), ``cache`` (latent
+cache), ``moe`` (router, expert banks -- the placement seam), ``int4`` (packing and kernels),
+``model`` (the causal LM), ``shards`` / ``slots`` / ``loading`` (checkpoint -> text model),
+``generation`` (``generate``, ``sample``). The multimodal model (text + vision tower) is one floor up, in
+:mod:`kimidoc.vision.multimodal`.
+
+Names load on first use, so reading a config (``kimidoc plan``) does not import torch.
 """
 
-from .cache import LatentCache
-from .config import (
-    ConfigError,
-    KimiConfig,
-    TextConfig,
-    config_from_dict,
-    load_config,
-)
-from .generate import generate, sample
-from .loading import load
-from .model import KimiForCausalLM
-from .moe import DenseExperts, ExpertBank, Int4Experts
-from .shards import CheckpointError
+from __future__ import annotations
 
-__all__ = [
-    "CheckpointError",
-    "ConfigError",
-    "DenseExperts",
-    "ExpertBank",
-    "Int4Experts",
-    "KimiConfig",
-    "KimiForCausalLM",
-    "LatentCache",
-    "TextConfig",
-    "config_from_dict",
-    "generate",
-    "load",
-    "load_config",
-    "sample",
-]
+from typing import Any
+
+_EXPORTS = {
+    "LatentCache": "cache",
+    "ConfigError": "config",
+    "KimiConfig": "config",
+    "TextConfig": "config",
+    "config_from_dict": "config",
+    "load_config": "config",
+    "generate": "generation",
+    "sample": "generation",
+    "load": "loading",
+    "KimiForCausalLM": "model",
+    "DenseExperts": "moe",
+    "ExpertBank": "moe",
+    "Int4Experts": "moe",
+    "CheckpointError": "shards",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = sorted(_EXPORTS)

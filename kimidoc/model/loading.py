@@ -6,10 +6,10 @@ target device; then fill every slot (see :mod:`.slots`) from the shards, one sha
 a progress bar, reading each tensor straight into its destination where dtypes agree. Peak memory
 stays near the size of the weights themselves.
 
-A checkpoint with ``vision_config`` is built with ``kimidoc.vision.multimodal.build_multimodal``
-when that module exists (the text model becomes its ``language_model``); otherwise, or with
-``text_only=True``, only the text model is loaded and ``vision_tower.`` / ``mm_projector.`` tensors
-are skipped. ``build_multimodal`` is called under the meta device: the modules it creates are
+This module loads the text model; ``vision_tower.`` / ``mm_projector.`` tensors are skipped unless
+a ``wrap`` builds a larger model around it: :func:`kimidoc.vision.multimodal.load_multimodal` passes
+the vision tower's builder (the text model becomes its ``language_model``), so the text runtime never
+imports the floor above it. ``wrap`` is called under the meta device: the modules it creates are
 filled from the checkpoint like the text model, so buffers not stored in the checkpoint must be
 created lazily.
 """
@@ -55,12 +55,7 @@ def read_weight_map(path: Path) -> tuple[dict[str, str], Path]:
     raise CheckpointError(f"{path}: neither {INDEX_FILE} nor {SINGLE_FILE} found")
 
 
-def _build_multimodal(config: KimiConfig, text: KimiForCausalLM) -> nn.Module | None:
-    try:
-        from kimidoc.vision.multimodal import build_multimodal
-    except ImportError:
-        return None
-    return build_multimodal(config, text)
+Wrap = Callable[[KimiConfig, KimiForCausalLM], nn.Module]
 
 
 def _skippable(name: str, config: KimiConfig, with_vision: bool) -> bool:
@@ -132,11 +127,12 @@ def load(
     device: torch.device | str = "cpu",
     int4_compute_dtype: torch.dtype = torch.bfloat16,
     activation_dtype: torch.dtype | None = None,
-    text_only: bool = False,
     strict: bool = True,
     customize: Callable[[nn.Module], None] | None = None,
+    wrap: Wrap | None = None,
 ) -> nn.Module:
-    """Load a K2.x checkpoint folder; returns :class:`KimiForCausalLM` (or the multimodal model).
+    """Load a K2.x checkpoint folder; returns :class:`KimiForCausalLM`, or what ``wrap(config, text_model)``
+    builds around it (the multimodal model: see :func:`kimidoc.vision.multimodal.load_multimodal`).
 
     ``dtype`` is for every non-INT4 weight (BF16 as stored, or float32 for CPU prefill speed and
     exact parity); ``int4_compute_dtype`` is the INT4 kernel's activation dtype (bf16 is the fast
@@ -167,9 +163,7 @@ def load(
             activation_dtype=activation_dtype,
             device=device,
         )
-        model: nn.Module = text
-        if config.vision_config and not text_only:
-            model = _build_multimodal(config, text) or text
+        model: nn.Module = text if wrap is None else wrap(config, text)
     with_vision = model is not text
     if customize is not None:
         customize(model)  # e.g. swap expert banks and place modules before memory is allocated

@@ -26,7 +26,7 @@ from kimidoc.model.loading import load, materialize
 from kimidoc.model.model import KimiForCausalLM, default_dtype
 from kimidoc.model.moe import DenseExperts, ExpertBank, Int4Experts, MoE
 from kimidoc.model.shards import CheckpointError
-from kimidoc.placement.inventory import inventory_from_checkpoint, load_config
+from kimidoc.placement.inventory import inventory_from_checkpoint, read_config
 from kimidoc.placement.plan import Device, Machine, Plan, _stored_bytes, plan as make_plan
 from kimidoc.placement.quantize import QuantizedOnLoad
 from kimidoc.placement.tiered import BankFactory, ExpertCache, TieredExperts, torch_device
@@ -134,7 +134,7 @@ def plan_for_checkpoint(
 ) -> Plan:
     """The plan of a checkpoint folder on ``machine``. With a disk tier, ``disk_cache_bytes``
     (default :func:`default_cache_bytes`) of ``machine.cpu`` is set aside for disk-tier experts."""
-    config = load_config(path)
+    config = read_config(path)
     specs = [s for s in inventory_from_checkpoint(path) if s.kind not in _OFF_PATH]
     if machine.disk is not None:
         if disk_cache_bytes is None:
@@ -177,7 +177,7 @@ def load_placed(
     skip the conversion), in a subfolder tied to this checkpoint's index.
     """
     path = Path(path)
-    config = load_config(path)
+    config = read_config(path)
     if isinstance(where, Machine):
         p = plan_for_checkpoint(
             path, where, context=context, shrink=shrink, expert_freq=expert_freq, disk_cache_bytes=disk_cache_bytes, quantize_experts=quantize_experts
@@ -222,7 +222,7 @@ def load_placed(
             for name in shrinkable_linears(text):  # quantized on their way to the main device
                 materialize(text.get_submodule(name), torch.device("cpu"))
 
-    model = load(path, dtype=dtype, device=torch_device(main), int4_compute_dtype=int4_compute_dtype, text_only=True, customize=customize)
+    model = load(path, dtype=dtype, device=torch_device(main), int4_compute_dtype=int4_compute_dtype, customize=customize)
     assert isinstance(model, KimiForCausalLM)
     for bank in model.expert_banks():
         assert isinstance(bank, TieredExperts)

@@ -204,16 +204,23 @@ def tool(fn: Callable[..., Any] | None = None, *, name: str | None = None, descr
     return wrap(fn) if fn is not None else wrap
 
 
+def is_langchain_tool(item: Any) -> bool:
+    """Whether ``item`` looks like a LangChain tool (checked by shape; LangChain is never imported here)."""
+    return hasattr(item, "args_schema") and hasattr(item, "invoke")
+
+
 def as_tools(items: Sequence[Any]) -> list[Tool]:
-    """Accept kimidoc tools, plain functions and LangChain tools alike."""
+    """Accept kimidoc tools and plain functions. LangChain tools are converted one floor up, by
+    :func:`kimidoc.integrations.langchain.from_langchain_tool` (an agent does that for you)."""
     out: list[Tool] = []
     for item in items:
         if isinstance(item, Tool):
             out.append(item)
-        elif hasattr(item, "args_schema") and hasattr(item, "invoke"):
-            from kimidoc.integrations.langchain import from_langchain_tool
-
-            out.append(from_langchain_tool(item))
+        elif is_langchain_tool(item):
+            raise TypeError(
+                f"{getattr(item, 'name', item)!r} is a LangChain tool: convert it with "
+                "kimidoc.integrations.langchain.from_langchain_tool, or give it to an Agent, which converts it"
+            )
         elif callable(item):
             out.append(tool(item))
         else:

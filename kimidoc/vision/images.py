@@ -1,6 +1,6 @@
 """Decode one image from a path, bytes or a PIL image into upright 8-bit RGB, or fail clearly.
 
-Every failure is an :class:`ImageError` (a :class:`~kimidoc.documents.base.DocumentError`) whose
+Every failure is an :class:`ImageError` (a ``ValueError``, like the documents floor's errors) whose
 message names the file: truncated PNG/JPEG, non-image bytes, a zero-size image, or a decompression
 bomb (more pixels than ``max_pixels``, checked from the header before any pixel is decoded).
 
@@ -25,8 +25,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from kimidoc.documents.base import DocumentError
-
 ImageSource = Image.Image | bytes | bytearray | memoryview | str | os.PathLike
 
 # Pillow's own default bomb limit; a 16384-patch image needs only ~3.2M pixels, so anything
@@ -34,7 +32,7 @@ ImageSource = Image.Image | bytes | bytearray | memoryview | str | os.PathLike
 MAX_PIXELS = 89_478_485
 
 
-class ImageError(DocumentError):
+class ImageError(ValueError):
     """An image that cannot be used; the message names the file (or ``<bytes>`` / ``<image N>``)."""
 
 
@@ -50,7 +48,7 @@ def describe(source: ImageSource, index: int | None = None) -> str:
     return f"<{kind}>" if index is None else f"<{kind} {index}>"
 
 
-def load_image(source: ImageSource, *, name: str | None = None, max_pixels: int = MAX_PIXELS) -> Image.Image:
+def decode_image(source: ImageSource, *, name: str | None = None, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Decode ``source`` into an upright RGB image; raise :class:`ImageError` naming it on bad input."""
     name = name or describe(source)
     try:

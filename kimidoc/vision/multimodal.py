@@ -1,7 +1,7 @@
 """K2.5/K2.6 as one model: the text backbone, the MoonViT tower and the projector.
 
-:func:`build_multimodal` is what :func:`kimidoc.model.load` calls for a checkpoint whose config has
-``vision_config``; the returned :class:`KimiK25` names its tensors exactly as the checkpoint does
+:func:`load_multimodal` loads a checkpoint with its tower: :func:`kimidoc.model.loading.load` with
+:func:`build_multimodal` as the ``wrap`` for a config that has ``vision_config``; the returned :class:`KimiK25` names its tensors exactly as the checkpoint does
 (``language_model.*``, ``vision_tower.*``, ``mm_projector.*``), so loading is a fill by name.
 
 Use::
@@ -17,12 +17,14 @@ transformers' ``masked_scatter`` does; every other call is the text model's own.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from kimidoc.model.config import KimiConfig
+from kimidoc.model.loading import load
 from kimidoc.model.slots import Slot, module_slots
 from kimidoc.progress import progress
 from kimidoc.vision.config import VisionConfig
@@ -160,3 +162,13 @@ def build_multimodal(config: KimiConfig, text_model: nn.Module) -> KimiK25:
     for module in (model.vision_tower, model.mm_projector):
         module.to(weight.dtype).requires_grad_(False)
     return model
+
+
+def load_multimodal(path: str | Path, **options: Any) -> nn.Module:
+    """Load a K2.5/K2.6 checkpoint folder with its vision tower: a :class:`KimiK25`, or the text model
+    alone when ``config.json`` has no ``vision_config``. ``options`` are :func:`kimidoc.model.loading.load`'s."""
+    return load(path, wrap=_with_tower, **options)
+
+
+def _with_tower(config: KimiConfig, text_model: nn.Module) -> nn.Module:
+    return build_multimodal(config, text_model) if config.vision_config else text_model

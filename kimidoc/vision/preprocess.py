@@ -30,7 +30,7 @@ from PIL import Image
 from kimidoc.progress import progress
 from kimidoc.vision import budget
 from kimidoc.vision.budget import FRAME_MAX_PATCHES, FRAMES_PER_CHUNK
-from kimidoc.vision.images import MAX_PIXELS, ImageError, ImageSource, describe, load_image
+from kimidoc.vision.images import MAX_PIXELS, ImageError, ImageSource, describe, decode_image
 
 
 @dataclass
@@ -46,16 +46,6 @@ class VisionInputs:
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> VisionInputs:
         return VisionInputs(self.pixel_values.to(device=device, dtype=dtype), self.grid_thw.to(device), self.tokens_per_image, self.sizes)
 
-    @staticmethod
-    def concat(parts: Sequence[VisionInputs]) -> VisionInputs:
-        """Join several batches (e.g. images and frame chunks) in prompt order."""
-        return VisionInputs(
-            torch.cat([p.pixel_values for p in parts]),
-            torch.cat([p.grid_thw for p in parts]),
-            [n for p in parts for n in p.tokens_per_image],
-            [s for p in parts for s in p.sizes],
-        )
-
 
 def preprocess(
     images: Sequence[ImageSource],
@@ -69,7 +59,7 @@ def preprocess(
         raise TypeError("preprocess() takes a list of images, not one image")
     pixels, grids, tokens, sizes = [], [], [], []
     for index, source in enumerate(progress(images, desc="preprocess images", unit="img")):
-        image = load_image(source, name=describe(source, index), max_pixels=max_pixels)
+        image = decode_image(source, name=describe(source, index), max_pixels=max_pixels)
         frame = _resize_pad(image, max_patches, max_side)
         patches, grid = _patchify(frame[None])
         pixels.append(patches)
@@ -92,7 +82,7 @@ def preprocess_frames(
         raise ValueError(f"frames_per_chunk must be 1..{FRAMES_PER_CHUNK} (rows of the time embedding), got {frames_per_chunk}")
     if not frames:
         raise ValueError("preprocess_frames() needs at least one frame")
-    decoded = [load_image(f, name=describe(f, i), max_pixels=max_pixels) for i, f in enumerate(frames)]
+    decoded = [decode_image(f, name=describe(f, i), max_pixels=max_pixels) for i, f in enumerate(frames)]
     size = decoded[0].size
     for i, image in enumerate(decoded):
         if image.size != size:

@@ -16,6 +16,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool  # noqa
 from pydantic import BaseModel, Field  # noqa: E402
 
 from kimidoc.integrations.langchain import from_langchain_tool, to_langchain_tool  # noqa: E402
+from kimidoc.agents.toolset import agent_tools  # noqa: E402
 from kimidoc.tools.base import Tool, ToolResult, as_tools  # noqa: E402
 from kimidoc.tools.base import tool as kimi_tool  # noqa: E402
 
@@ -128,14 +129,17 @@ async def test_async_only_langchain_tool_in_kimidoc():
 
 def test_round_trips_give_back_the_same_tool():
     assert from_langchain_tool(to_langchain_tool(render)) is render
-    assert as_tools([to_langchain_tool(render)]) == [render]
+    assert agent_tools([to_langchain_tool(render)]) == [render]
 
 
-def test_as_tools_accepts_langchain_tools():
+def test_agent_tools_accept_langchain_tools():
     @lc_tool
     def shout(text: str) -> str:
         """Upper-case text."""
         return text.upper()
 
-    (t,) = as_tools([shout])
+    (t,) = agent_tools([shout])
     assert isinstance(t, Tool) and t(text="hi") == ToolResult("HI")
+    # The core does not import LangChain: it names the converter instead of guessing.
+    with pytest.raises(TypeError, match="from_langchain_tool"):
+        as_tools([shout])

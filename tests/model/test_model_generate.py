@@ -14,7 +14,7 @@ IM_END = 163586
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     path = write_checkpoint(tmp_path_factory.mktemp("gen") / "ckpt", int4=True, text_only=False, seed=4)
-    return load(path, dtype=torch.float32, text_only=True)
+    return load(path, dtype=torch.float32)
 
 
 PROMPT = [163587, 1000, 2000, 3000, 163601, 4000, 5000]

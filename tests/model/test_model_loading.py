@@ -36,7 +36,7 @@ def test_official_names_with_and_without_prefix(int4_ckpt, tmp_path):
     names = _index(int4_ckpt)["weight_map"]
     assert "language_model.model.layers.1.mlp.experts.0.gate_proj.weight_packed" in names
     assert "language_model.lm_head.weight" in names
-    model = load(int4_ckpt, dtype=torch.float32, text_only=True)
+    model = load(int4_ckpt, dtype=torch.float32)
     assert isinstance(model, KimiForCausalLM)
     assert isinstance(model.model.layers[1].mlp.experts, Int4Experts)
     text = write_checkpoint(tmp_path / "k2", config=tiny_text_config(**SMALL), int4=False, text_only=True)
@@ -49,7 +49,7 @@ def test_official_names_with_and_without_prefix(int4_ckpt, tmp_path):
 
 def test_loaded_values_equal_the_files(int4_ckpt):
     tensors = read_tensors(int4_ckpt)
-    model = load(int4_ckpt, dtype=torch.float32, text_only=True)
+    model = load(int4_ckpt, dtype=torch.float32)
     p = "language_model."
     assert torch.equal(model.model.embed_tokens.weight, tensors[p + "model.embed_tokens.weight"].float())
     attn = model.model.layers[1].self_attn
@@ -76,7 +76,7 @@ def test_mtp_and_vision_tensors_are_skipped(tmp_path):
     }
     path = write_checkpoint(tmp_path / "mm", config=tiny_text_config(**SMALL), int4=False, extra_tensors=extra,
                             extra_config={"vision_config": {"vt_hidden_size": 4}})
-    model = load(path, dtype=torch.float32, text_only=True)
+    model = load(path, dtype=torch.float32)
     assert isinstance(model, KimiForCausalLM)
 
 
@@ -84,7 +84,7 @@ def test_missing_shard(int4_ckpt, tmp_path):
     path = _copy(int4_ckpt, tmp_path / "c")
     (path / "model-00002-of-00003.safetensors").unlink()
     with pytest.raises(CheckpointError, match=r"model-00002-of-00003\.safetensors: shard file not found.*tensor language_model\."):
-        load(path, text_only=True)
+        load(path)
 
 
 def test_truncated_shard(int4_ckpt, tmp_path):
@@ -93,7 +93,7 @@ def test_truncated_shard(int4_ckpt, tmp_path):
     data = shard.read_bytes()
     shard.write_bytes(data[: len(data) - 100])
     with pytest.raises(CheckpointError, match=r"model-00003-of-00003\.safetensors: truncated shard: tensor \S+ needs"):
-        load(path, text_only=True)
+        load(path)
 
 
 def test_tensor_missing_from_index(int4_ckpt, tmp_path):
@@ -102,7 +102,7 @@ def test_tensor_missing_from_index(int4_ckpt, tmp_path):
     del index["weight_map"]["language_model.model.layers.1.self_attn.kv_b_proj.weight"]
     (path / "model.safetensors.index.json").write_text(json.dumps(index))
     with pytest.raises(CheckpointError, match=r"index\.json: tensor language_model\.model\.layers\.1\.self_attn\.kv_b_proj\.weight is missing"):
-        load(path, text_only=True)
+        load(path)
 
 
 def test_index_points_to_a_shard_without_the_tensor(int4_ckpt, tmp_path):
@@ -113,7 +113,7 @@ def test_index_points_to_a_shard_without_the_tensor(int4_ckpt, tmp_path):
     index["weight_map"][name] = other
     (path / "model.safetensors.index.json").write_text(json.dumps(index))
     with pytest.raises(CheckpointError, match=rf"{other}: tensor language_model\.model\.norm\.weight is listed"):
-        load(path, text_only=True)
+        load(path)
 
 
 def _rewrite_tensor(path: Path, name: str, value: torch.Tensor) -> str:
@@ -129,7 +129,7 @@ def test_unexpected_shape(int4_ckpt, tmp_path):
     name = "language_model.model.layers.0.self_attn.q_a_proj.weight"
     file = _rewrite_tensor(path, name, torch.zeros(5, 64, dtype=torch.bfloat16))
     with pytest.raises(CheckpointError, match=rf"{file}: tensor {name.replace('.', '[.]')} has shape \[5, 64\], expected \[48, 64\]"):
-        load(path, text_only=True)
+        load(path)
 
 
 def test_wrong_packed_dtype(int4_ckpt, tmp_path):
@@ -137,7 +137,7 @@ def test_wrong_packed_dtype(int4_ckpt, tmp_path):
     name = "language_model.model.layers.1.mlp.experts.3.up_proj.weight_packed"
     _rewrite_tensor(path, name, torch.zeros(32, 8, dtype=torch.int64))
     with pytest.raises(CheckpointError, match=r"experts\.3\.up_proj\.weight_packed has dtype torch.int64, expected torch.int32"):
-        load(path, text_only=True)
+        load(path)
 
 
 @pytest.mark.parametrize(
@@ -155,7 +155,7 @@ def test_unsupported_quantization_scheme(int4_ckpt, tmp_path, change, message):
     change(cfg["quantization_config"])
     (path / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(CheckpointError, match=rf"config\.json.*{message}"):
-        load(path, text_only=True)
+        load(path)
 
 
 def test_quantized_attention_is_rejected_by_name(int4_ckpt, tmp_path):
@@ -165,7 +165,7 @@ def test_quantized_attention_is_rejected_by_name(int4_ckpt, tmp_path):
     index["weight_map"][name.replace(".weight", ".weight_packed")] = index["weight_map"].pop(name)
     (path / "model.safetensors.index.json").write_text(json.dumps(index))
     with pytest.raises(CheckpointError, match=r"o_proj\.weight_packed is quantized; only routed experts"):
-        load(path, text_only=True)
+        load(path)
 
 
 def test_unexpected_tensor_is_named(int4_ckpt, tmp_path):
@@ -174,7 +174,7 @@ def test_unexpected_tensor_is_named(int4_ckpt, tmp_path):
     index["weight_map"]["language_model.model.layers.0.self_attn.mystery.weight"] = "model-00001-of-00003.safetensors"
     (path / "model.safetensors.index.json").write_text(json.dumps(index))
     with pytest.raises(CheckpointError, match=r"model-00001-of-00003\.safetensors: tensor \S+mystery\.weight has no place"):
-        load(path, text_only=True)
+        load(path)
 
 
 def test_missing_index_and_config(tmp_path):

@@ -60,7 +60,7 @@ def deepseek_pair(tmp_path_factory):
 def kimi_pair(tmp_path_factory):
     root = tmp_path_factory.mktemp("k25")
     path = write_checkpoint(root / "ckpt", int4=True, text_only=False, seed=2)
-    ours = load(path, dtype=torch.float32, int4_compute_dtype=torch.float32, text_only=True)
+    ours = load(path, dtype=torch.float32, int4_compute_dtype=torch.float32)
     reference = write_dequantized_copy(path, root / "dequantized")
     hf_config = transformers.Kimi_K25Config.from_pretrained(reference)
     # The tiny checkpoint has no vision tensors; keep transformers' (randomly initialised) tower tiny.

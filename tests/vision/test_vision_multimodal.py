@@ -10,11 +10,10 @@ import torch
 from PIL import Image
 from vision_hf_kimi import hf_multimodal
 
-from kimidoc.model.loading import load
 from kimidoc.model.shards import CheckpointError
 from kimidoc.testing import read_tensors, write_dequantized_copy
 from kimidoc.testing.vision import write_multimodal_checkpoint
-from kimidoc.vision.multimodal import KimiK25
+from kimidoc.vision.multimodal import KimiK25, load_multimodal
 from kimidoc.vision.placeholders import (
     MEDIA_BEGIN_ID,
     MEDIA_CONTENT_ID,
@@ -35,7 +34,7 @@ def checkpoint(tmp_path_factory):
 @pytest.fixture(scope="module")
 def model(checkpoint):
     # float32 activations into the INT4 experts too, so the comparison is exact arithmetic
-    return load(checkpoint, dtype=torch.float32, int4_compute_dtype=torch.float32)
+    return load_multimodal(checkpoint, dtype=torch.float32, int4_compute_dtype=torch.float32)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +53,7 @@ def _prompt(tokens_per_image: list[int]) -> torch.Tensor:
 
 def test_loads_official_vision_names_in_bf16(checkpoint, model, images):
     f32_model = model
-    model = load(checkpoint, dtype=torch.bfloat16)
+    model = load_multimodal(checkpoint, dtype=torch.bfloat16)
     assert isinstance(model, KimiK25)
     stored = read_tensors(checkpoint)
     vision = {k: v for k, v in stored.items() if k.startswith(("vision_tower.", "mm_projector."))}
@@ -111,4 +110,4 @@ def test_vision_tensor_of_the_wrong_shape_is_named(tmp_path):
     config["vision_config"]["vt_intermediate_size"] = 48  # the files hold 64-wide MLPs
     (path / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match=r"vision_tower\.encoder\.blocks\.\d\.mlp\.fc[01]\.(weight|bias) has shape"):
-        load(path, dtype=torch.float32)
+        load_multimodal(path, dtype=torch.float32)

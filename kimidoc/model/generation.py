@@ -27,7 +27,9 @@ EmbedHook = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def _text_model(model: torch.nn.Module) -> torch.nn.Module:
-    """The causal LM inside a multimodal wrapper, or the model itself."""
+    """The causal LM inside a multimodal wrapper (its ``language_model``, the official name), or the
+    model itself. Generation needs the plain token embeddings of a prompt whose image placeholders an
+    ``inputs_embeds`` hook overwrites; the wrapper's own ``embed`` refuses placeholders without images."""
     return getattr(model, "language_model", model)
 
 
