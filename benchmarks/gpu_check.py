@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("KIMIDOC_PROGRESS", "0")
 
 from kimidoc.model import generate
-from kimidoc.placement import Machine, inventory_from_checkpoint, load_config, plan
+from kimidoc.placement import Machine, inventory_from_checkpoint, read_config, plan
 from kimidoc.placement.runtime import load_placed, placement_report
 from kimidoc.testing import tiny_text_config, write_checkpoint
 
@@ -73,7 +73,7 @@ def main() -> int:
     failures: list[str] = []
     try:
         path = write_checkpoint(root / "ckpt", config=config(), text_only=True, num_shards=4)
-        cfg, specs = load_config(path), inventory_from_checkpoint(path)
+        cfg, specs = read_config(path), inventory_from_checkpoint(path)
         experts = sum(s.nbytes for s in specs if s.kind == "routed_expert")
         dense = sum(s.nbytes for s in specs) - experts
         context = 32 + args.tokens

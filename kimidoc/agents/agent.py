@@ -22,14 +22,15 @@ from kimidoc.agents.budget import Budget, Stop, check_step, check_tool_calls, ch
 from kimidoc.agents.citations import source_from_dict, source_to_dict, supporting_sources
 from kimidoc.agents.compaction import Compaction, choose_cut, fold, ledger_message, ledger_of, transcript
 from kimidoc.agents.events import Event, EventCallback, Emitter
-from kimidoc.agents.packing import Packer, known_paths, pack_documents
+from kimidoc.agents.packing import Packer, known_paths, pack_with_sources
 from kimidoc.agents.state import RunState
+from kimidoc.agents.toolset import agent_tools
 from kimidoc.agents.trace import TRACE_VERSION, TraceError, TraceWriter, has_events, iter_trace, usage_from_dict, usage_to_dict
 from kimidoc.backends.base import Backend
 from kimidoc.documents.base import Document, Source
 from kimidoc.messages import AssistantMessage, Message, ToolCall, Usage, accumulate
 from kimidoc.progress import progress
-from kimidoc.tools.base import Tool, ToolResult, as_tools, run_tool_call
+from kimidoc.tools.base import Tool, ToolResult, run_tool_call
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are Kimi, an AI assistant created by Moonshot AI. Work step by step and use the tools when they help; "
@@ -146,7 +147,7 @@ class Agent:
         self.preview_chars = min(preview_chars, inline_limit)
         self.retries = retries
         self.retry_backoff = retry_backoff
-        self.packer = packer or pack_documents
+        self.packer = packer or pack_with_sources
         self.document_share = document_share
         self.show_progress = show_progress
         self._trace_fsync = trace_fsync
@@ -154,7 +155,7 @@ class Agent:
         blob_root = self.trace_path.with_name(self.trace_path.stem + ".blobs") if self.trace_path else None
         self.store = BlobStore(blob_root)
         self.tools: dict[str, Tool] = {}
-        for t in [*as_tools(tools), read_output_tool(self.store, max(1000, inline_limit))]:
+        for t in [*agent_tools(tools), read_output_tool(self.store, max(1000, inline_limit))]:
             if t.name in self.tools:
                 raise ValueError(f"two tools are named {t.name!r}; tool names must be unique")
             self.tools[t.name] = t
@@ -232,10 +233,6 @@ class Agent:
     def resume(cls, trace_path: str | Path, backend: Backend, tools: Sequence[Any] = (), **kwargs: Any) -> AgentResult:
         """Continue the run recorded in ``trace_path`` (a finished run returns its recorded result)."""
         return cls.from_trace(trace_path, backend, tools, **kwargs).run()
-
-    @classmethod
-    async def aresume(cls, trace_path: str | Path, backend: Backend, tools: Sequence[Any] = (), **kwargs: Any) -> AgentResult:
-        return await cls.from_trace(trace_path, backend, tools, **kwargs).arun()
 
     # ----------------------------------------------------------------- the loop
 

@@ -16,11 +16,11 @@ from kimidoc.documents.base import Document, Source
 Packer = Callable[[Sequence[Document], Backend, int], tuple[list[dict[str, Any]], list[Source]]]
 
 
-def pack_documents(documents: Sequence[Document], backend: Backend, max_tokens: int) -> tuple[list[dict[str, Any]], list[Source]]:
+def pack_with_sources(documents: Sequence[Document], backend: Backend, max_tokens: int) -> tuple[list[dict[str, Any]], list[Source]]:
     """Content parts for ``documents`` within ``max_tokens`` (the backend's own counts), and the sources packed."""
-    from kimidoc.context import pack_documents as pack
+    from kimidoc.context import pack_documents
 
-    result = pack(documents, max_tokens, backend=backend)
+    result = pack_documents(documents, max_tokens, backend=backend)
     included = set(result.included)  # the packer cites a page as "path p.N", anything else by its source
     packed = [p.source for d in documents for p in d.parts if (f"{p.source.path} p.{p.source.page}" if p.source.page is not None else p.source.cite()) in included]
     return result.to_content(), packed

@@ -77,7 +77,7 @@ class RunState:
             self.step = ev["step"]
             usage = usage_from_dict(ev.get("usage"))
             self.usage = self.usage + usage
-            self.pending = [ToolCall(c["id"], c["function"]["name"], c["function"].get("arguments") or "") for c in msg.get("tool_calls") or []]
+            self.pending = [ToolCall.from_openai(c) for c in msg.get("tool_calls") or []]
             self.results, self.started = {}, set()
             self.invalid_due = list(ev.get("invalid") or [])
             self.final = text_of(msg.get("content")) if not self.pending and not self.invalid_due else None

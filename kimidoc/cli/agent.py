@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-EXIT_OK, EXIT_NO_ANSWER, EXIT_USAGE = 0, 1, 2
+from kimidoc.cli.exits import EXIT_NO_ANSWER, EXIT_OK, EXIT_USAGE
 
 
 def add_backend_args(p: argparse.ArgumentParser) -> None:

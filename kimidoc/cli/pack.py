@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from kimidoc.cli.exits import EXIT_OK
+
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("pack", help="pack documents into a token budget and write the context (Markdown or XML)")
@@ -22,7 +24,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kimidoc.context.pack import pack_paths, render
+    from kimidoc.context.pack import pack_paths
 
     counter = None
     if args.model:
@@ -31,11 +33,11 @@ def run(args: argparse.Namespace) -> int:
         counter = Tokenizer.load(args.model).count
     result = pack_paths(args.paths, args.budget, fmt=args.format, counter=counter, password=args.password,
                         images=args.images, line_numbers=args.line_numbers)
-    text = render(result)
+    text = result.text
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
     else:
         sys.stdout.write(text)
     dropped = len(result.dropped)
     print(f"packed {result.tokens:,} of {args.budget:,} tokens; {dropped} item(s) dropped or compressed (listed in the output)", file=sys.stderr)
-    return 0
+    return EXIT_OK

@@ -6,7 +6,9 @@ import argparse
 import json
 from typing import Any
 
-from kimidoc.placement import Machine, inventory_from_checkpoint, inventory_from_config, load_config, parse_bytes, parse_gpus, plan
+from kimidoc.cli.exits import EXIT_OK
+
+from kimidoc.placement import Machine, inventory_from_checkpoint, inventory_from_config, parse_bytes, parse_gpus, plan, read_config
 
 GB = 1e9
 
@@ -34,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from kimidoc.placement.bandwidth import measure_read_bandwidth
     from kimidoc.placement.stats import load_routing_stats
 
-    config = load_config(args.model or args.config)
+    config = read_config(args.model or args.config)
     specs = inventory_from_checkpoint(args.model) if args.model else inventory_from_config(config)
     measured = args.cpu_bandwidth is None
     machine = Machine(
@@ -52,12 +54,12 @@ def run(args: argparse.Namespace) -> int:
     summary["cpu_bandwidth_measured_here"] = measured
     if args.json:
         print(json.dumps(summary, indent=2))
-        return 0
-    print(render(summary, machine))
-    return 0
+        return EXIT_OK
+    print(plan_table(summary, machine))
+    return EXIT_OK
 
 
-def render(s: dict[str, Any], machine: Machine) -> str:
+def plan_table(s: dict[str, Any], machine: Machine) -> str:
     from rich.console import Console
     from rich.table import Table
 

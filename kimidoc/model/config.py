@@ -270,17 +270,22 @@ def quant_config_from_dict(q: dict[str, Any] | None, where: str = "config.json")
     return QuantConfig(num_bits=4, group_size=int(scheme[4]), ignore=tuple(q.get("ignore") or ()), raw=dict(q))
 
 
+def quantization_of(d: dict[str, Any], where: str = "config.json") -> QuantConfig | None:
+    """The checkpoint's ``quantization_config`` (top level, or inside ``text_config`` for multimodal
+    exports), validated; ``None`` for an unquantized checkpoint."""
+    text_dict = d.get("text_config") if isinstance(d.get("text_config"), dict) else {}
+    return quant_config_from_dict(d.get("quantization_config") or text_dict.get("quantization_config"), where)
+
+
 def config_from_dict(d: dict[str, Any], where: str = "config.json") -> KimiConfig:
     """Parse any of the supported layouts (see the module docstring)."""
     model_type = d.get("model_type")
     if model_type in MULTIMODAL_MODEL_TYPES:
         text_dict = _require(d, "text_config", where)
         text = text_config_from_dict(text_dict, f"{where} (text_config)")
-        quant = d.get("quantization_config") or text_dict.get("quantization_config")
         prefix = "language_model."
     elif model_type in TEXT_MODEL_TYPES:
         text = text_config_from_dict(d, where)
-        quant = d.get("quantization_config")
         prefix = ""
     else:
         raise ConfigError(
@@ -290,7 +295,7 @@ def config_from_dict(d: dict[str, Any], where: str = "config.json") -> KimiConfi
     return KimiConfig(
         text=text,
         model_type=model_type,
-        quantization=quant_config_from_dict(quant, where),
+        quantization=quantization_of(d, where),
         vision_config=d.get("vision_config"),
         tensor_prefix=prefix,
         bos_token_id=d.get("bos_token_id", text.bos_token_id),

@@ -5,7 +5,7 @@ light): :mod:`.runtime` (``load_placed``), :mod:`.tiered` (experts per device + 
 :mod:`.shrink` (bitsandbytes), :mod:`.quantize` (INT4 on load), :mod:`.routing` (statistics hook).
 """
 
-from kimidoc.placement.inventory import TensorSpec, inventory_from_checkpoint, inventory_from_config, load_config
+from kimidoc.placement.inventory import TensorSpec, inventory_from_checkpoint, inventory_from_config, read_config
 from kimidoc.placement.plan import DoesNotFit, Machine, Plan, parse_bytes, parse_gpus, plan
 
-__all__ = ["DoesNotFit", "Machine", "Plan", "TensorSpec", "inventory_from_checkpoint", "inventory_from_config", "load_config", "parse_bytes", "parse_gpus", "plan"]
+__all__ = ["DoesNotFit", "Machine", "Plan", "TensorSpec", "inventory_from_checkpoint", "inventory_from_config", "read_config", "parse_bytes", "parse_gpus", "plan"]

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from kimidoc.model.config import QuantConfig, quantization_of
+
 # The full K2.6 config ships with kimidoc so plans need no download.
 K26_CONFIG = Path(__file__).resolve().parents[1] / "data" / "kimi-k2.6-config.json"
 
@@ -57,24 +59,8 @@ def _text_config(config: dict[str, Any]) -> dict[str, Any]:
     return config.get("text_config", config)
 
 
-def _quant(config: dict[str, Any]) -> dict[str, Any] | None:
-    q = config.get("quantization_config") or _text_config(config).get("quantization_config")
-    if not q:
-        return None
-    if q.get("quant_method") != "compressed-tensors" or q.get("format") != "pack-quantized":
-        raise ValueError(f"unsupported quantization scheme: quant_method={q.get('quant_method')!r} format={q.get('format')!r}")
-    return q
-
-
-def _group_size(q: dict[str, Any]) -> int:
-    weights = next(iter(q["config_groups"].values()))["weights"]
-    if weights.get("num_bits") != 4 or weights.get("strategy") != "group":
-        raise ValueError(f"unsupported pack-quantized weights: {weights}")
-    return int(weights["group_size"])
-
-
-def _ignored(name: str, q: dict[str, Any]) -> bool:
-    for pat in q.get("ignore", []):
+def _ignored(name: str, q: QuantConfig) -> bool:
+    for pat in q.ignore:
         if pat.startswith("re:") and re.match(pat[3:], name):
             return True
         if not pat.startswith("re:") and (name == pat or name.endswith("." + pat) or name.startswith(pat + ".")):
@@ -87,7 +73,7 @@ def inventory_from_config(config: dict[str, Any]) -> list[TensorSpec]:
     tc = _text_config(config)
     multimodal = "text_config" in config
     prefix = "language_model." if multimodal else ""
-    q = _quant(config)
+    q = quantization_of(config)
     h, inter, moe_inter = tc["hidden_size"], tc["intermediate_size"], tc["moe_intermediate_size"]
     heads = tc["num_attention_heads"]
     q_lora, kv_lora = tc.get("q_lora_rank"), tc["kv_lora_rank"]
@@ -101,7 +87,7 @@ def inventory_from_config(config: dict[str, Any]) -> list[TensorSpec]:
     def add(name: str, shape: tuple[int, ...], kind: str, layer: int | None = None, expert: int | None = None, dtype: str = "BF16") -> None:
         full = prefix + name
         if kind == "routed_expert" and q is not None and not _ignored(full, q) and name.endswith(".weight"):
-            g = _group_size(q)
+            g = q.group_size
             o, i = shape
             base = full[: -len(".weight")]
             out.append(TensorSpec(base + ".weight_packed", (o, i // 8), "I32", kind, layer, expert))
@@ -242,7 +228,7 @@ def inventory_from_checkpoint(directory: str | Path) -> list[TensorSpec]:
     return out
 
 
-def load_config(path: str | Path) -> dict[str, Any]:
+def read_config(path: str | Path) -> dict[str, Any]:
     """config.json from a checkpoint folder or a config file path ("k2.6" names the shipped one)."""
     p = K26_CONFIG if str(path).lower() in ("k2.6", "kimi-k2.6") else Path(path)
     if p.is_dir():

@@ -118,10 +118,6 @@ def tiny_text_config(**overrides: Any) -> dict[str, Any]:
     return cfg
 
 
-def _is_routed_expert(name: str) -> bool:
-    return ".mlp.experts." in name
-
-
 def text_tensors(
     cfg: dict[str, Any], *, seed: int = 0, dtype: torch.dtype = torch.bfloat16, int4_experts: bool = False
 ) -> dict[str, torch.Tensor]:

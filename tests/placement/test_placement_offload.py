@@ -14,7 +14,7 @@ import torch
 
 from kimidoc.model import generate, load
 from kimidoc.model.shards import CheckpointError
-from kimidoc.placement import Machine, inventory_from_checkpoint, load_config, plan
+from kimidoc.placement import Machine, inventory_from_checkpoint, read_config, plan
 from kimidoc.placement.routing import collect_routing
 from kimidoc.placement.runtime import HostEmbeddingLM, load_placed, main_device, placement_report
 from kimidoc.placement.stats import load_routing_stats
@@ -39,7 +39,7 @@ def _budget(path: Path, expert_share: float, context: int = 64) -> tuple[int, in
     """RAM for every non-expert part, the latent cache, the default disk-tier cache (2 x top-k
     experts) and ``expert_share`` of the experts; and the bytes of all experts."""
     specs = inventory_from_checkpoint(path)
-    cfg = load_config(path)
+    cfg = read_config(path)
     dense = sum(s.nbytes for s in specs if s.kind != "routed_expert")
     expert_specs = [s for s in specs if s.kind == "routed_expert"]
     experts = sum(s.nbytes for s in expert_specs)
@@ -188,7 +188,7 @@ def test_routing_statistics_feed_the_next_plan(ckpt, tmp_path):
 
 
 def test_gpu_plans_are_refused_without_cuda_and_split_plans_are_named(ckpt):
-    config = load_config(ckpt)
+    config = read_config(ckpt)
     specs = inventory_from_checkpoint(ckpt)
     gpu_plan = plan(config, specs, Machine(gpus=[4 * 2**30], cpu=10**9), context=64)
     if not torch.cuda.is_available():

@@ -159,7 +159,7 @@ def to_langchain_message(msg: Message, index: int = 0) -> BaseMessage:
             raise ValueError(f"messages[{index}] (tool): missing tool_call_id")
         return ToolMessage(content=content, tool_call_id=msg["tool_call_id"], **extra)
     if role == "assistant":
-        calls = [ToolCall(c["id"], c["function"]["name"], c["function"].get("arguments") or "") for c in msg.get("tool_calls") or []]
+        calls = [ToolCall.from_openai(c) for c in msg.get("tool_calls") or []]
         reply = AssistantMessage(content=text_of(content), reasoning=msg.get("reasoning_content") or "", tool_calls=calls)
         # list content keeps the image parts an assistant message may carry
         return AIMessage(**{**_ai_fields(reply), "content": content, **extra})
