@@ -5,7 +5,9 @@
 >>> result = Agent.resume("run.jsonl", backend, tools=[...])                     # doctest: +SKIP
 """
 
-from kimidoc.agents.agent import DEFAULT_SYSTEM_PROMPT, Agent, AgentResult, ToolContext, current_tool_context, report_sources
+from kimidoc.agents.agent import DEFAULT_SYSTEM_PROMPT, Agent
+from kimidoc.agents.loop import AgentResult
+from kimidoc.agents.tool_context import ToolContext, current_tool_context, report_sources
 from kimidoc.agents.budget import Budget
 from kimidoc.agents.compaction import Compaction
 from kimidoc.agents.events import Event, EventCallback

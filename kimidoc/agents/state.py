@@ -1,8 +1,9 @@
-"""A run's state as a fold over its trace events: the live loop and a resume apply the same events.
+"""A run's trace events, written and read in one place, and the run's state as a fold over them.
 
-The agent never changes its state except by recording an event, and a resume replays the recorded
-events through the same :meth:`RunState.apply`, so the rebuilt conversation is the one the killed
-process had, byte for byte, compactions included.
+The event functions below are the only writers of the trace's event records; :meth:`RunState.apply`
+is their only reader. The agent never changes its state except by recording an event, and a resume
+replays the recorded events through the same :meth:`RunState.apply`, so the rebuilt conversation is
+the one the killed process had, byte for byte, compactions included.
 """
 
 from __future__ import annotations
@@ -14,8 +15,77 @@ from typing import Any
 from kimidoc.agents.blobs import BlobStore, internalize
 from kimidoc.agents.citations import SourceRegistry, source_from_dict
 from kimidoc.agents.compaction import ledger_message
-from kimidoc.agents.trace import usage_from_dict
+from kimidoc.agents.trace import TRACE_VERSION, usage_from_dict, usage_to_dict
 from kimidoc.messages import Message, ToolCall, Usage, text_of
+
+Event = dict[str, Any]  # one trace line; ``type`` says which of the kinds below
+
+
+def header_event(
+    agent: str, task: str, system_prompt: str, tools: list[dict[str, Any]], config: dict[str, Any],
+    documents: list[str], packed: list[dict[str, Any]], prefix: int, messages: list[Message],
+) -> Event:
+    """The first line: what :meth:`RunState.from_header` rebuilds the run from."""
+    return {"type": "header", "version": TRACE_VERSION, "agent": agent, "task": task, "system_prompt": system_prompt,
+            "tools": tools, "config": config, "documents": documents, "packed": packed, "prefix": prefix,
+            "messages": messages, "t": time.time()}
+
+
+def assistant_event(step: int, message: Message, usage: Usage, finish_reason: str | None, duration: float,
+                    invalid: list[dict[str, Any]]) -> Event:
+    ev: Event = {"type": "assistant", "step": step, "message": message, "usage": usage_to_dict(usage),
+                 "finish_reason": finish_reason, "duration": duration}
+    if invalid:
+        ev["invalid"] = invalid
+    return ev
+
+
+def tool_start_event(step: int, index: int, call: ToolCall, rerun: bool) -> Event:
+    ev: Event = {"type": "tool_start", "step": step, "index": index, "id": call.id, "name": call.name}
+    if rerun:
+        ev["rerun"] = True
+    return ev
+
+
+def tool_result_event(step: int, index: int, call: ToolCall, content: Any, is_error: bool, duration: float, *,
+                      ref: str | None, sources: list[dict[str, Any]], chain: tuple[int, float] | None, rerun: bool) -> Event:
+    ev: Event = {"type": "tool_result", "step": step, "index": index, "id": call.id, "name": call.name,
+                 "content": content, "is_error": is_error, "duration": duration}
+    if ref:
+        ev["ref"] = ref
+    if sources:
+        ev["sources"] = sources
+    if chain is not None:
+        ev["chain"] = list(chain)
+    if rerun:
+        ev["rerun"] = True
+    return ev
+
+
+def feedback_event(step: int, content: str) -> Event:
+    return {"type": "feedback", "step": step, "content": content}
+
+
+def compaction_event(step: int, prefix: int, keep: int, ledger: str, usage: Usage, tokens_before: int, tokens_after: int) -> Event:
+    return {"type": "compaction", "step": step, "prefix": prefix, "keep": keep, "ledger": ledger,
+            "usage": usage_to_dict(usage), "tokens_before": tokens_before, "tokens_after": tokens_after}
+
+
+def retry_event(step: int, attempt: int, error: str) -> Event:
+    return {"type": "retry", "step": step, "attempt": attempt, "error": error}
+
+
+def resume_event(step: int) -> Event:
+    return {"type": "resume", "step": step}
+
+
+def stop_event(state: RunState, reason: str, detail: str, answer: str, citations: list[dict[str, Any]],
+               unverified: list[str], inferred: bool, elapsed: float) -> Event:
+    steps, seconds = state.critical_path
+    return {"type": "stop", "step": state.step, "reason": reason, "detail": detail, "answer": answer,
+            "citations": citations, "unverified": unverified, "citations_inferred": inferred, "steps": state.step,
+            "tool_calls": state.tool_calls, "usage": usage_to_dict(state.usage), "critical_steps": steps,
+            "critical_seconds": seconds, "elapsed": elapsed}
 
 
 @dataclass

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from kimidoc.agents.agent import Agent, AgentResult, current_tool_context
+from kimidoc.agents.agent import Agent, AgentResult
+from kimidoc.agents.tool_context import current_tool_context
 from kimidoc.agents.budget import Budget
 from kimidoc.agents.events import Event, EventCallback
 from kimidoc.agents.toolset import agent_tools
