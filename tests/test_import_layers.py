@@ -34,7 +34,10 @@ FLOORS: dict[int, tuple[str, ...]] = {
 FLOOR_OF = {unit: floor for floor, units in FLOORS.items() for unit in units}
 FACADE = "__init__"  # kimidoc/__init__.py: lazy re-exports from every floor
 NOT_CODE = {"data"}  # package data, no Python
-ONLY_IN = {"langchain": "integrations", "langchain_core": "integrations"}  # third-party -> the one unit allowed to import it
+ONLY_IN = {
+    "langchain": "integrations",
+    "langchain_core": "integrations",
+}  # third-party -> the one unit allowed to import it
 _MODULE_NAME = re.compile(r"^kimidoc(\.\w+)+$")
 
 
@@ -95,8 +98,11 @@ def all_imports(root: Path) -> list[Import]:
 def violations(root: Path) -> list[str]:
     """Broken contracts, one line each, naming the file and line."""
     found: list[str] = []
-    units = {p.stem if p.is_file() else p.name for p in (root / PACKAGE).iterdir()
-             if (p.suffix == ".py" or (p / "__init__.py").is_file())}
+    units = {
+        p.stem if p.is_file() else p.name
+        for p in (root / PACKAGE).iterdir()
+        if (p.suffix == ".py" or (p / "__init__.py").is_file())
+    }
     for unit in sorted(units - set(FLOOR_OF) - {FACADE} - NOT_CODE):
         found.append(f"{PACKAGE}/{unit}: on no floor; add it to FLOORS (and to DESIGN.md)")
     edges: dict[str, set[str]] = {}
@@ -111,7 +117,9 @@ def violations(root: Path) -> list[str]:
         if a == b or a == FACADE:
             continue
         if b == FACADE:
-            found.append(f"{imp.source}:{imp.line}: imports the facade {PACKAGE}; import the module that holds the name")
+            found.append(
+                f"{imp.source}:{imp.line}: imports the facade {PACKAGE}; import the module that holds the name"
+            )
             continue
         fa, fb = FLOOR_OF.get(a), FLOOR_OF.get(b)
         if fa is None or fb is None:
@@ -137,8 +145,16 @@ def test_the_floors_are_the_packages_that_exist():
 @pytest.mark.parametrize(
     ("where", "code", "expected"),
     [
-        ("model/extra.py", "def f():\n    from kimidoc.agents import Agent\n", "model (floor 2) imports kimidoc.agents (floor 8), upward"),
-        ("vision/extra.py", "from ..documents.base import DocumentError\n", "vision (floor 3) imports kimidoc.documents.base (floor 4), upward"),
+        (
+            "model/extra.py",
+            "def f():\n    from kimidoc.agents import Agent\n",
+            "model (floor 2) imports kimidoc.agents (floor 8), upward",
+        ),
+        (
+            "vision/extra.py",
+            "from ..documents.base import DocumentError\n",
+            "vision (floor 3) imports kimidoc.documents.base (floor 4), upward",
+        ),
         ("vision/extra.py", "import kimidoc.placement.plan\n", "a sibling on floor 3"),
         ("tools/extra.py", "async def f():\n    import langchain_core.tools\n", "only kimidoc/integrations may"),
         ("backends/extra.py", "TABLE = {'x': 'kimidoc.agents.agent'}\n", "upward"),

@@ -217,7 +217,14 @@ class AgentRun:
                 prompt_tokens=self.backend.count_message_tokens(st.messages, self._schemas),
                 completion_tokens=self.backend.count_message_tokens([reply.to_message()]),
             )
-        ev = assistant_event(step, reply.to_message(), usage, reply.finish_reason, duration, [asdict(c) for c in reply.invalid_tool_calls])
+        ev = assistant_event(
+            step,
+            reply.to_message(),
+            usage,
+            reply.finish_reason,
+            duration,
+            [asdict(c) for c in reply.invalid_tool_calls],
+        )
         # A turn with tool calls reaches the disk with their start events, in one flush; until then a
         # kill only costs this model call again.
         self._record(ev, flush=not reply.tool_calls)
@@ -231,7 +238,10 @@ class AgentRun:
             except Exception as exc:  # a kill, a cancellation or the wall deadline passes through
                 error = exc
             if attempt == self.retries:
-                return Stop("backend_error", f"{getattr(self.backend, 'name', 'backend')}: {type(error).__name__}: {error} (after {attempt + 1} attempts)")
+                return Stop(
+                    "backend_error",
+                    f"{getattr(self.backend, 'name', 'backend')}: {type(error).__name__}: {error} (after {attempt + 1} attempts)",
+                )
             wait = self.retry_backoff * 2**attempt
             self._record(retry_event(step, attempt + 1, f"{type(error).__name__}: {error}"))
             self._emit("retry", step, error=f"{type(error).__name__}: {error}", attempt=attempt + 1, wait=wait)
@@ -272,7 +282,9 @@ class AgentRun:
         step = st.step
         if self._emit.active:
             self._emit("tool_call", step, id=call.id, name=call.name, arguments=call.arguments, rerun=rerun)
-        ctx = ToolContext(self.name, call.id, step, self.trace_path, self._emit.send if self._emit.active else None, self._record_info)
+        ctx = ToolContext(
+            self.name, call.id, step, self.trace_path, self._emit.send if self._emit.active else None, self._record_info
+        )
         token = TOOL_CONTEXT.set(ctx)
         t = time.monotonic()
         try:
@@ -284,12 +296,29 @@ class AgentRun:
         content = (result if ref is None else ToolResult(text, result.images, result.is_error)).to_content()
         sources = ctx.sources + list(getattr(result, "sources", None) or []) + st.sources.sources_in(result.text)
         ev = tool_result_event(
-            step, index, call, externalize(content, self.store), result.is_error, duration,
-            ref=ref, sources=[source_to_dict(s) for s in dict.fromkeys(sources)], chain=ctx.chain, rerun=rerun,
+            step,
+            index,
+            call,
+            externalize(content, self.store),
+            result.is_error,
+            duration,
+            ref=ref,
+            sources=[source_to_dict(s) for s in dict.fromkeys(sources)],
+            chain=ctx.chain,
+            rerun=rerun,
         )
         self._record(ev, {"role": "tool", "tool_call_id": call.id, "name": call.name, "content": content})
         if self._emit.active:
-            self._emit("tool_result", step, id=call.id, name=call.name, preview=result.text[:300], is_error=result.is_error, ref=ref, rerun=rerun)
+            self._emit(
+                "tool_result",
+                step,
+                id=call.id,
+                name=call.name,
+                preview=result.text[:300],
+                is_error=result.is_error,
+                ref=ref,
+                rerun=rerun,
+            )
 
     def _record_info(self, ev: dict[str, Any]) -> None:
         self._record({**ev, "step": self.state.step})
@@ -300,7 +329,11 @@ class AgentRun:
             f"- {c.get('name') or 'unnamed call'}: {c['error']}; as written: {(c.get('raw') or c.get('arguments') or '')[:300]!r}"
             for c in st.invalid_due
         ]
-        text = "These tool calls could not be read, so they were not run:\n" + "\n".join(lines) + "\nIssue them again with a tool name and a JSON object of arguments."
+        text = (
+            "These tool calls could not be read, so they were not run:\n"
+            + "\n".join(lines)
+            + "\nIssue them again with a tool name and a JSON object of arguments."
+        )
         self._emit("invalid_call", st.step, errors=[c["error"] for c in st.invalid_due])
         self._record(feedback_event(st.step, text))
 
@@ -336,7 +369,9 @@ class AgentRun:
         start, keep_from = cut
         previous = ledger_of(st.messages[st.prefix]) if start > st.prefix else None
         budget = int(window * cfg.summary_share)
-        blocks = transcript(st.messages[start:keep_from], max_chars=budget // 4)  # <= 4 bytes a character, <= 1 token a byte
+        blocks = transcript(
+            st.messages[start:keep_from], max_chars=budget // 4
+        )  # <= 4 bytes a character, <= 1 token a byte
 
         async def ask(request: list[Message]) -> AssistantMessage:
             reply = await self._ask(request, st.step, tools=False)
@@ -349,7 +384,9 @@ class AgentRun:
         except _Stopped as stopped:
             return stopped.stop
         kept = st.messages[keep_from:]
-        after = self.backend.count_message_tokens(st.messages[: st.prefix] + [ledger_message(ledger)] + kept, self._schemas)
+        after = self.backend.count_message_tokens(
+            st.messages[: st.prefix] + [ledger_message(ledger)] + kept, self._schemas
+        )
         self._record(compaction_event(st.step, st.prefix, len(kept), ledger, usage, before, after))
         self._emit("compaction", st.step, tokens_before=before, tokens_after=after, dropped=keep_from - start)
         return None
@@ -371,9 +408,13 @@ class AgentRun:
     def _stop(self, stop: Stop) -> AgentResult:
         return self._write_stop(stop.reason, stop.detail, "", [], [])
 
-    def _write_stop(self, reason: str, detail: str, answer: str, cited: list[Source], unverified: list[str], inferred: bool = False) -> AgentResult:
+    def _write_stop(
+        self, reason: str, detail: str, answer: str, cited: list[Source], unverified: list[str], inferred: bool = False
+    ) -> AgentResult:
         st = self.state
-        ev = stop_event(st, reason, detail, answer, [source_to_dict(s) for s in cited], unverified, inferred, self._elapsed())
+        ev = stop_event(
+            st, reason, detail, answer, [source_to_dict(s) for s in cited], unverified, inferred, self._elapsed()
+        )
         self._record(ev)
         if self._trace is not None:
             self._trace.sync()

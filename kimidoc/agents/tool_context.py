@@ -8,10 +8,11 @@ parts citable with :func:`report_sources`. Outside an agent both are no-ops.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from kimidoc.agents.events import Event
 from kimidoc.documents.base import Source

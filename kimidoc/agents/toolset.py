@@ -6,7 +6,8 @@ given, so LangChain stays optional); everything else goes through :func:`kimidoc
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from kimidoc.tools.base import Tool, as_tools, is_langchain_tool
 

@@ -171,9 +171,11 @@ async def test_unknown_tool_and_bad_json_are_error_results() -> None:
     assert r.text.startswith("3 cm")
 
 
-def test_as_tools_accepts_functions_tools_and_langchain_tools() -> None:
+def test_agent_tools_accept_functions_tools_and_langchain_tools() -> None:
     pytest.importorskip("langchain_core")
     from langchain_core.tools import tool as lc_tool
+
+    from kimidoc.agents.toolset import agent_tools
 
     @lc_tool
     def shout(text: str) -> str:
@@ -181,12 +183,15 @@ def test_as_tools_accepts_functions_tools_and_langchain_tools() -> None:
         return text.upper()
 
     mine = tool(measure)
-    converted = as_tools([mine, measure, shout])
+    converted = agent_tools([mine, measure, shout])  # LangChain's tools converted one floor up
     assert converted[0] is mine
     assert converted[1].name == "measure" and converted[1](length=1).text.startswith("1 cm")
     assert converted[2].name == "shout" and converted[2](text="hey").text == "HEY"
+    assert as_tools([mine, measure])[0] is mine
     with pytest.raises(TypeError, match="cannot use 42 as a tool"):
         as_tools([42])
+    with pytest.raises(TypeError, match="from_langchain_tool"):
+        as_tools([shout])
 
 
 def test_validate_subset_of_json_schema() -> None:
