@@ -36,6 +36,7 @@ def processes_of_uid() -> Callable[[int], list[int]]:
 @pytest.fixture(scope="module")
 def docs_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     d = tmp_path_factory.mktemp("docs")
+    d.chmod(0o755)  # the sandbox reads documents as any other user would (pytest makes its folders 0700)
     (d / "table.csv").write_text("month,sales\nJan,10\nFeb,30\nMar,20\n")
     (d / "notes.txt").write_text("the documents are read-only\n")
     return str(d)

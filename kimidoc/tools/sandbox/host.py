@@ -1,8 +1,11 @@
 """The host side of the Python sandbox: start the worker, send it cells, enforce wall-clock limits.
 
 The interpreter runs in a separate process (see :mod:`kimidoc.tools.sandbox.worker` and
-:mod:`kimidoc.tools.sandbox.jail` for the isolation layers). Everything the worker sends back is
-treated as untrusted: sizes are capped and malformed replies end the session like a crash.
+:mod:`kimidoc.tools.sandbox.jail` for the isolation layers) inside a cgroup of its own
+(:mod:`kimidoc.tools.sandbox.cgroup`). Everything the worker sends back is treated as untrusted:
+every cap is applied again here, a reply must come from the interpreter's own process and carry
+the request's nonce, and anything else ends the session like a crash. Writes to the worker have
+the cell's deadline, so a stopped worker cannot hang the host.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import select
 import shutil
 import signal
 import site
+import socket
 import subprocess
 import sys
 import tempfile
@@ -25,10 +29,11 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from kimidoc.tools.base import ToolResult
-from kimidoc.tools.sandbox.protocol import ProtocolError, read_frame, write_frame
+from kimidoc.tools.sandbox import cgroup
+from kimidoc.tools.sandbox.protocol import Channel, ProtocolError, clip
 
-LAYERS = ("netns", "fs_jail", "pidns", "uid", "rlimits", "no_new_privs", "seccomp")
-DEFAULT_REQUIRE = ("netns", "fs_jail", "pidns", "uid", "rlimits", "no_new_privs")
+LAYERS = ("netns", "fs_jail", "pidns", "uid", "rlimits", "no_new_privs", "seccomp", "cgroup")
+DEFAULT_REQUIRE = ("netns", "fs_jail", "pidns", "uid", "rlimits", "no_new_privs", "cgroup")
 _WORKER = Path(__file__).with_name("worker.py")
 _PNG = b"\x89PNG\r\n\x1a\n"
 _SIGNALS = {
@@ -53,17 +58,19 @@ class Limits:
     timeout: float = 60.0  # wall-clock seconds per cell; the whole process tree is killed after it
     cell_cpu_seconds: float = 60.0  # CPU seconds per cell (soft: raised back only up to the session cap)
     session_cpu_seconds: int = 3600  # CPU seconds over the session's life (hard)
-    memory_bytes: int = 4 << 30  # address space of each process
+    memory_bytes: int = 4 << 30  # all processes of the session together (cgroup), and each one's address space
     file_bytes: int = 64 << 20  # largest file the code may write (also caps stdout/stderr)
-    processes: int = 64  # processes and threads of the sandbox uid
+    processes: int = 64  # processes and threads of the session (its cgroup also holds one supervisor)
     open_files: int = 256
     tmp_size: str = "64m"  # the private /tmp and /dev/shm
     disk_size: str = "512m"  # the private working directory and home (tmpfs), unless a host workdir is given
+    files: int = 16384  # files and directories in each private tmpfs (each inode is kernel memory)
     output_chars: int = 20_000  # stdout and stderr each, head and tail kept
     value_chars: int = 20_000  # repr of the last expression
     max_figures: int = 8
     figure_dpi: int = 100
     reply_bytes: int = 64 << 20  # largest reply accepted from the worker
+    request_bytes: int = 16 << 20  # largest cell sent to the worker (a larger one is refused, not sent)
     start_timeout: float = 60.0
 
 
@@ -120,11 +127,12 @@ def _read_capped(path: Path, limit: int) -> str:
 
 
 class _Process:
-    """One running worker and the host ends of its pipes; ``kill`` ends the whole tree."""
+    """One running worker, the host ends of its channel and lifeline, and its cgroup; ``kill`` ends the whole tree."""
 
-    def __init__(self, popen: subprocess.Popen, req: int, resp: int, lifeline: int) -> None:
-        self.popen, self.req, self.resp, self.lifeline = popen, req, resp, lifeline
+    def __init__(self, popen: subprocess.Popen, channel: Channel, lifeline: int, group: cgroup.SessionCgroup | None) -> None:
+        self.popen, self.channel, self.lifeline, self.cgroup = popen, channel, lifeline, group
         self.init_fd: int | None = None  # pidfd of the sandbox's PID 1
+        _live.add(self)
 
     def watch_init(self, pid: int) -> None:
         try:
@@ -135,8 +143,20 @@ class _Process:
     def alive(self) -> bool:
         return self.popen.poll() is None
 
-    def kill(self) -> None:
-        """End every process of the session and reap them, so not even a zombie is left."""
+    def interrupt(self) -> None:
+        """SIGKILL the worker without touching fds or reaping, so it is safe while another thread uses them.
+
+        The worker's PID 1 dies with it (parent-death signal), and so the whole namespace."""
+        try:
+            self.popen.send_signal(signal.SIGKILL)
+        except OSError:
+            pass
+
+    def kill(self, wait: float = 10.0) -> None:
+        """End every process of the session and reap them, so not even a zombie is left.
+
+        Every wait is bounded by ``wait`` seconds: a process stuck in the kernel is left to the
+        kernel rather than hanging the host."""
         if self.init_fd is not None:
             # SIGKILL to PID 1 of the namespace: the kernel kills everything inside before it exits,
             # then the worker's outer process reaps it and exits itself
@@ -147,7 +167,7 @@ class _Process:
             if self.popen.poll() is None:
                 try:
                     outer = os.pidfd_open(self.popen.pid)
-                    select.select([outer], [], [], 10.0)  # exits, but stays unreaped: its group id stays reserved
+                    select.select([outer], [], [], wait)  # exits, but stays unreaped: its group id stays reserved
                     os.close(outer)
                 except OSError:
                     pass
@@ -157,13 +177,22 @@ class _Process:
             os.killpg(self.popen.pid, signal.SIGKILL)  # whatever is left in the process group (no PID namespace)
         except (ProcessLookupError, PermissionError):
             pass
-        self.popen.wait()
-        for fd in (self.req, self.resp, self.lifeline):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        self.req = self.resp = self.lifeline = -1
+        try:
+            self.popen.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            pass
+        self.release()
+        if self.cgroup is not None:
+            self.cgroup.remove()
+            self.cgroup = None
+
+    def release(self) -> None:
+        """Close the host's ends (idempotent)."""
+        _live.discard(self)
+        if self.lifeline >= 0:
+            self.channel.close()
+            os.close(self.lifeline)
+            self.lifeline = -1
 
     def ending(self, wait: float = 5.0) -> str | None:
         """How the worker ended, in words; None when it is still running after ``wait`` seconds."""
@@ -171,6 +200,8 @@ class _Process:
             rc = self.popen.wait(timeout=wait)
         except subprocess.TimeoutExpired:
             return None
+        if self.cgroup is not None and self.cgroup.oom_kills():
+            return f"was killed by the kernel: the session's processes together went over its {self.cgroup.memory >> 20} MiB memory limit"
         sig = -rc if rc < 0 else rc - 128 if rc > 128 else 0
         if sig:
             try:
@@ -178,6 +209,24 @@ class _Process:
             except ValueError:
                 return f"was killed by signal {sig}"
         return f"exited with status {rc}"
+
+
+_live: "weakref.WeakSet[_Process]" = weakref.WeakSet()
+
+
+def _forget_in_forked_child() -> None:
+    """A host that forks without exec: the child must not keep the parent's sandboxes alive (the
+    lifeline would stay open) nor kill or delete them when it exits; it starts its own if it runs code."""
+    for proc in list(_live):
+        proc.release()
+    for sandbox in list(_sandboxes):
+        sandbox._lock = threading.Lock()
+        sandbox._state["proc"] = None
+        sandbox._state["session_dir"] = None
+
+
+_sandboxes: "weakref.WeakSet[PythonSandbox]" = weakref.WeakSet()
+os.register_at_fork(after_in_child=_forget_in_forked_child)
 
 
 _SESSION_PREFIX = "kimidoc-sandbox-"
@@ -215,7 +264,9 @@ class PythonSandbox:
     """A persistent Python session in a separate, isolated process.
 
     ``read_only`` paths (documents, repositories) are visible inside at the same absolute path,
-    read-only; the working directory is private and writable: a size-capped tmpfs at
+    read-only, with their owners and modes unchanged (the sandbox's uid reads what any other user
+    may read); sockets, FIFOs and devices found in them at start are covered and cannot be opened
+    or connected to. The working directory is private and writable: a size-capped tmpfs at
     :attr:`workdir` (``Limits.disk_size``), or the host folder ``workdir`` when one is given
     (files then persist on the host, bounded only by ``Limits.file_bytes`` each).
 
@@ -252,6 +303,7 @@ class PythonSandbox:
         self._layers: dict[str, bool] = {}
         self._problems: dict[str, str] = {}
         self._pending_notes: list[str] = []
+        _sandboxes.add(self)
         self.uid: int | None = None
         self.pid: int | None = None  # the host pid of the worker's outermost process
         self.workdir: str | None = None
@@ -268,8 +320,11 @@ class PythonSandbox:
         if proc is not None and proc.alive():
             return
         if proc is not None:
+            # it died between calls (a daemon of its own killed it, the OOM killer, a kill from outside)
+            ending = proc.ending(wait=0) or "stopped"
             proc.kill()
             self._state["proc"] = None
+            self._note_restart(f"ended between calls: it {ending}")
         self._spawn()
 
     def _session_dirs(self) -> tuple[Path, Path, Path]:
@@ -298,11 +353,16 @@ class PythonSandbox:
                 os.chown(d, self.uid, self.uid)
                 d.chmod(0o700)
         out_path, err_path = session / "stdout", session / "stderr"
-        out = open(out_path, "ab+")
-        err = open(err_path, "ab+")
-        req_r, req_w = os.pipe()
-        resp_r, resp_w = os.pipe()
-        life_r, life_w = os.pipe()
+        lim = self.limits
+        group, problems = None, {}
+        try:
+            # the worker's outer process is root and outside the PID namespace: one task beyond the code's
+            group = cgroup.create(lim.memory_bytes, lim.processes + 1)
+        except cgroup.CgroupUnavailable as exc:
+            problems["cgroup"] = str(exc)
+        host_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        channel = Channel(host_end)  # SO_PASSCRED before the worker can send anything
+        life_r, life_w = os.pipe2(os.O_CLOEXEC)
         env = {
             "PATH": "/usr/local/bin:/usr/bin:/bin",
             "HOME": str(home),
@@ -315,26 +375,32 @@ class PythonSandbox:
             "MKL_NUM_THREADS": "1",
         }
         try:
-            popen = subprocess.Popen(
-                [sys.executable, "-I", "-X", "faulthandler", str(_WORKER), str(req_r), str(resp_w), str(life_r)],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                pass_fds=(req_r, resp_w, life_r),
-                env=env,
-                cwd=str(work),
-                start_new_session=True,  # its own process group, killed as one
-            )
+            with open(out_path, "ab+") as out, open(err_path, "ab+") as err:
+                popen = subprocess.Popen(
+                    [sys.executable, "-I", "-X", "faulthandler", str(_WORKER), str(worker_end.fileno()), str(life_r)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=err,
+                    pass_fds=(worker_end.fileno(), life_r),
+                    env=env,
+                    cwd=str(work),
+                    start_new_session=True,  # its own process group, killed as one
+                )
+        except BaseException as exc:
+            channel.close()
+            os.close(life_w)
+            if group is not None:
+                group.remove(wait=0)
+            if isinstance(exc, OSError):
+                raise SandboxUnavailable(f"python sandbox: could not start the worker ({sys.executable}): {exc}") from exc
+            raise
         finally:
-            for fd in (req_r, resp_w, life_r):
-                os.close(fd)
-            out.close()
-            err.close()
-        proc = _Process(popen, req_w, resp_r, life_w)
+            worker_end.close()
+            os.close(life_r)
+        proc = _Process(popen, channel, life_w, group)
         self._state["proc"] = proc
         self.pid, self.workdir = popen.pid, str(work)
         self._paths = (out_path, err_path)
-        lim = self.limits
         config = {
             "uid": self.uid,
             "gid": self.uid,
@@ -347,6 +413,7 @@ class PythonSandbox:
             "private": [str(home)] + ([] if self._workdir_arg else [str(work)]),
             "disk_size": lim.disk_size,
             "tmp_size": lim.tmp_size,
+            "files": lim.files,
             "value_chars": lim.value_chars,
             "figure_dpi": lim.figure_dpi,
             "max_figures": lim.max_figures,
@@ -359,23 +426,33 @@ class PythonSandbox:
             },
         }
         try:
-            write_frame(proc.req, config)
+            if group is not None:
+                try:
+                    # before the config is sent: the worker forks nothing until it has read it
+                    group.join(popen.pid)
+                except OSError as exc:
+                    problems["cgroup"] = f"cannot move the worker into {group}: {exc}"
+                    group.remove(wait=0)
+                    proc.cgroup = group = None
             deadline = time.monotonic() + lim.start_timeout
-            init = read_frame(proc.resp, 1 << 10, deadline=deadline)
+            channel.send(config, deadline=deadline)
+            init = channel.receive(1 << 10, deadline)
             if isinstance(init.get("init_pid"), int):
                 proc.watch_init(init["init_pid"])
-            ready = read_frame(proc.resp, 1 << 20, deadline=deadline)
+            ready = channel.receive(1 << 20, deadline)
+            channel.sender = channel.last_sender  # the interpreter, before any code ran: only it may reply
         except (OSError, ProtocolError, TimeoutError) as exc:
             ending = "did not start in time" if isinstance(exc, TimeoutError) else proc.ending() or "stopped answering"
             proc.kill()
             self._state["proc"] = None
             raise SandboxUnavailable(f"python sandbox: the worker {ending}: {_read_capped(err_path, 2000).strip()}") from exc
-        layers = ready.get("layers") or {}
-        self._layers = {k: bool(layers.get(k)) for k in LAYERS}
-        self._problems = {str(k): str(v) for k, v in (ready.get("problems") or {}).items()}
+        layers = dict(ready.get("layers") or {}, cgroup=proc.cgroup is not None)
+        problems.update({str(k): str(v) for k, v in (ready.get("problems") or {}).items()})
+        self._layers = {k: bool(layers.get(k)) and k not in problems for k in LAYERS}
+        self._problems = problems
         missing = [k for k in self.require if not self._layers[k]]
         if missing and not self.allow_weaker:
-            self.close()
+            self._close_locked()
             why = "; ".join(f"{k}: {self._problems.get(k, 'unavailable')}" for k in missing)
             raise SandboxUnavailable(
                 f"python sandbox refused to start: isolation layer(s) {', '.join(missing)} missing ({why}). "
@@ -383,16 +460,31 @@ class PythonSandbox:
             )
 
     def restart(self) -> None:
-        """A fresh interpreter: variables, imports and background processes are gone."""
+        """A fresh interpreter: variables, imports and background processes are gone (the next result says so)."""
         with self._lock:
             proc = self._state["proc"]
             if proc is not None:
                 proc.kill()
                 self._state["proc"] = None
+                self._note_restart("was restarted by the host")
             self._spawn()
 
     def close(self) -> None:
-        """Kill every process of the session and delete its private directories."""
+        """Kill every process of the session and delete its private directories.
+
+        A cell running in another thread is killed first (it returns its result), then the session
+        is cleaned up under the lock."""
+        if not self._lock.acquire(blocking=False):
+            proc = self._state["proc"]
+            if proc is not None:
+                proc.interrupt()
+            self._lock.acquire()
+        try:
+            self._close_locked()
+        finally:
+            self._lock.release()
+
+    def _close_locked(self) -> None:
         _cleanup(self._state)
 
     def __enter__(self) -> "PythonSandbox":
@@ -405,7 +497,9 @@ class PythonSandbox:
     # -- isolation report ---------------------------------------------------------------------
 
     def isolation(self) -> dict[str, bool]:
-        """Which isolation layers the running interpreter is under (starts it if needed)."""
+        """Which isolation layers the running interpreter is under (starts it if needed).
+
+        ``cgroup`` is the session-wide memory and task limit (v2 where delegated, else v1)."""
         self.start()
         return dict(self._layers)
 
@@ -420,46 +514,74 @@ class PythonSandbox:
         """Run one cell; never raises for anything the code does (crashes become a result)."""
         timeout = self.limits.timeout if timeout is None else timeout
         with self._lock:
-            notes, self._pending_notes = self._pending_notes, []
             self._ensure_started()
+            notes, self._pending_notes = self._pending_notes, []
             proc: _Process = self._state["proc"]
             for path in self._paths:
                 os.truncate(path, 0)  # O_APPEND on the worker's side: it keeps writing from the start
+            nonce = os.urandom(16).hex()
+            request = {"code": code, "cpu_seconds": self.limits.cell_cpu_seconds, "nonce": nonce}
+            deadline = time.monotonic() + timeout
             try:
-                write_frame(proc.req, {"code": code, "cpu_seconds": self.limits.cell_cpu_seconds})
-                reply = read_frame(proc.resp, self.limits.reply_bytes, deadline=time.monotonic() + timeout)
-                result = self._parse(reply)
-            except TimeoutError:
-                proc.kill()
-                result = CellResult(error=f"Timed out after {timeout:g} s of wall-clock time: the interpreter and every process it started were killed.")
-                self._lost(result)
-            except (OSError, ProtocolError, ValueError) as exc:
-                # a closed pipe means the process is ending: say how; anything else is a bad reply
-                closed = isinstance(exc, OSError) or str(exc) == "pipe closed"
-                ending = proc.ending(wait=5.0 if closed else 0.0) or f"sent a malformed reply ({exc})"
-                proc.kill()
-                result = CellResult(error=f"The Python interpreter {ending}.")
-                self._lost(result)
+                proc.channel.send(request, deadline=deadline, max_bytes=self.limits.request_bytes)
+            except ProtocolError as exc:  # refused before anything was written: the session is intact
+                result = CellResult(error=f"The cell was not run: {exc} of one request (Limits.request_bytes); send less code, or put data in a file.")
+                result.notes[:0] = notes
+                return result
+            except (OSError, TimeoutError) as exc:
+                result = self._failed(proc, exc, timeout)
+            else:
+                try:
+                    reply = proc.channel.receive(self.limits.reply_bytes, deadline)
+                    if reply.get("nonce") != nonce:
+                        raise ProtocolError("a reply that does not answer this request")
+                    result = self._parse(reply)
+                except (OSError, ProtocolError, ValueError, TimeoutError) as exc:
+                    result = self._failed(proc, exc, timeout)
             result.notes[:0] = notes
             result.stdout = _read_capped(self._paths[0], self.limits.output_chars)
             result.stderr = _read_capped(self._paths[1], self.limits.output_chars)
             return result
 
-    def _lost(self, result: CellResult) -> None:
+    def _failed(self, proc: _Process, exc: BaseException, timeout: float) -> CellResult:
+        """Kill the session after a timeout, a crash or a bad reply; the result says which, and so will the next."""
+        if isinstance(exc, TimeoutError):
+            proc.kill()
+            result = CellResult(error=f"Timed out after {timeout:g} s of wall-clock time: the interpreter and every process it started were killed.")
+            cause = f"was killed after the {timeout:g} s timeout"
+        else:
+            # a closed channel means the process is ending: say how; anything else is a bad reply
+            closed = isinstance(exc, OSError) or str(exc) == "pipe closed"
+            ending = proc.ending(wait=5.0 if closed else 0.0) or f"sent a malformed reply ({exc})"
+            proc.kill()
+            result = CellResult(error=f"The Python interpreter {ending}.")
+            cause = ending
         self._state["proc"] = None
         result.error = (result.error or "") + " The next call starts a fresh interpreter: variables and imports from earlier calls are gone."
-        self._pending_notes.append("[note: this runs in a new interpreter session; the previous one was killed, so earlier variables are gone]")
+        self._note_restart(cause)
+        return result
+
+    def _note_restart(self, cause: str) -> None:
+        files = "" if self._workdir_arg else ", and files in its private working directory,"
+        self._pending_notes.append(
+            f"[note: this runs in a new interpreter session: the previous one {cause}, so earlier variables, imports{files} are gone]"
+        )
 
     def _parse(self, reply: dict[str, Any]) -> CellResult:
+        """The reply as a result, every cap applied here again: the worker's own caps are the code's to bypass."""
         value, error, images = reply.get("value"), reply.get("error"), reply.get("images", [])
         if value is not None and not isinstance(value, str) or error is not None and not isinstance(error, str):
             raise ValueError("value and error must be strings")
         if not isinstance(images, list) or len(images) > self.limits.max_figures + 1:
-            raise ValueError("images must be a short list")
+            raise ValueError("images must be a short list")  # its figures, plus an image shown as the value
         pngs = []
         for item in images:
             png = base64.b64decode(item, validate=True) if isinstance(item, str) else b""
             if not png.startswith(_PNG):
                 raise ValueError("an image is not a PNG")
             pngs.append(png)
-        return CellResult(value=value, error=error, images=pngs)
+        return CellResult(
+            value=None if value is None else clip(value, self.limits.value_chars),
+            error=None if error is None else clip(error, self.limits.output_chars),
+            images=pngs,
+        )

@@ -8,8 +8,9 @@ Layers and what they stop:
 - ``netns``: a fresh network namespace whose only interface is its own loopback: no route to the
   host's 127.0.0.1 or anywhere else.
 - ``fs_jail``: a private mount namespace and a new root (pivot_root onto a tmpfs) that holds only
-  the system and Python directories (read-only), the documents (read-only, idmapped so that the
-  sandbox uid can read what the host's uid can), size-capped tmpfs work and home directories, a
+  the system and Python directories (read-only), the documents (read-only, with their owners and
+  modes as they are: the sandbox uid reads what "others" may read; sockets, FIFOs and devices in
+  them covered by an unopenable node), size- and inode-capped tmpfs work and home directories, a
   private /tmp, /dev/shm and a minimal /dev. Nothing else of the host filesystem is reachable,
   whatever its permissions, and nothing the code writes lands on the host's disk.
 - ``pidns``: a PID namespace: host processes are invisible, and killing its first process ends
@@ -19,7 +20,10 @@ Layers and what they stop:
 - ``rlimits``: CPU seconds, address space, file size, process count and open files.
 - ``no_new_privs``: setuid binaries and file capabilities grant nothing.
 - ``seccomp``: a syscall filter that refuses new namespaces, mounts, ptrace, kernel keyrings,
-  BPF, perf, module loading and similar kernel attack surface.
+  BPF, perf, module loading and similar kernel attack surface, and file leases (a lease on a
+  file the host shares would stall the host's next open of it).
+- ``cgroup`` (set up by the host, see :mod:`kimidoc.tools.sandbox.cgroup`): memory and tasks of the
+  whole session together.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import platform
 import resource
 import signal
 import socket
+import stat
 import struct
 from typing import Iterable
 
@@ -50,18 +55,6 @@ MS_BIND = 4096
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
 MNT_DETACH = 2
-
-OPEN_TREE_CLONE = 1
-AT_FDCWD = -100
-AT_EMPTY_PATH = 0x1000
-AT_RECURSIVE = 0x8000
-MOUNT_ATTR_RDONLY = 0x1
-MOUNT_ATTR_NOSUID = 0x2
-MOUNT_ATTR_NODEV = 0x4
-MOUNT_ATTR_IDMAP = 0x00100000
-MOVE_MOUNT_F_EMPTY_PATH = 0x4
-# the new mount API has one syscall number on every architecture
-SYS_OPEN_TREE, SYS_MOVE_MOUNT, SYS_MOUNT_SETATTR = 428, 429, 442
 
 PR_SET_PDEATHSIG = 1
 PR_CAPBSET_DROP = 24
@@ -91,6 +84,7 @@ _ARCH = {
             "open_tree": 428, "mount_setattr": 442, "io_uring_setup": 425, "clone3": 435,
         },
         "clone": 56,
+        "fcntl": 72,
     },
     "aarch64": {
         "audit": 0xC00000B7,
@@ -105,6 +99,7 @@ _ARCH = {
             "open_tree": 428, "mount_setattr": 442, "io_uring_setup": 425, "clone3": 435,
         },
         "clone": 220,
+        "fcntl": 25,
     },
 }.get(platform.machine())
 
@@ -163,54 +158,56 @@ def _bind(root: str, path: str, *, writable: bool) -> None:
     _mount(None, target, None, flags)
 
 
-def idmap_namespace(host_uid: int, host_gid: int, uid: int, gid: int) -> int:
-    """A user namespace (as an fd) mapping the host's ids to the sandbox's, for idmapped mounts.
+_DEVICES = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8), "urandom": (1, 9)}
 
-    Runs in the host's PID namespace (it writes the maps through /proc/<pid>). A helper child
-    creates the namespace and waits; the fd keeps the namespace alive after the helper exits.
+
+def _device_nodes(dev: str) -> None:
+    """/dev/null and friends as nodes of the private /dev (a bind from the host's devtmpfs would show
+    the host's memory size in mountinfo); a bind where mknod is refused."""
+    for name, (major, minor) in _DEVICES.items():
+        target = f"{dev}/{name}"
+        try:
+            os.mknod(target, 0o666 | stat.S_IFCHR, os.makedev(major, minor))
+            os.chmod(target, 0o666)  # mknod applies the umask
+        except OSError:
+            _mount(f"/dev/{name}", _mkdirs_in(dev, f"/{name}", file=True), None, MS_BIND)
+
+
+def _cover(target: str, cover: str) -> None:
+    _mount(cover, target, None, MS_BIND)
+    _mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+
+
+def _cover_special_files(top: str, cover: str) -> int:
+    """Bind ``cover`` (an empty file of mode 0 that the sandbox uid cannot open) over every socket,
+    FIFO and device at or under ``top``; returns how many.
+
+    The documents are bound read-only, but a read-only mount does not stop connecting to a unix
+    socket or writing into a FIFO: a host process listening there would receive what the sandbox
+    sends. Reads the directory entries' types only (no stat per file).
     """
-    ready_r, ready_w = os.pipe()
-    hold_r, hold_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(ready_r)
-        os.close(hold_w)
-        if _libc.unshare(CLONE_NEWUSER) == 0:
-            os.write(ready_w, b"x")
-        os.read(hold_r, 1)
-        os._exit(0)
-    os.close(ready_w)
-    os.close(hold_r)
-    try:
-        if os.read(ready_r, 1) != b"x":
-            raise OSError(errno.EPERM, "unshare(CLONE_NEWUSER) refused")
-        with open(f"/proc/{pid}/uid_map", "w") as f:
-            f.write(f"{host_uid} {uid} 1\n")
-        with open(f"/proc/{pid}/setgroups", "w") as f:
-            f.write("deny")
-        with open(f"/proc/{pid}/gid_map", "w") as f:
-            f.write(f"{host_gid} {gid} 1\n")
-        return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
-    finally:
-        os.close(hold_w)
-        os.close(ready_r)
-        os.waitpid(pid, 0)
-
-
-def _bind_idmapped(root: str, path: str, userns: int) -> None:
-    """A read-only bind of ``path`` where files of the host's uid appear owned by the sandbox uid,
-    so documents stay readable after the uid drop whatever their mode (0600 files, 0700 folders)."""
-    source = os.path.realpath(path)
-    target = _mkdirs_in(root, path, file=not os.path.isdir(source))
-    fd = _libc.syscall(SYS_OPEN_TREE, AT_FDCWD, os.fsencode(source), OPEN_TREE_CLONE | os.O_CLOEXEC | AT_RECURSIVE)
-    if fd < 0:
-        _check(-1, f"open_tree {source}")
-    try:
-        attr = ctypes.create_string_buffer(struct.pack("QQQQ", MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, 0, 0, userns))
-        _check(_libc.syscall(SYS_MOUNT_SETATTR, fd, b"", AT_EMPTY_PATH | AT_RECURSIVE, attr, 32), f"idmap {source}")
-        _check(_libc.syscall(SYS_MOVE_MOUNT, fd, b"", AT_FDCWD, os.fsencode(target), MOVE_MOUNT_F_EMPTY_PATH), f"move_mount {source}")
-    finally:
-        os.close(fd)
+    mode = os.lstat(top).st_mode
+    if not stat.S_ISDIR(mode):
+        if stat.S_ISREG(mode) or stat.S_ISLNK(mode):
+            return 0
+        _cover(top, cover)
+        return 1
+    covered = 0
+    stack = [top]
+    while stack:
+        try:
+            entries = list(os.scandir(stack.pop()))
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.is_symlink():
+                continue  # resolved inside the jail: it leads only to what the jail holds
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(entry.path)
+            elif not entry.is_file(follow_symlinks=False):
+                _cover(entry.path, cover)
+                covered += 1
+    return covered
 
 
 def build_root(
@@ -223,27 +220,26 @@ def build_root(
     private_size: str = "512m",
     owner: tuple[int, int] | None = None,
     tmp_size: str = "64m",
+    files: int = 16384,
     proc: bool = True,
-    userns: int | None = None,
-    notes: dict[str, str] | None = None,
 ) -> None:
     """Assemble the new root on a tmpfs at ``staging`` and pivot into it.
 
-    ``userns`` (from :func:`idmap_namespace`) makes the ``read_only`` binds idmapped; a bind that
-    cannot be idmapped falls back to a plain one and says so in ``notes``.
     ``writable`` paths are bound from the host; ``private`` paths get a fresh tmpfs of
-    ``private_size`` owned by ``owner`` (uid, gid).
+    ``private_size`` owned by ``owner`` (uid, gid). Every tmpfs the code can write (``private``,
+    /tmp, /dev/shm) holds at most ``files`` files and directories: an inode costs kernel memory
+    that tmpfs's size does not count.
 
     Must run in a private mount namespace (so nothing propagates to the host) and, for /proc to
     show only the sandbox's processes, as a process inside the new PID namespace.
     """
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
-    _mount("tmpfs", staging, "tmpfs", MS_NOSUID | MS_NODEV, "size=16m,mode=0755")
+    _mount("tmpfs", staging, "tmpfs", MS_NOSUID | MS_NODEV, "size=16m,nr_inodes=65536,mode=0755")
     root = staging
     # The private /tmp comes first, so that a Python living under the host's /tmp (a virtualenv made
     # there) is bound on top of it rather than hidden beneath it.
     tmp = _mkdirs_in(root, "/tmp")
-    _mount("tmpfs", tmp, "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmp_size},mode=1777")
+    _mount("tmpfs", tmp, "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmp_size},nr_inodes={files},mode=1777")
     for path in sorted(set(system), key=len):
         if os.path.islink(path) and os.path.dirname(path) == "/":
             # merged-/usr layouts: /bin -> usr/bin; replicate the link, the target is bound anyway
@@ -253,31 +249,26 @@ def build_root(
         elif os.path.exists(path):
             _bind(root, os.path.realpath(path), writable=False)
     dev = _mkdirs_in(root, "/dev")
-    _mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,mode=0755")
-    for node in ("null", "zero", "full", "random", "urandom"):
-        target = _mkdirs_in(root, f"/dev/{node}", file=True)
-        _mount(f"/dev/{node}", target, None, MS_BIND)
+    _mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,nr_inodes=64,mode=0755")
+    _device_nodes(dev)
     for name, link in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
         os.symlink(link, f"{dev}/{name}")
+    cover = f"{dev}/.cover"
+    os.close(os.open(cover, os.O_CREAT | os.O_WRONLY, 0))
     shm = _mkdirs_in(root, "/dev/shm")
-    _mount("tmpfs", shm, "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmp_size},mode=1777")
+    _mount("tmpfs", shm, "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmp_size},nr_inodes={files},mode=1777")
     if proc:
         _mount("proc", _mkdirs_in(root, "/proc"), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     for path in sorted(set(read_only), key=len):
-        if userns is not None:
-            try:
-                _bind_idmapped(root, path, userns)
-                continue
-            except OSError as exc:
-                if notes is not None:
-                    notes[f"read_only {path}"] = f"plain bind (readable only where its permissions allow): {exc}"
         _bind(root, path, writable=False)
+    for path in sorted(set(read_only), key=len):
+        _cover_special_files(root + path, cover)
     for path in sorted(set(writable), key=len):
         _bind(root, path, writable=True)
     ids = f",uid={owner[0]},gid={owner[1]}" if owner else ""
     for path in sorted(set(private), key=len):
-        # a size-capped tmpfs, so that no amount of writing can fill the host's disk
-        _mount("tmpfs", _mkdirs_in(root, path), "tmpfs", MS_NOSUID | MS_NODEV, f"size={private_size},mode=0700{ids}")
+        # a size- and inode-capped tmpfs, so that no amount of writing can fill the host's disk or memory
+        _mount("tmpfs", _mkdirs_in(root, path), "tmpfs", MS_NOSUID | MS_NODEV, f"size={private_size},nr_inodes={files},mode=0700{ids}")
     if _ARCH is None:
         raise OSError(errno.ENOSYS, f"pivot_root: unknown syscall number on {platform.machine()}")
     os.chdir(root)
@@ -360,10 +351,16 @@ def seccomp_filter() -> str | None:
         result = ret_errno(errno.ENOSYS if name == "clone3" else errno.EPERM)
         prog += [(BPF_JEQ_K, 0, 1, nr), (BPF_RET_K, 0, 0, result)]
     namespaces = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET | 0x02000000
+    F_SETLEASE = 1024
     prog += [
-        (BPF_JEQ_K, 0, 3, _ARCH["clone"]),
+        (BPF_JEQ_K, 0, 4, _ARCH["clone"]),
         (BPF_LD_W_ABS, 0, 0, arg0_off),  # low 32 bits of the clone flags
         (BPF_JSET_K, 0, 1, namespaces),
+        (BPF_RET_K, 0, 0, ret_errno(errno.EPERM)),
+        (BPF_RET_K, 0, 0, RET_ALLOW),
+        (BPF_JEQ_K, 0, 3, _ARCH["fcntl"]),
+        (BPF_LD_W_ABS, 0, 0, arg0_off + 8),  # the command (low 32 bits of the second argument)
+        (BPF_JEQ_K, 0, 1, F_SETLEASE),
         (BPF_RET_K, 0, 0, ret_errno(errno.EPERM)),
         (BPF_RET_K, 0, 0, RET_ALLOW),
     ]

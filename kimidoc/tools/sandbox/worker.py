@@ -1,15 +1,20 @@
 """The sandboxed Python worker: isolates itself, then runs cells like a notebook kernel.
 
 Started by :class:`kimidoc.tools.sandbox.host.PythonSandbox` as
-``python -I worker.py REQ RESP LIFELINE`` (the file descriptors of the request, response and
-lifeline pipes); fd 1 and 2 are files the host reads after every cell. Stdlib only (matplotlib and PIL are imported lazily, when used).
+``python -I worker.py CHANNEL LIFELINE`` (the file descriptors of its end of the protocol socket
+and of the lifeline pipe), already inside the session's cgroup; fd 1 and 2 are files the host
+reads after every cell. Stdlib only (matplotlib and PIL are imported lazily, when used).
 
 Three processes, so that every layer holds:
 - A, the host's child: enters the network, mount, IPC and UTS namespaces and asks for a PID
   namespace for its children; then only waits, and kills B when the host's lifeline closes.
-- B, PID 1 of the new PID namespace: builds the file system jail, drops to the sandbox uid, forks
-  C and reaps orphans until C exits. When B dies the kernel kills everything in the namespace.
-- C: applies rlimits, no_new_privs and seccomp, reports the active layers, and serves cells.
+- B, PID 1 of the new PID namespace: builds the file system jail, drops to the sandbox uid, puts
+  itself under the rlimits, no_new_privs and seccomp, forks C, ignores every signal the code can
+  send it (the kernel delivers to a namespace's first process only the signals it handles) and
+  reaps orphans until C exits. When B dies the kernel kills everything in the namespace.
+- C: inherits all of that, reports the active layers, and serves cells. Its end of the channel
+  sits at a high fd, close-on-exec and closed in every child it forks, so that the code's children
+  cannot read requests; what they write there anyway is refused by the host (it checks the sender).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import linecache
 import os
 import resource
 import select
+import signal
 import sys
 import traceback
 import types
@@ -28,22 +34,16 @@ import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import jail  # noqa: E402
-from protocol import ProtocolError, read_frame, write_frame  # noqa: E402
+from protocol import ProtocolError, clip, read_frame, write_frame  # noqa: E402
 
-REQ, RESP, LIFELINE = (int(fd) for fd in sys.argv[1:4])
+CHANNEL, LIFELINE = (int(fd) for fd in sys.argv[1:3])
+PRIVATE_FD = 1000  # where C keeps the channel: above the code's open-files limit, out of its way
 LAYERS = ("netns", "fs_jail", "pidns", "uid", "rlimits", "no_new_privs", "seccomp")
 
 
 def main() -> None:
-    config = read_frame(REQ)
+    config = read_frame(CHANNEL)
     problems: dict[str, str] = {}
-    userns = None
-    if config.get("uid") is not None and config["read_only"]:
-        # before the PID namespace: the helper this forks must not become its first process
-        try:
-            userns = jail.idmap_namespace(os.geteuid(), os.getegid(), config["uid"], config["gid"])
-        except OSError as exc:
-            problems["read_only idmap"] = f"documents are bound without an id mapping: {exc}"
     namespaces = jail.CLONE_NEWNET | jail.CLONE_NEWNS | jail.CLONE_NEWPID | jail.CLONE_NEWIPC | jail.CLONE_NEWUTS
     if jail.enter_namespaces(namespaces) is not None:
         # try each namespace alone, to report exactly which ones the kernel refuses
@@ -62,22 +62,21 @@ def main() -> None:
     child = os.fork()
     if child:
         # the host waits for this process to end after a kill: its exit means the namespace is empty
-        write_frame(RESP, {"init_pid": child})
+        write_frame(CHANNEL, {"init_pid": child})
         os.write(go_w, b"x")
-        for fd in (go_r, go_w) + ((userns,) if userns is not None else ()):
-            os.close(fd)
+        os.close(go_r)
+        os.close(go_w)
         _stage_a(child)
     else:
         os.close(go_w)
-        os.read(go_r, 1)  # let A's frame go first on the shared response pipe
+        os.read(go_r, 1)  # let A's frame go first on the shared channel
         os.close(go_r)
-        _stage_b(config, problems, userns)
+        _stage_b(config, problems)
 
 
 def _stage_a(child: int) -> None:
     """Wait for B; kill it (and so the whole PID namespace) if the host goes away."""
-    for fd in (REQ, RESP):
-        os.close(fd)
+    os.close(CHANNEL)
     pidfd = os.pidfd_open(child)
     watch = [pidfd, LIFELINE]
     while True:
@@ -96,7 +95,7 @@ def _exit_code(status: int) -> int:
     return 128 - code if code < 0 else code & 0xFF
 
 
-def _stage_b(config: dict, problems: dict[str, str], userns: int | None) -> None:
+def _stage_b(config: dict, problems: dict[str, str]) -> None:
     os.close(LIFELINE)
     in_pidns = os.getpid() == 1
     if not in_pidns:
@@ -112,29 +111,37 @@ def _stage_b(config: dict, problems: dict[str, str], userns: int | None) -> None
                 private_size=config["disk_size"],
                 owner=(config["uid"], config["gid"]) if config.get("uid") is not None else None,
                 tmp_size=config["tmp_size"],
+                files=config["files"],
                 proc=in_pidns,
-                userns=userns,
-                notes=problems,
             )
             os.chdir(config["workdir"])
         except OSError as exc:
             problems["fs_jail"] = str(exc)
     else:
         os.chdir(config["workdir"])
-    if userns is not None:
-        os.close(userns)
     if config.get("uid") is not None:
         why = jail.drop_privileges(config["uid"], config["gid"])
         if why:
             problems["uid"] = why
     else:
         problems["uid"] = "no sandbox uid was given"
+    channel = os.dup2(CHANNEL, PRIVATE_FD, inheritable=False)  # before RLIMIT_NOFILE puts that fd out of reach
+    os.close(CHANNEL)
+    _confine(config["limits"], problems)
     jail.die_with_parent()
+    every = signal.valid_signals()
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, every)  # nothing reaches B before it ignores it
     child = os.fork()
     if child == 0:
-        _stage_c(config, problems)
-    for fd in (REQ, RESP):
-        os.close(fd)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        _stage_c(config, problems, channel)
+    os.close(channel)
+    for sig in every - {signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD}:
+        try:
+            signal.signal(sig, signal.SIG_IGN)
+        except (OSError, ValueError):
+            pass  # signals the C library keeps for itself
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     # PID 1 adopts every orphan of the sandbox; reap them so they do not count against RLIMIT_NPROC
     while True:
         try:
@@ -145,8 +152,8 @@ def _stage_b(config: dict, problems: dict[str, str], userns: int | None) -> None
             os._exit(_exit_code(status))
 
 
-def _stage_c(config: dict, problems: dict[str, str]) -> None:
-    limits = config["limits"]
+def _confine(limits: dict, problems: dict[str, str]) -> None:
+    """rlimits, no_new_privs and seccomp for B and, inherited, for everything it starts."""
     why = jail.apply_limits(
         address_space=limits["memory_bytes"],
         file_size=limits["file_bytes"],
@@ -159,22 +166,32 @@ def _stage_c(config: dict, problems: dict[str, str]) -> None:
     why = jail.no_new_privs()
     if why:
         problems["no_new_privs"] = why
-    if not problems.get("no_new_privs"):
+        problems["seccomp"] = "needs no_new_privs"
+    else:
         why = jail.seccomp_filter()
         if why:
             problems["seccomp"] = why
-    else:
-        problems["seccomp"] = "needs no_new_privs"
+
+
+def _stage_c(config: dict, problems: dict[str, str], channel: int) -> None:
+    def forget_channel() -> None:
+        try:
+            os.close(channel)
+        except OSError:
+            pass
+
+    os.register_at_fork(after_in_child=forget_channel)
     jail.die_with_parent()
     layers = {k: k not in problems for k in LAYERS}
-    write_frame(RESP, {"ready": True, "pid": os.getpid(), "uid": os.getuid(), "layers": layers, "problems": problems})
-    Kernel(config).serve()
+    write_frame(channel, {"ready": True, "pid": os.getpid(), "uid": os.getuid(), "layers": layers, "problems": problems})
+    Kernel(config, channel).serve()
 
 
 class Kernel:
     """Runs cells in one namespace; reports value, error and figures of each."""
 
-    def __init__(self, config: dict) -> None:
+    def __init__(self, config: dict, channel: int) -> None:
+        self.channel = channel
         # the cells' namespace is a real __main__ module, so pickle (multiprocessing) finds their functions
         main = types.ModuleType("__main__")
         main.__dict__["__builtins__"] = __builtins__
@@ -192,20 +209,21 @@ class Kernel:
     def serve(self) -> None:
         while True:
             try:
-                request = read_frame(REQ)
+                request = read_frame(self.channel)
             except ProtocolError:
                 os._exit(0)
             cpu = request.get("cpu_seconds")
             if cpu:
                 self._limit_cpu(float(cpu))
             reply = self.run(str(request.get("code", "")))
+            reply["nonce"] = request.get("nonce")
             sys.stdout, sys.stderr = self.stdout, self.stderr
             for stream in (sys.stdout, sys.stderr):
                 try:
                     stream.flush()
                 except (OSError, ValueError):
                     pass
-            write_frame(RESP, reply)
+            write_frame(self.channel, reply)
 
     @staticmethod
     def _limit_cpu(seconds: float) -> None:
@@ -248,10 +266,7 @@ class Kernel:
             if png:
                 reply["images"].append(png)
             return
-        text = repr(value)
-        if len(text) > self.value_chars:
-            text = text[: self.value_chars] + f"... [{len(text) - self.value_chars} more characters truncated]"
-        reply["value"] = text
+        reply["value"] = clip(repr(value), self.value_chars)
 
     @staticmethod
     def _format(exc: BaseException) -> str:
