@@ -22,6 +22,10 @@ class CgroupUnavailable(RuntimeError):
     """No writable cgroup with the memory and pids controllers; the message says what is missing."""
 
 
+def _unescape(field: str) -> str:
+    return field.replace("\\040", " ")  # mountinfo writes a space in a path as \040
+
+
 def _mounts(mountinfo: str) -> list[tuple[str, str, str, set[str]]]:
     """(mount root, mount point, fs type, super options) of every cgroup mount."""
     out = []
@@ -30,8 +34,7 @@ def _mounts(mountinfo: str) -> list[tuple[str, str, str, set[str]]]:
             left, _, right = line.partition(" - ")
             fields, tail = left.split(), right.split()
             if len(fields) >= 5 and len(tail) >= 3 and tail[0] in ("cgroup", "cgroup2"):
-                unescape = lambda s: s.replace("\\040", " ")  # noqa: E731  mountinfo escapes spaces
-                out.append((unescape(fields[3]), unescape(fields[4]), tail[0], set(tail[2].split(","))))
+                out.append((_unescape(fields[3]), _unescape(fields[4]), tail[0], set(tail[2].split(","))))
     return out
 
 

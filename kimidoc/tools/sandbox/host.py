@@ -132,9 +132,11 @@ class _Process:
     def __init__(self, popen: subprocess.Popen, channel: Channel, lifeline: int, group: cgroup.SessionCgroup | None) -> None:
         self.popen, self.channel, self.lifeline, self.cgroup = popen, channel, lifeline, group
         self.init_fd: int | None = None  # pidfd of the sandbox's PID 1
+        self.init_pid: int | None = None
         _live.add(self)
 
     def watch_init(self, pid: int) -> None:
+        self.init_pid = pid
         try:
             self.init_fd = os.pidfd_open(pid)
         except OSError:  # already gone, or a kernel without pidfds: nothing to wait for
@@ -144,11 +146,13 @@ class _Process:
         return self.popen.poll() is None
 
     def interrupt(self) -> None:
-        """SIGKILL the worker without touching fds or reaping, so it is safe while another thread uses them.
-
-        The worker's PID 1 dies with it (parent-death signal), and so the whole namespace."""
+        """SIGKILL the sandbox's PID 1 (so the whole namespace) without touching fds or reaping, so it is
+        safe while another thread uses them; that thread's wait for a reply then ends."""
         try:
-            self.popen.send_signal(signal.SIGKILL)
+            if self.init_pid is not None:
+                os.kill(self.init_pid, signal.SIGKILL)  # its parent, the worker's outer process, reaps it
+            else:
+                self.popen.send_signal(signal.SIGKILL)
         except OSError:
             pass
 
@@ -211,7 +215,7 @@ class _Process:
         return f"exited with status {rc}"
 
 
-_live: "weakref.WeakSet[_Process]" = weakref.WeakSet()
+_live: weakref.WeakSet[_Process] = weakref.WeakSet()
 
 
 def _forget_in_forked_child() -> None:
@@ -225,7 +229,7 @@ def _forget_in_forked_child() -> None:
         sandbox._state["session_dir"] = None
 
 
-_sandboxes: "weakref.WeakSet[PythonSandbox]" = weakref.WeakSet()
+_sandboxes: weakref.WeakSet[PythonSandbox] = weakref.WeakSet()
 os.register_at_fork(after_in_child=_forget_in_forked_child)
 
 
