@@ -8,14 +8,21 @@ namespaces, its own uid, rlimits and seccomp (see kimidoc/tools/sandbox/jail.py)
 
     pip install smolagents jupyter_client ipykernel
     python benchmarks/bench_sandbox.py [--warm 50] [--cold 3]
+    python benchmarks/bench_sandbox.py --baseline /path/to/older/checkout [--rounds 5]
 
 Prints milliseconds per operation and kimidoc's time as a ratio of each peer's (below 1 = faster).
+``--baseline`` instead compares this checkout's sandbox with another checkout's: cold start and a
+warm trivial call, each version in its own interpreter, alternating round by round so that both
+see the same machine load.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -119,11 +126,61 @@ def cold(runner: object, repeat: int) -> float:
     return timed(once, repeat)
 
 
+# Runs in a child interpreter: kimidoc imported from the checkout in argv[1], measured with this file's runner.
+_ONE_VERSION = """
+import importlib.util, json, sys
+root, bench, warm, cold_starts = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+sys.path.insert(0, root)
+import kimidoc.tools.sandbox
+assert kimidoc.tools.sandbox.__file__.startswith(root), kimidoc.tools.sandbox.__file__
+spec = importlib.util.spec_from_file_location("bench_sandbox", bench)
+b = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(b)
+runner = b.Kimidoc()
+row = {"cold start (start + first cell)": b.cold(runner, cold_starts)}
+runner.start()
+setup, code = b.WORK["trivial"]
+runner.run(setup)
+row["warm: trivial"] = b.timed(lambda: runner.run(code), warm)
+runner.stop()
+print(json.dumps(row))
+"""
+
+
+def compare_versions(baseline: str, rounds: int, warm: int, cold_starts: int) -> None:
+    """This checkout's sandbox against ``baseline``'s, alternating versions round by round."""
+    here = str(Path(__file__).resolve().parents[1])
+    versions = {"baseline " + baseline: os.path.realpath(baseline), "this checkout " + here: here}
+    samples: dict[str, dict[str, list[float]]] = {v: {} for v in versions}
+    print(f"load average (1, 5, 15 min) at the start: {os.getloadavg()}")
+    for i in range(rounds):
+        for label, root in (versions.items() if i % 2 == 0 else reversed(versions.items())):
+            out = subprocess.run(
+                [sys.executable, "-c", _ONE_VERSION, root, str(Path(__file__).resolve()), str(warm), str(cold_starts)],
+                capture_output=True, text=True, check=False, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+            )
+            if out.returncode != 0:
+                raise SystemExit(f"{label} failed:\n{out.stderr[-3000:]}")
+            for op, ms in json.loads(out.stdout.strip().splitlines()[-1]).items():
+                samples[label].setdefault(op, []).append(ms)
+    print(f"load average (1, 5, 15 min) at the end: {os.getloadavg()}; {rounds} rounds, {warm} warm calls and {cold_starts} cold starts per round")
+    base, ours = list(samples)
+    print(f"{'median milliseconds':34}{'baseline':>12}{'this':>12}{'ratio':>8}")
+    for op in samples[base]:
+        b, o = statistics.median(samples[base][op]), statistics.median(samples[ours][op])
+        print(f"{op:34}{b:>12.2f}{o:>12.2f}{o / b:>8.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--warm", type=int, default=50, help="calls per warm measurement")
     ap.add_argument("--cold", type=int, default=3, help="cold starts per runner")
+    ap.add_argument("--baseline", help="another kimidoc checkout: compare its sandbox with this one's instead of the peers")
+    ap.add_argument("--rounds", type=int, default=5, help="alternating rounds per version (with --baseline)")
     args = ap.parse_args()
+    if args.baseline:
+        compare_versions(args.baseline, args.rounds, args.warm, args.cold)
+        return
 
     runners = [Kimidoc(), Smolagents(), Jupyter()]
     results: dict[str, dict[str, float]] = {}

@@ -111,18 +111,21 @@ def _system_paths() -> list[str]:
 
 
 def _read_capped(path: Path, limit: int) -> str:
-    """The file's text; over ``limit`` characters keeps the head and the tail with a note between."""
+    """The file's text; over ``limit`` bytes keeps the head and the tail with a note between.
+
+    Plain fd calls: this runs twice per cell, mostly on empty files."""
     try:
-        f = open(path, "rb")
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:  # the session was closed from another thread meanwhile
         return ""
-    with f:
-        size = os.fstat(f.fileno()).st_size
+    try:
+        size = os.fstat(fd).st_size
         if size <= limit:
-            return f.read().decode("utf-8", "replace")
-        head = f.read(limit * 3 // 4).decode("utf-8", "replace")
-        f.seek(size - limit // 4)
-        tail = f.read().decode("utf-8", "replace")
+            return os.read(fd, size).decode("utf-8", "replace") if size else ""
+        head = os.pread(fd, limit * 3 // 4, 0).decode("utf-8", "replace")
+        tail = os.pread(fd, limit // 4, size - limit // 4).decode("utf-8", "replace")
+    finally:
+        os.close(fd)
     return f"{head}\n[... {size - limit} bytes of output truncated ...]\n{tail}"
 
 
@@ -324,12 +327,15 @@ class PythonSandbox:
         if proc is not None and proc.alive():
             return
         if proc is not None:
-            # it died between calls (a daemon of its own killed it, the OOM killer, a kill from outside)
-            ending = proc.ending(wait=0) or "stopped"
-            proc.kill()
-            self._state["proc"] = None
-            self._note_restart(f"ended between calls: it {ending}")
+            self._died_between_calls(proc, wait=0)
         self._spawn()
+
+    def _died_between_calls(self, proc: _Process, wait: float) -> None:
+        """A daemon of its own killed it, or the OOM killer, or a kill from outside: the next result says so."""
+        ending = proc.ending(wait=wait) or "stopped"
+        proc.kill()
+        self._state["proc"] = None
+        self._note_restart(f"ended between calls: it {ending}")
 
     def _session_dirs(self) -> tuple[Path, Path, Path]:
         if self._state["session_dir"] is None:
@@ -518,22 +524,19 @@ class PythonSandbox:
         """Run one cell; never raises for anything the code does (crashes become a result)."""
         timeout = self.limits.timeout if timeout is None else timeout
         with self._lock:
-            self._ensure_started()
-            notes, self._pending_notes = self._pending_notes, []
-            proc: _Process = self._state["proc"]
-            for path in self._paths:
-                os.truncate(path, 0)  # O_APPEND on the worker's side: it keeps writing from the start
             nonce = os.urandom(16).hex()
             request = {"code": code, "cpu_seconds": self.limits.cell_cpu_seconds, "nonce": nonce}
-            deadline = time.monotonic() + timeout
             try:
-                proc.channel.send(request, deadline=deadline, max_bytes=self.limits.request_bytes)
+                proc, deadline, failure = self._deliver(request, timeout)
             except ProtocolError as exc:  # refused before anything was written: the session is intact
-                result = CellResult(error=f"The cell was not run: {exc} of one request (Limits.request_bytes); send less code, or put data in a file.")
-                result.notes[:0] = notes
-                return result
-            except (OSError, TimeoutError) as exc:
-                result = self._failed(proc, exc, timeout)
+                notes, self._pending_notes = self._pending_notes, []
+                return CellResult(
+                    error=f"The cell was not run: {exc} of one request (Limits.request_bytes); send less code, or put data in a file.",
+                    notes=notes,
+                )
+            notes, self._pending_notes = self._pending_notes, []
+            if failure is not None:
+                result = self._failed(proc, failure, timeout)
             else:
                 try:
                     reply = proc.channel.receive(self.limits.reply_bytes, deadline)
@@ -546,6 +549,30 @@ class PythonSandbox:
             result.stdout = _read_capped(self._paths[0], self.limits.output_chars)
             result.stderr = _read_capped(self._paths[1], self.limits.output_chars)
             return result
+
+    def _deliver(self, request: dict[str, Any], timeout: float) -> tuple[_Process, float, BaseException | None]:
+        """Send the cell: the process, the cell's deadline, and what went wrong sending, if anything.
+
+        An interpreter found dead on the way (the channel is closed at its end) died between calls:
+        it is replaced once, noted, and the cell runs in the new one."""
+        replaced = False
+        while True:
+            self._ensure_started()
+            proc: _Process = self._state["proc"]
+            for path in self._paths:
+                os.truncate(path, 0)  # O_APPEND on the worker's side: it keeps writing from the start
+            deadline = time.monotonic() + timeout
+            try:
+                proc.channel.send(request, deadline=deadline, max_bytes=self.limits.request_bytes)
+            except (BrokenPipeError, ConnectionResetError) as exc:
+                if replaced:
+                    return proc, deadline, exc
+                self._died_between_calls(proc, wait=5.0)
+                replaced = True
+                continue
+            except (OSError, TimeoutError) as exc:
+                return proc, deadline, exc
+            return proc, deadline, None
 
     def _failed(self, proc: _Process, exc: BaseException, timeout: float) -> CellResult:
         """Kill the session after a timeout, a crash or a bad reply; the result says which, and so will the next."""

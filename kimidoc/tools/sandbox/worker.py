@@ -192,6 +192,7 @@ class Kernel:
 
     def __init__(self, config: dict, channel: int) -> None:
         self.channel = channel
+        self.reader = open(channel, "rb", closefd=False)  # noqa: SIM115  lives as long as the kernel
         # the cells' namespace is a real __main__ module, so pickle (multiprocessing) finds their functions
         main = types.ModuleType("__main__")
         main.__dict__["__builtins__"] = __builtins__
@@ -209,7 +210,7 @@ class Kernel:
     def serve(self) -> None:
         while True:
             try:
-                request = read_frame(self.channel)
+                request = read_frame(self.channel, reader=self.reader)
             except ProtocolError:
                 os._exit(0)
             cpu = request.get("cpu_seconds")
