@@ -168,7 +168,7 @@ def compare_versions(baseline: str, rounds: int, warm: int, cold_starts: int) ->
     print(f"{'median milliseconds':34}{'baseline':>12}{'this':>12}{'ratio':>8}")
     for op in samples[base]:
         b, o = statistics.median(samples[base][op]), statistics.median(samples[ours][op])
-        print(f"{op:34}{b:>12.2f}{o:>12.2f}{o / b:>8.2f}")
+        print(f"{op:34}{b:>12.3f}{o:>12.3f}{o / b:>8.2f}")
 
 
 def main() -> None:

@@ -26,7 +26,8 @@ def python_tool(sandbox: PythonSandbox, *, name: str = "python") -> Tool:
         "Every open matplotlib figure is returned as an image after the call (no need for plt.show()). "
         f"The working directory is private and writable. The documents are readable, read-only, at their own paths: {readable}. "
         f"There is no network. Limits per call: {lim.timeout:g} s wall-clock, {lim.cell_cpu_seconds:g} s CPU, "
-        f"{lim.memory_bytes >> 20} MiB memory, {lim.output_chars} characters of output."
+        f"{lim.memory_bytes >> 20} MiB memory for all its processes together, {lim.output_chars} characters of output. "
+        "If the interpreter had to be restarted, the result says so and why."
     )
     parameters = {
         "type": "object",

@@ -337,6 +337,7 @@ def test_a_huge_cell_is_refused_before_it_is_sent(sandbox: PythonSandbox) -> Non
     r = sandbox.run("'x'\n#" + "y" * (17 << 20))  # over the 16 MiB request limit
     assert not r.ok and "not run" in r.error and "request" in r.error
     assert sandbox.run("kept").value == "'here'"  # nothing was sent: the session is intact
+    assert sandbox.run("'big'\n#" + "y" * (1 << 20)).value == "'big'"  # a cell far over a pipe's 64 KiB is fine
 
 
 def test_a_stopped_interpreter_cannot_hang_the_host(docs_dir: str, processes_of_uid) -> None:
@@ -448,6 +449,18 @@ def test_memory_is_limited_for_the_session_not_per_process(docs_dir: str, proces
             except (OSError, KeyError):
                 pass
         assert held * blob <= limit, f"{held} processes hold {blob >> 20} MiB each under a {limit >> 20} MiB limit"
+
+
+def test_an_interpreter_killed_for_the_sessions_memory_is_told_why(docs_dir: str) -> None:
+    with PythonSandbox([docs_dir], limits=Limits(memory_bytes=300 << 20, timeout=120)) as sb:
+        r = sb.run(
+            "import os\nbig = b'y' * (200 << 20)\npid = os.fork()\n"
+            "if pid == 0:\n    del big\n    more = b'x' * (150 << 20)\n    os._exit(0)\n"
+            "os.waitpid(pid, 0)\n'both fit'"
+        )
+        # 350 MiB of two processes under a 300 MiB session: the kernel kills the larger, the interpreter
+        assert r.value is None and "went over its 300 MiB memory limit" in r.error, (r.value, r.error)
+        assert "300 MiB memory limit" in sb.run("1").notes[0]
 
 
 _FORGE = (

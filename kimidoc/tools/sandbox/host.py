@@ -207,9 +207,9 @@ class _Process:
             rc = self.popen.wait(timeout=wait)
         except subprocess.TimeoutExpired:
             return None
-        if self.cgroup is not None and self.cgroup.oom_kills():
-            return f"was killed by the kernel: the session's processes together went over its {self.cgroup.memory >> 20} MiB memory limit"
         sig = -rc if rc < 0 else rc - 128 if rc > 128 else 0
+        if sig == signal.SIGKILL and self.cgroup is not None and self.cgroup.oom_kills():
+            return f"was killed by the kernel: the session's processes together went over its {self.cgroup.memory >> 20} MiB memory limit"
         if sig:
             try:
                 return _SIGNALS.get(signal.Signals(sig), f"was killed by {signal.Signals(sig).name}")
@@ -230,6 +230,7 @@ def _forget_in_forked_child() -> None:
         sandbox._lock = threading.Lock()
         sandbox._state["proc"] = None
         sandbox._state["session_dir"] = None
+        sandbox.uid = None  # a sandbox of its own gets a uid of its own: one uid may signal its own processes
 
 
 _sandboxes: weakref.WeakSet[PythonSandbox] = weakref.WeakSet()
@@ -593,10 +594,8 @@ class PythonSandbox:
         return result
 
     def _note_restart(self, cause: str) -> None:
-        files = "" if self._workdir_arg else ", and files in its private working directory,"
-        self._pending_notes.append(
-            f"[note: this runs in a new interpreter session: the previous one {cause}, so earlier variables, imports{files} are gone]"
-        )
+        lost = "variables and imports" if self._workdir_arg else "variables, imports and working-directory files"
+        self._pending_notes.append(f"[note: this runs in a new interpreter session: the previous one {cause}, so its {lost} are gone]")
 
     def _parse(self, reply: dict[str, Any]) -> CellResult:
         """The reply as a result, every cap applied here again: the worker's own caps are the code's to bypass."""
