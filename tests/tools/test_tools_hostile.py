@@ -344,7 +344,12 @@ def test_a_stopped_interpreter_cannot_hang_the_host(docs_dir: str, processes_of_
     import threading
 
     with PythonSandbox([docs_dir], limits=Limits(timeout=3)) as sb:
-        sb.run("import os, signal, time\nif os.fork() == 0:\n    time.sleep(0.2)\n    os.kill(os.getppid(), signal.SIGSTOP)\n    os._exit(0)")
+        # the child stops the interpreter once it sleeps, waiting for the next request (it blocks nowhere else)
+        sb.run(
+            "import os, signal, time\nif os.fork() == 0:\n    parent = os.getppid()\n"
+            "    while open(f'/proc/{parent}/stat').read().rsplit(')', 1)[1].split()[0] != 'S':\n        time.sleep(0.01)\n"
+            "    os.kill(parent, signal.SIGSTOP)\n    os._exit(0)"
+        )
         interpreter = _in_namespace(processes_of_uid(sb.uid), 2)
         assert _until(lambda: _status(interpreter)["State"].startswith("T"))  # stopped, between two calls
         results = []
@@ -354,7 +359,10 @@ def test_a_stopped_interpreter_cannot_hang_the_host(docs_dir: str, processes_of_
         hung = cell.is_alive()
         if hung:  # unblock the host by killing the sandbox from outside, as one had to before
             for pid in processes_of_uid(sb.uid):
-                os.kill(pid, 9)
+                try:
+                    os.kill(pid, 9)
+                except ProcessLookupError:
+                    pass  # gone with its namespace's PID 1
             cell.join(30)
         assert not hung
         assert "Timed out after 3 s" in results[0].error

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import fcntl
 import io
 import linecache
 import os
@@ -37,7 +38,7 @@ import jail  # noqa: E402
 from protocol import ProtocolError, clip, read_frame, write_frame  # noqa: E402
 
 CHANNEL, LIFELINE = (int(fd) for fd in sys.argv[1:3])
-PRIVATE_FD = 1000  # where C keeps the channel: above the code's open-files limit, out of its way
+PRIVATE_FD = 1000  # where C keeps the channel (or as high as the open-files limit allows)
 LAYERS = ("netns", "fs_jail", "pidns", "uid", "rlimits", "no_new_privs", "seccomp")
 
 
@@ -125,7 +126,8 @@ def _stage_b(config: dict, problems: dict[str, str]) -> None:
             problems["uid"] = why
     else:
         problems["uid"] = "no sandbox uid was given"
-    channel = os.dup2(CHANNEL, PRIVATE_FD, inheritable=False)  # before RLIMIT_NOFILE puts that fd out of reach
+    # high, so that the code's own files never land next to it; before RLIMIT_NOFILE is lowered
+    channel = fcntl.fcntl(CHANNEL, fcntl.F_DUPFD_CLOEXEC, min(PRIVATE_FD, resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 16))
     os.close(CHANNEL)
     _confine(config["limits"], problems)
     jail.die_with_parent()
