@@ -260,8 +260,9 @@ def _until(condition, seconds: float = 60.0) -> bool:
     return True
 
 
-def test_sockets_fifos_and_devices_in_the_documents_are_unreachable(tmp_path) -> None:
-    docs = tmp_path / "docs"
+@pytest.mark.parametrize("folder", ["docs", "docs,bound"])  # an overlay; a plain bind (overlayfs cannot name a comma)
+def test_sockets_fifos_and_devices_in_the_documents_are_unreachable(tmp_path, folder: str) -> None:
+    docs = tmp_path / folder
     (docs / "sub").mkdir(parents=True)
     for d in (docs, docs / "sub"):
         d.chmod(0o755)
@@ -292,6 +293,7 @@ def test_sockets_fifos_and_devices_in_the_documents_are_unreachable(tmp_path) ->
             )
             r = sb.run(code)
             assert r.ok, r.error
+            assert ("bound without an overlay" in str(sb.isolation_problems())) == ("," in folder)
         for s in listeners:
             with pytest.raises(BlockingIOError):
                 s.accept()  # the cell has finished: a connection would be waiting already
@@ -303,6 +305,50 @@ def test_sockets_fifos_and_devices_in_the_documents_are_unreachable(tmp_path) ->
         os.close(reader)
         for s in listeners:
             s.close()
+    assert "sent" not in r.value and "written" not in r.value, r.value
+
+
+def test_locks_and_special_files_made_after_the_start_do_not_reach_the_host(tmp_path) -> None:
+    import fcntl
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    docs.chmod(0o755)
+    (docs / "doc.txt").write_text("shared")
+    with PythonSandbox([docs]) as sb:
+        sb.start()
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # both made while the session runs
+        listener.bind(str(docs / "late.sock"))
+        os.chmod(docs / "late.sock", 0o666)
+        listener.listen(4)
+        listener.setblocking(False)
+        os.mkfifo(docs / "late.fifo")
+        os.chmod(docs / "late.fifo", 0o666)
+        reader = os.open(docs / "late.fifo", os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            r = sb.run(
+                "import fcntl, os, socket\nout = {}\n"
+                f"held = open({str(docs / 'doc.txt')!r})\n"
+                "for name, lock in (('flock', lambda: fcntl.flock(held, fcntl.LOCK_EX)), ('lockf', lambda: fcntl.lockf(held, fcntl.LOCK_SH))):\n"
+                "    try:\n        lock(); out[name] = 'held'\n    except OSError as e:\n        out[name] = e.strerror\n"
+                f"try:\n    s = socket.socket(socket.AF_UNIX); s.connect({str(docs / 'late.sock')!r}); s.sendall(b'LEAK'); out['sock'] = 'sent'\n"
+                "except OSError as e:\n    out['sock'] = e.strerror\n"
+                f"try:\n    fd = os.open({str(docs / 'late.fifo')!r}, os.O_WRONLY | os.O_NONBLOCK); os.write(fd, b'LEAK'); out['fifo'] = 'written'\n"
+                "except OSError as e:\n    out['fifo'] = e.strerror\nout"
+            )
+            assert r.ok, r.error
+            with open(docs / "doc.txt", "r+") as mine:  # the host's own locks are not blocked by the sandbox's
+                fcntl.flock(mine, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.lockf(mine, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            with pytest.raises(BlockingIOError):
+                listener.accept()
+            try:
+                assert os.read(reader, 100) == b""
+            except BlockingIOError:
+                pass
+        finally:
+            os.close(reader)
+            listener.close()
     assert "sent" not in r.value and "written" not in r.value, r.value
 
 

@@ -273,8 +273,8 @@ class PythonSandbox:
 
     ``read_only`` paths (documents, repositories) are visible inside at the same absolute path,
     read-only, with their owners and modes unchanged (the sandbox's uid reads what any other user
-    may read); sockets, FIFOs and devices found in them at start are covered and cannot be opened
-    or connected to. The working directory is private and writable: a size-capped tmpfs at
+    may read), through overlays that keep the code's locks, leases and special-file traffic off the
+    host's inodes (see :func:`kimidoc.tools.sandbox.jail.build_root`). The working directory is private and writable: a size-capped tmpfs at
     :attr:`workdir` (``Limits.disk_size``), or the host folder ``workdir`` when one is given
     (files then persist on the host, bounded only by ``Limits.file_bytes`` each).
 

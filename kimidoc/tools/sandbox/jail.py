@@ -8,9 +8,10 @@ Layers and what they stop:
 - ``netns``: a fresh network namespace whose only interface is its own loopback: no route to the
   host's 127.0.0.1 or anywhere else.
 - ``fs_jail``: a private mount namespace and a new root (pivot_root onto a tmpfs) that holds only
-  the system and Python directories (read-only), the documents (read-only, with their owners and
-  modes as they are: the sandbox uid reads what "others" may read; sockets, FIFOs and devices in
-  them covered by an unopenable node), size- and inode-capped tmpfs work and home directories, a
+  the system and Python directories (read-only), the documents (read-only overlays, with their
+  owners and modes as they are: the sandbox uid reads what "others" may read, and its locks,
+  leases and special-file traffic stay on the overlay's inodes), size- and inode-capped tmpfs
+  work and home directories, a
   private /tmp, /dev/shm and a minimal /dev. Nothing else of the host filesystem is reachable,
   whatever its permissions, and nothing the code writes lands on the host's disk.
 - ``pidns``: a PID namespace: host processes are invisible, and killing its first process ends
@@ -210,6 +211,35 @@ def _cover_special_files(top: str, cover: str) -> int:
     return covered
 
 
+def _overlay_view(root: str, path: str, empty: str) -> None:
+    """``path`` shown at the same place through a read-only overlay (its only layers: ``path`` and an
+    empty directory), so that what the sandbox does to a document's inode stays on the overlay's own
+    inode: locks, leases, a FIFO's pipe and a socket's listener are not the host's. Permissions
+    are still checked against the document's own owner and mode.
+
+    A single file is taken from an overlay of its folder mounted aside, then unmounted. OSError
+    when the overlay cannot be made (a path overlayfs cannot name, a file system it cannot stack on).
+    """
+    source = os.path.realpath(path)
+    folder = source if os.path.isdir(source) else os.path.dirname(source)
+    if any(c in folder for c in ",:\\"):
+        raise OSError(errno.EINVAL, f"overlayfs cannot name {folder!r}")
+    flags = MS_RDONLY | MS_NOSUID | MS_NODEV
+    if folder == source:
+        _mount("overlay", _mkdirs_in(root, path), "overlay", flags, f"lowerdir={folder}:{empty}")
+        return
+    aside = f"{empty}-view"
+    os.makedirs(aside, exist_ok=True)
+    _mount("overlay", aside, "overlay", flags, f"lowerdir={folder}:{empty}")
+    try:
+        target = _mkdirs_in(root, path, file=True)
+        _mount(f"{aside}/{os.path.basename(source)}", target, None, MS_BIND)
+        _mount(None, target, None, MS_REMOUNT | MS_BIND | flags)
+    finally:
+        _check(_libc.umount2(os.fsencode(aside), MNT_DETACH), f"unmount {aside}")
+        os.rmdir(aside)
+
+
 def build_root(
     staging: str,
     *,
@@ -222,6 +252,7 @@ def build_root(
     tmp_size: str = "64m",
     files: int = 16384,
     proc: bool = True,
+    notes: dict[str, str] | None = None,
 ) -> None:
     """Assemble the new root on a tmpfs at ``staging`` and pivot into it.
 
@@ -229,6 +260,9 @@ def build_root(
     ``private_size`` owned by ``owner`` (uid, gid). Every tmpfs the code can write (``private``,
     /tmp, /dev/shm) holds at most ``files`` files and directories: an inode costs kernel memory
     that tmpfs's size does not count.
+
+    ``read_only`` paths are shown through read-only overlays (see :func:`_overlay_view`); where one
+    cannot be made, a plain read-only bind whose sockets, FIFOs and devices are covered, said in ``notes``.
 
     Must run in a private mount namespace (so nothing propagates to the host) and, for /proc to
     show only the sandbox's processes, as a process inside the new PID namespace.
@@ -253,16 +287,23 @@ def build_root(
     _device_nodes(dev)
     for name, link in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
         os.symlink(link, f"{dev}/{name}")
-    cover = f"{dev}/.cover"
+    cover, empty = f"{dev}/.cover", f"{dev}/.empty"
     os.close(os.open(cover, os.O_CREAT | os.O_WRONLY, 0))
+    os.mkdir(empty, 0o555)
     shm = _mkdirs_in(root, "/dev/shm")
     _mount("tmpfs", shm, "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmp_size},nr_inodes={files},mode=1777")
     if proc:
         _mount("proc", _mkdirs_in(root, "/proc"), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     for path in sorted(set(read_only), key=len):
-        _bind(root, path, writable=False)
-    for path in sorted(set(read_only), key=len):
-        _cover_special_files(root + path, cover)
+        try:
+            _overlay_view(root, path, empty)
+        except OSError as exc:
+            # a plain read-only bind: locks and leases reach the host's inodes (leases are refused by
+            # seccomp), and special files are covered as found now
+            if notes is not None:
+                notes[f"read_only {path}"] = f"bound without an overlay ({exc}): special files created later are reachable"
+            _bind(root, path, writable=False)
+            _cover_special_files(root + path, cover)
     for path in sorted(set(writable), key=len):
         _bind(root, path, writable=True)
     ids = f",uid={owner[0]},gid={owner[1]}" if owner else ""

@@ -114,6 +114,7 @@ def _stage_b(config: dict, problems: dict[str, str]) -> None:
                 tmp_size=config["tmp_size"],
                 files=config["files"],
                 proc=in_pidns,
+                notes=problems,
             )
             os.chdir(config["workdir"])
         except OSError as exc:
