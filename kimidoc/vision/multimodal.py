@@ -167,8 +167,8 @@ def build_multimodal(config: KimiConfig, text_model: nn.Module) -> KimiK25:
 def load_multimodal(path: str | Path, **options: Any) -> nn.Module:
     """Load a K2.5/K2.6 checkpoint folder with its vision tower: a :class:`KimiK25`, or the text model
     alone when ``config.json`` has no ``vision_config``. ``options`` are :func:`kimidoc.model.loading.load`'s."""
-    return load(path, wrap=_with_tower, **options)
+    return load(path, wrap=with_tower, **options)
 
 
-def _with_tower(config: KimiConfig, text_model: nn.Module) -> nn.Module:
+def with_tower(config: KimiConfig, text_model: nn.Module) -> nn.Module:
     return build_multimodal(config, text_model) if config.vision_config else text_model

@@ -14,7 +14,8 @@ import torch
 
 from kimidoc.model import generate, load
 from kimidoc.model.shards import CheckpointError
-from kimidoc.placement import Machine, inventory_from_checkpoint, read_config, plan
+from kimidoc.placement import Machine, inventory_from_checkpoint, plan, read_config
+from kimidoc.placement.plan import QUANTIZED_EXPERT_BYTES_PER_PARAM, resident_bytes
 from kimidoc.placement.routing import collect_routing
 from kimidoc.placement.runtime import HostEmbeddingLM, load_placed, main_device, placement_report
 from kimidoc.placement.stats import load_routing_stats
@@ -37,12 +38,12 @@ def ckpt(tmp_path_factory):
 
 def _budget(path: Path, expert_share: float, context: int = 64) -> tuple[int, int]:
     """RAM for every non-expert part, the latent cache, the default disk-tier cache (2 x top-k
-    experts) and ``expert_share`` of the experts; and the bytes of all experts."""
+    experts) and ``expert_share`` of the experts; and the bytes of all experts (loaded)."""
     specs = inventory_from_checkpoint(path)
     cfg = read_config(path)
     dense = sum(s.nbytes for s in specs if s.kind != "routed_expert")
     expert_specs = [s for s in specs if s.kind == "routed_expert"]
-    experts = sum(s.nbytes for s in expert_specs)
+    experts = sum(resident_bytes(s) for s in expert_specs)  # as loaded: the kernel's scale table included
     one = experts // len({(s.layer, s.expert) for s in expert_specs})
     latent = (cfg["kv_lora_rank"] + cfg["qk_rope_head_dim"]) * 2 * cfg["num_hidden_layers"] * context
     return dense + latent + 2 * cfg["num_experts_per_tok"] * one + int(expert_share * experts), experts
@@ -265,7 +266,9 @@ def test_quantize_on_load_turns_bf16_experts_into_int4(tmp_path):
     model = load_placed(path, Machine(cpu=cpu, disk=10**9), quantize_experts=True, dtype=torch.float32, int4_compute_dtype=torch.float32, context=64)
     assert model.plan.quantize_experts and placement_report(model)["quantize_experts"]
     bf16_experts = sum(s.nbytes for s in inventory_from_checkpoint(path) if s.kind == "routed_expert")
-    assert sum(b for u, b in model.plan.unit_bytes.items() if ".experts." in u) < 0.3 * bf16_experts
+    # INT4 values plus the kernel's bf16 (scale, zero) per group of 32: under a third of BF16
+    assert sum(b for u, b in model.plan.unit_bytes.items() if ".experts." in u) == pytest.approx(bf16_experts / 2 * QUANTIZED_EXPERT_BYTES_PER_PARAM, rel=1e-3)
+    assert QUANTIZED_EXPERT_BYTES_PER_PARAM / 2 < 1 / 3
     tensors = read_tensors(path)
     for bank in model.expert_banks():
         assert set(bank.where.values()) == {"cpu", "disk"}
