@@ -9,8 +9,8 @@ Modules: ``config`` (config.json, the quantization config), ``linear`` (uninitia
 precision), ``norm``, ``rope`` (YaRN, interleaved), ``mla`` (attention math), ``cache`` (latent
 cache), ``moe`` (router, expert banks -- the placement seam), ``int4`` (packing and kernels),
 ``model`` (the causal LM), ``shards`` / ``slots`` / ``loading`` (checkpoint -> text model),
-``generation`` (``generate``, ``sample``). The multimodal model (text + vision tower) is one floor up, in
-:mod:`kimidoc.vision.multimodal`.
+``decode`` (``decode_step``: one token, the fast path), ``generation`` (``generate``, ``sample``).
+The multimodal model (text + vision tower) is one floor up, in :mod:`kimidoc.vision.multimodal`.
 
 Names load on first use, so reading a config (``kimidoc plan``) does not import torch.
 """
@@ -26,6 +26,7 @@ _EXPORTS = {
     "TextConfig": "config",
     "config_from_dict": "config",
     "load_config": "config",
+    "decode_step": "decode",
     "generate": "generation",
     "sample": "generation",
     "load": "loading",

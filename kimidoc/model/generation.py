@@ -1,4 +1,4 @@
-"""The generation loop: chunked prefill, then one absorbed-MLA decode step per token.
+"""The generation loop: chunked prefill, then one :func:`~.decode.decode_step` per token.
 
 Example::
 
@@ -20,6 +20,8 @@ from typing import Callable
 import torch
 
 from .cache import LatentCache
+from .decode import decode_step
+from .model import KimiForCausalLM
 
 PREFILL_CHUNK = 2048
 
@@ -134,6 +136,9 @@ def generate(
         out.append(token)
         if (on_token is not None and on_token(token) is False) or token in stops or step == max_new_tokens - 1:
             break
-        logits = lm(torch.tensor([[token]], device=lm.device), cache=cache)[0, -1]
+        if isinstance(lm, KimiForCausalLM):
+            logits = decode_step(lm, token, cache)
+        else:  # any other causal LM with the same call (tests script one this way)
+            logits = lm(torch.tensor([[token]], device=lm.device), cache=cache)[0, -1]
         cache.tokens.append(token)
     return out

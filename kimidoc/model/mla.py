@@ -82,6 +82,26 @@ class MLAttention(nn.Module):
     ) -> torch.Tensor:
         """``x`` ``[B, T, hidden]``; ``cos``/``sin`` ``[T, rope_dim/2]`` for the new positions."""
         b, t, _ = x.shape
+        q_nope, q_pe, latent = self.project(x, cos, sin, cache)
+        if form == "auto":
+            length = latent.shape[1]
+            expanded_bytes = b * length * self.num_heads * 2 * self.qk_dim * latent.element_size()
+            form = "absorbed" if t <= ABSORB_MAX_TOKENS or expanded_bytes > EXPANDED_KV_BUDGET else "expanded"
+        if form == "absorbed":
+            out = self._absorbed(q_nope, q_pe, latent)
+        elif form == "expanded":
+            out = self._expanded(q_nope, q_pe, latent)
+        else:
+            raise ValueError(f"unknown attention form {form!r} (auto, expanded or absorbed)")
+        return self.o_proj(out)
+
+    def project(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: LatentCache | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries (``q_nope``, rotated ``q_pe``, ``[B, T, H, *]``) and the latents to attend over:
+        the new tokens' ``[c_kv, k_pe]``, after the cached ones when there is a ``cache`` (which
+        they are appended to)."""
+        b, t, _ = x.shape
         if self.q_lora_rank is None:
             q = self.q_proj(x)
         else:
@@ -94,18 +114,7 @@ class MLAttention(nn.Module):
         latent = torch.cat([self.kv_a_layernorm(c_kv), apply_interleaved(k_pe, cos, sin)], dim=-1)
         if cache is not None:
             latent = cache.append(self.layer_idx, latent.to(cache.dtype)).to(x.dtype)
-
-        if form == "auto":
-            length = latent.shape[1]
-            expanded_bytes = b * length * self.num_heads * 2 * self.qk_dim * latent.element_size()
-            form = "absorbed" if t <= ABSORB_MAX_TOKENS or expanded_bytes > EXPANDED_KV_BUDGET else "expanded"
-        if form == "absorbed":
-            out = self._absorbed(q_nope, q_pe, latent)
-        elif form == "expanded":
-            out = self._expanded(q_nope, q_pe, latent)
-        else:
-            raise ValueError(f"unknown attention form {form!r} (auto, expanded or absorbed)")
-        return self.o_proj(out)
+        return q_nope, q_pe, latent
 
     def _expanded(self, q_nope: torch.Tensor, q_pe: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
         b, t = q_nope.shape[:2]

@@ -91,13 +91,17 @@ class ExpertBank(nn.Module):
     def expert_weights(self, e: int) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
+    def decode(self, x: torch.Tensor, experts: list[int], weights: list[float]) -> torch.Tensor:
+        """One token ``x`` ``[1, H]`` through ``experts``, summed with ``weights``."""
+        out = torch.zeros_like(x)
+        for e, w in zip(experts, weights):
+            out += self.run_expert(e, x) * w
+        return out
+
     def forward(self, x: torch.Tensor, topk_idx: torch.Tensor, topk_weight: torch.Tensor) -> torch.Tensor:
         """``x`` ``[N, H]``; returns ``sum_k topk_weight[:, k] * expert_{topk_idx[:, k]}(x)``."""
         if x.shape[0] == 1:  # decode: no sorting or scattering, just the chosen experts in turn
-            out = torch.zeros_like(x)
-            for e, w in zip(topk_idx[0].tolist(), topk_weight[0].tolist()):
-                out += self.run_expert(e, x) * w
-            return out
+            return self.decode(x, topk_idx[0].tolist(), topk_weight[0].tolist())
         g = group_by_expert(x, topk_idx, topk_weight)
         out = torch.zeros_like(x)
         start = 0
@@ -183,6 +187,19 @@ class Int4Experts(ExpertBank):
         gate, up = h.chunk(2, dim=-1)
         y = int4.int4_matmul(F.silu(gate) * up, self.down[e], self.down_scale_zeros[e], self.group_size)
         return y.to(x.dtype)
+
+    def decode(self, x: torch.Tensor, experts: list[int], weights: list[float]) -> torch.Tensor:
+        # run_expert per expert, without its per-call conversions: x is cast to the kernel's dtype
+        # once, and each expert's output is added in x's dtype, in the same order.
+        mm = int4.int4_matmul
+        xc = x.to(self.compute_dtype)
+        g, width = self.group_size, self.width
+        out = torch.zeros_like(x)
+        for e, w in zip(experts, weights):
+            h = mm(xc, self.gate_up[e], self.gate_up_scale_zeros[e], g)
+            y = mm(F.silu(h[:, :width]) * h[:, width:], self.down[e], self.down_scale_zeros[e], g)
+            out += y.to(out.dtype) * w
+        return out
 
     def expert_weights(self, e: int) -> dict[str, torch.Tensor]:
         """Dequantized weights of expert ``e``, recovered from the kernel layout (slow; for checks)."""

@@ -55,15 +55,24 @@ class Rotary:
 
     def __call__(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """cos, sin ``[T, dim/2]`` for integer ``positions`` ``[T]``."""
-        key = (positions.device, dtype)
         needed = int(positions.max()) + 1 if positions.numel() else 0
+        cos, sin = self._table(positions.device, dtype, needed)
+        return cos[positions], sin[positions]
+
+    def at(self, position: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin ``[1, dim/2]`` for one position: views into the table (a decode step's lookup)."""
+        cos, sin = self._table(device, dtype, position + 1)
+        return cos[position : position + 1], sin[position : position + 1]
+
+    def _table(self, device: torch.device, dtype: torch.dtype, needed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (device, dtype)
         table = self._tables.get(key)
         if table is None or table[0].shape[0] < needed:
             length = max(needed, 2 * table[0].shape[0] if table else 4096)
             freqs = torch.arange(length, dtype=torch.float32, device="cpu")[:, None] * self.inv_freq[None, :]
-            table = ((freqs.cos() * self.scale).to(positions.device, dtype), (freqs.sin() * self.scale).to(positions.device, dtype))
+            table = ((freqs.cos() * self.scale).to(device, dtype), (freqs.sin() * self.scale).to(device, dtype))
             self._tables[key] = table
-        return table[0][positions], table[1][positions]
+        return table
 
 
 def apply_interleaved(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

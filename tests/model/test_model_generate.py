@@ -138,3 +138,28 @@ def test_bf16_weights_with_float32_activations(tmp_path):
     step = torch.tensor([[42]])
     a, b = mixed(step, cache=c1), full(step, cache=c2)
     assert (a - b).abs().max().item() < 0.05 * b.abs().max().item()
+
+
+@pytest.mark.parametrize("experts", ["int4", "tiered"])
+def test_decode_step_is_the_forward_of_one_token(model, tmp_path, experts):
+    """decode_step takes the short road (absorbed attention, each bank's one-row path, a rotary
+    table view) through the same modules as forward: the same logits, the same cache."""
+    from kimidoc.model import decode_step
+    from kimidoc.model.moe import Int4Experts
+    from kimidoc.placement import Machine
+    from kimidoc.placement.runtime import load_placed
+
+    lm = model
+    if experts == "tiered":  # experts behind the placement seam (TieredExperts), whose forward has no one-row path
+        path = write_checkpoint(tmp_path / "ckpt", int4=True, text_only=True, seed=4)
+        lm = load_placed(path, Machine(cpu=10**8, disk=10**9), dtype=torch.float32, int4_compute_dtype=torch.float32, context=64, disk_cache_bytes=10**6)
+    else:
+        assert isinstance(lm.expert_banks()[0], Int4Experts)
+    a, b = lm.new_cache(), lm.new_cache()
+    lm(torch.tensor([PROMPT]), cache=a)
+    lm(torch.tensor([PROMPT]), cache=b)
+    for token in (4242, 17, 163586):
+        expected = lm(torch.tensor([[token]]), cache=a)[0, -1]
+        got = decode_step(lm, token, b)
+        assert got.shape == expected.shape and torch.allclose(got, expected, rtol=1e-5, atol=1e-5)
+        assert b.length == a.length and torch.equal(b.layer(0), a.layer(0))
