@@ -1,19 +1,27 @@
 """INT4 linear vs BF16 (and fp32) linear at M=1 for K2.6's expert shapes, against the bandwidth ceiling.
 
-    python benchmarks/bench_int4.py [--threads N] [--repeat R]
+    python benchmarks/bench_int4.py [--threads N] [--repeat R] [--experts E]
 
 Shapes are K2.6's routed-expert projections: gate/up [2048 x 7168] and down [7168 x 2048]
 (out x in). The INT4 weight is the checkpoint's packing converted once to the kernel layout
 (``Int4Linear``); the peer is ``F.linear`` on the same dequantized weight in BF16 -- what
 transformers runs for a BF16 checkpoint. GB/s counts the bytes each call must read (weights and,
 for INT4, the scale/zero table). Also times the dequantize-then-matmul reference path, to show why
-the conversion happens once at load time.
+the conversion happens once at load time. ``%bw`` is GB/s over the machine's measured read
+bandwidth (the ceiling a bandwidth-bound kernel can reach).
+
+Then one routed-expert layer at M=1 as decode runs it (``Int4Experts``, K2.6's expert shape,
+``--experts`` in the bank, top-8; float32 activations as the model has them) against the sum of
+its kernel calls alone (8 experts x 2 calls: gate and up are fused into one [4096 x 7168] weight),
+timed on the same 8 experts: the ratio is what the dispatch around the kernels costs.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+from typing import Callable
 from pathlib import Path
 
 import torch
@@ -25,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _peer import bandwidth_gbs, interleaved_median_ms, median_ms  # noqa: E402
 
 from kimidoc.model import int4  # noqa: E402
+from kimidoc.model.moe import Int4Experts  # noqa: E402
 
 SHAPES = {"gate/up [2048x7168]": (2048, 7168), "down [7168x2048]": (7168, 2048)}
 
@@ -33,11 +42,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--repeat", type=int, default=50)
+    ap.add_argument("--cold-mib", type=int, default=256, help="MiB of weight copies each path cycles through (more than the LLC)")
+    ap.add_argument("--experts", type=int, default=128, help="experts in the routed-expert layer's bank (K2.6: 384 per layer)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     bw = bandwidth_gbs()
     print(f"threads {args.threads}; memory-bandwidth ceiling (1 GiB sum): {bw:.1f} GB/s")
-    print(f"{'shape':<22} {'path':<26} {'ms':>8} {'GB/s':>7} {'vs bf16':>8} {'max|err|':>9}")
+    print(f"{'shape':<22} {'path':<26} {'ms':>8} {'GB/s':>7} {'%bw':>5} {'vs bf16':>8} {'max|err|':>9}")
     g = torch.Generator().manual_seed(0)
     for label, (out_f, in_f) in SHAPES.items():
         q, scale = int4.quantize(torch.randn(out_f, in_f, generator=g) * in_f**-0.5)
@@ -48,10 +59,27 @@ def main() -> None:
         w_bf16, x_bf16 = w.to(torch.bfloat16), x.to(torch.bfloat16)
         reference = x @ w.t()
         int4_bytes = layer.weight.numel() + layer.scale_zeros.numel() * layer.scale_zeros.element_size()
+        # Each path cycles through copies of its weight totalling >= --cold-mib, so every call reads
+        # from memory as a decode step does (one weight, read again and again, sits in the LLC).
+        copies = lambda t: [t.clone() for _ in range(max(1, math.ceil(args.cold_mib * 2**20 / (t.numel() * t.element_size()))))]  # noqa: E731
+        bf16_ws, fp32_ws = copies(w_bf16), copies(w)
+        int4_ws = list(zip(copies(layer.weight), copies(layer.scale_zeros)))
+
+        def cycle(ws: list, f: Callable) -> Callable[[], None]:
+            state = {"i": 0}
+
+            def step() -> None:
+                state["i"] = (state["i"] + 1) % len(ws)
+                f(ws[state["i"]])
+
+            return step
+
+        kernel = lambda xs, ws: int4.int4_matmul(xs, ws[0], ws[1], layer.group_size)  # noqa: E731
         rows = [
-            ("bf16 F.linear (peer)", lambda: F.linear(x_bf16, w_bf16), w_bf16.numel() * 2, F.linear(x_bf16, w_bf16)),
-            ("fp32 F.linear", lambda: F.linear(x, w), w.numel() * 4, F.linear(x, w)),
-            ("int4 kernel (bf16 act.)", lambda: layer(x_bf16), int4_bytes, layer(x_bf16)),
+            ("bf16 F.linear (peer)", cycle(bf16_ws, lambda wt: F.linear(x_bf16, wt)), w_bf16.numel() * 2, F.linear(x_bf16, w_bf16)),
+            ("fp32 F.linear", cycle(fp32_ws, lambda wt: F.linear(x, wt)), w.numel() * 4, F.linear(x, w)),
+            ("int4 kernel (bf16 act.)", cycle(int4_ws, lambda ws: kernel(x_bf16, ws)), int4_bytes, layer(x_bf16)),
+            ("int4, fp32 act. cast", cycle(int4_ws, lambda ws: kernel(x.to(torch.bfloat16), ws).float()), int4_bytes, layer(x)),
             ("dequantize + F.linear", lambda: F.linear(x, packed.dequantize()), packed.weight_packed.numel() * 4, reference),
         ]
         fast = interleaved_median_ms({name: fn for name, fn, _, _ in rows[:-1]}, args.repeat)
@@ -60,7 +88,39 @@ def main() -> None:
         for name, fn, nbytes, y in rows:
             ms = fast[name]
             err = (y.float() - reference).abs().max().item()
-            print(f"{label:<22} {name:<26} {ms:>8.3f} {nbytes / ms / 1e6:>7.1f} {peer_ms / ms:>7.2f}x {err:>9.2e}")
+            gbs = nbytes / ms / 1e6
+            print(f"{label:<22} {name:<26} {ms:>8.3f} {gbs:>7.1f} {100 * gbs / bw:>5.0f} {peer_ms / ms:>7.2f}x {err:>9.2e}")
+    expert_layer(args.experts, args.repeat, bw)
+
+
+def expert_layer(n_experts: int, repeat: int, bw: float, hidden: int = 7168, width: int = 2048, top_k: int = 8) -> None:
+    """Int4Experts.forward for one token vs the bare kernel calls for the same experts."""
+    g = torch.Generator().manual_seed(1)
+    bank = Int4Experts(n_experts, hidden, width, compute_dtype=torch.bfloat16)
+    bank.gate_up.copy_(torch.randint(0, 256, bank.gate_up.shape, generator=g, dtype=torch.uint8))
+    bank.down.copy_(torch.randint(0, 256, bank.down.shape, generator=g, dtype=torch.uint8))
+    for table in (bank.gate_up_scale_zeros, bank.down_scale_zeros):
+        table.zero_()
+        table[..., 0] = (torch.rand(table.shape[:-1], generator=g) * 0.02 + 0.001).to(table.dtype)
+    x = torch.randn(1, hidden, generator=g)
+    chosen = torch.randperm(n_experts, generator=g)[:top_k]
+    idx, weight = chosen[None], torch.softmax(torch.randn(1, top_k, generator=g), -1)
+    xb, hb = x.to(torch.bfloat16), torch.randn(1, width, generator=g).to(torch.bfloat16)
+    experts = chosen.tolist()
+
+    def kernels_only() -> None:
+        for e in experts:
+            int4.int4_matmul(xb, bank.gate_up[e], bank.gate_up_scale_zeros[e], bank.group_size)
+            int4.int4_matmul(hb, bank.down[e], bank.down_scale_zeros[e], bank.group_size)
+
+    t = interleaved_median_ms({"layer": lambda: bank(x, idx, weight), "kernels": kernels_only}, max(5, repeat // 5))
+    per_expert = sum(b[0].numel() * b.element_size() for b in (bank.gate_up, bank.down, bank.gate_up_scale_zeros, bank.down_scale_zeros))
+    nbytes = top_k * per_expert
+    print(f"\nrouted-expert layer, {top_k} of {n_experts} experts [{hidden} x {width}], M=1, {nbytes / 1e6:.0f} MB read:")
+    for name, label in (("layer", "Int4Experts forward"), ("kernels", f"{2 * top_k} kernel calls alone")):
+        gbs = nbytes / t[name] / 1e6
+        print(f"  {label:<26} {t[name]:>8.3f} ms {gbs:>7.1f} GB/s {100 * gbs / bw:>4.0f}% bw")
+    print(f"  layer / kernels: {t['layer'] / t['kernels']:.2f}x")
 
 
 if __name__ == "__main__":

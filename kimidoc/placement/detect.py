@@ -64,11 +64,13 @@ def machine_for(
 ) -> Machine:
     """A :class:`Machine` from the budgets given (sizes like ``"24GiB"``), detecting the others.
 
-    ``gpu_memory`` per GPU (``["24GiB"]``, ``["8x141GB"]``, bytes; ``[]`` for none); ``cpu_memory``
+    ``gpu_memory`` per GPU (``["24GiB"]``, ``["8x141GB"]``, bytes; ``[]`` or ``["0"]`` for none); ``cpu_memory``
     the RAM for weights; ``disk_cache`` a folder that turns the disk tier on, sized by
     ``disk_memory`` or else by the folder's free space.
     """
     gpus = free_gpu_memory() if gpu_memory is None else parse_gpus([str(g) for g in gpu_memory])
+    if not any(gpus):  # "--gpu-memory 0": plan without the GPUs
+        gpus = []
     cpu = ram_budget(available_ram()) if cpu_memory is None else parse_bytes(cpu_memory)
     disk: int | None = None
     if disk_memory is not None:

@@ -192,7 +192,7 @@ def test_detected_gpus_are_their_free_memory(monkeypatch):
     m = machine_for()
     assert m.gpus == [7 * 2**30, 8 * 2**30] and m.cpu == detect.ram_budget(64 * 2**30) and m.disk is None
     assert machine_for(["24GiB"], "1TB").gpus == [24 * 2**30]
-    assert machine_for([], "1TB").gpus == []
+    assert machine_for([], "1TB").gpus == [] and machine_for(["0"], "1TB").gpus == []
 
 
 def test_plan_prints_the_plan_that_runs(small, tmp_path, capsys):
