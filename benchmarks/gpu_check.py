@@ -10,7 +10,12 @@ exits 0. One run, about a minute on one GPU:
 3. checks parity: the GPU and split runs' logits against the CPU reference (bf16 kernels differ
    only by rounding) and the greedy tokens of split against all-on-GPU;
 4. checks NF4 shrink on the GPU (bitsandbytes, if installed) stays close to the unshrunk logits;
-5. prints decode tokens/s for CPU, GPU and split, and the ratios.
+5. prints decode tokens/s for CPU, GPU and split, the ratios, and the all-GPU run's fraction of
+   the GPU's measured read bandwidth (bytes per token from the plan);
+6. the CUDA INT4 kernel at M=1 on K2.6's expert shapes against the dequantize reference, with its
+   GB/s and fraction of the measured bandwidth;
+7. the checkpoint loaded for the detected machine (no budgets given, as ``kimidoc ask --model DIR``
+   does): where the plan put it, and its greedy tokens against all-on-GPU.
 
     python3 benchmarks/gpu_check.py [--tokens 64] [--gpu-share 0.5]
 """
@@ -30,8 +35,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("KIMIDOC_PROGRESS", "0")
 
-from kimidoc.model import generate
-from kimidoc.placement import Machine, inventory_from_checkpoint, read_config, plan
+from kimidoc.model import generate, int4
+from kimidoc.placement import Machine, inventory_from_checkpoint, plan, read_config
 from kimidoc.placement.runtime import load_placed, placement_report
 from kimidoc.testing import tiny_text_config, write_checkpoint
 
@@ -53,6 +58,41 @@ def decode_rate(model: torch.nn.Module, prompt: list[int], tokens: int) -> tuple
 
     out = generate(model, prompt, max_new_tokens=tokens, on_token=stamp)
     return out, (len(stamps) - 1) / (stamps[-1] - stamps[0])
+
+
+def gpu_bandwidth_gbs(gib: float = 1.0, repeat: int = 10) -> float:
+    """Read bandwidth of GPU 0: ``t.sum()`` over a ``gib`` GiB float32 tensor."""
+    t = torch.ones(int(gib * 2**30) // 4, device="cuda")
+    return gib * 2**30 / cuda_ms(t.sum, repeat) / 1e6
+
+
+def cuda_ms(fn, repeat: int) -> float:
+    fn()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    torch.cuda.synchronize()
+    return 1e3 * (time.perf_counter() - start) / repeat
+
+
+def int4_kernel_check(bw: float, failures: list[str]) -> None:
+    """The CUDA INT4 kernel at M=1 vs the dequantize reference, cycling weights past the L2."""
+    g = torch.Generator().manual_seed(0)
+    for label, (out_f, in_f) in {"gate/up [2048x7168]": (2048, 7168), "down [7168x2048]": (7168, 2048)}.items():
+        q, scale = int4.quantize(torch.randn(out_f, in_f, generator=g) * in_f**-0.5)
+        packed = int4.PackedInt4(int4.pack(q), scale, (out_f, in_f))
+        layers = [int4.Int4Linear(packed, compute_dtype=torch.bfloat16, device="cuda") for _ in range(32)]
+        x = torch.randn(1, in_f, generator=g)
+        ref = x @ packed.dequantize().t()
+        err = rel_err(layers[0](x.cuda().to(torch.bfloat16)), ref)
+        xb = x.cuda().to(torch.bfloat16)
+        nbytes = layers[0].weight.numel() * layers[0].weight.element_size() + layers[0].scale_zeros.numel() * 2
+        ms = cuda_ms(lambda: [layer(xb) for layer in layers], 20) / len(layers)
+        gbs = nbytes / ms / 1e6
+        print(f"CUDA INT4 kernel {label}: relative error vs dequantize {err:.2e}; {ms * 1e3:.1f} us, {gbs:.0f} GB/s, {100 * gbs / bw:.0f}% of bandwidth")
+        if not err < 0.02:
+            failures.append(f"CUDA INT4 kernel {label} differs from the dequantize reference by {err:.2e}")
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -106,6 +146,22 @@ def main() -> int:
             failures.append(f"split and all-GPU greedy tokens agree at only {agree}/{len(gpu_tokens)}")
         print(f"decode tokens/s: CPU {cpu_rate:.1f}, all-GPU {gpu_rate:.1f}, split GPU/CPU {split_rate:.1f}")
         print(f"ratios: split / CPU {split_rate / cpu_rate:.2f}x, split / all-GPU {split_rate / gpu_rate:.2f}x")
+        bw = gpu_bandwidth_gbs()
+        per_token = sum(gpu_model.plan.bytes_read_per_token().values())
+        print(f"GPU read bandwidth {bw:.0f} GB/s; all-GPU decode reads {per_token / 1e6:.1f} MB/token: "
+              f"{100 * per_token * gpu_rate / (bw * 1e9):.0f}% of bandwidth")
+        int4_kernel_check(bw, failures)
+
+        from kimidoc.backends.local import load_local
+
+        auto = load_local(path, context=context)  # the machine detected here, as `kimidoc ask --model DIR` plans it
+        print("detected machine:", auto.plan.machine.gpus, "GPU bytes,", auto.plan.machine.cpu, "RAM bytes; placement:", placement_report(auto))
+        auto_tokens, auto_rate = decode_rate(auto, prompt, args.tokens)
+        same = sum(a == b for a, b in zip(auto_tokens, gpu_tokens))
+        print(f"detected-machine run: {auto_rate:.1f} tokens/s, greedy tokens == all-GPU at {same}/{len(gpu_tokens)}")
+        if same < 0.75 * len(gpu_tokens):
+            failures.append(f"detected-machine tokens agree with all-GPU at only {same}/{len(gpu_tokens)}")
+        del auto
 
         try:
             import bitsandbytes  # noqa: F401
