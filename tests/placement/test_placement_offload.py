@@ -222,35 +222,34 @@ _PROBE = textwrap.dedent(
     base = status("VmRSS:")
     model = load(path) if mode == "ram" else load_placed(path, Machine(cpu=budget, disk=10**12), context=64)
     tokens = generate(model, list(range(3, 40)), max_new_tokens=8)
-    print(json.dumps({"tokens": tokens, "peak": status("VmHWM:") - base}))
+    disk = sum(1 for b in model.expert_banks() for d in getattr(b, "where", {}).values() if d == "disk")
+    print(json.dumps({"tokens": tokens, "peak": status("VmHWM:") - base, "disk_experts": disk}))
     """
 )
-# Working memory of a run from a cold heap (allocator slack, activations, logits, disk-tier experts
-# being converted to the kernel layout): ~25 MiB measured in a fresh virtualenv.
-MARGIN = 32 * 2**20
-
-
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc to reset the RSS peak")
 def test_ram_budget_below_the_weights_keeps_peak_rss_under_budget(tmp_path):
-    cfg = _config(hidden_size=512, moe_intermediate_size=384, n_routed_experts=128, q_lora_rank=64, kv_lora_rank=64)
+    cfg = _config(hidden_size=512, moe_intermediate_size=384, n_routed_experts=128, q_lora_rank=64, kv_lora_rank=64, num_hidden_layers=5)
     path = write_checkpoint(tmp_path / "ckpt", config=cfg, text_only=True, num_shards=3, seed=5)
     budget, experts = _budget(path, 0.2)  # all non-expert parts + a fifth of the experts (cache included)
-    assert budget + MARGIN < experts
+    weights = sum(s.nbytes for s in inventory_from_checkpoint(path) if s.kind != "routed_expert") + experts
+    one = experts // (4 * 128)
     probe = tmp_path / "probe.py"
     probe.write_text(_PROBE)
     env = {**os.environ, "PYTHONPATH": str(REPO), "KIMIDOC_PROGRESS": "0"}
-    runs = {
-        mode: subprocess.Popen([sys.executable, str(probe), str(path), mode, str(budget)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
-        for mode in ("ram", "tiered")
-    }
     results = {}
-    for mode, proc in runs.items():
-        out, err = proc.communicate(timeout=120)
-        assert proc.returncode == 0, err
-        results[mode] = json.loads(out.strip().splitlines()[-1])
+    for mode in ("ram", "tiered"):  # one at a time: their peaks must not squeeze each other
+        proc = subprocess.run([sys.executable, str(probe), str(path), mode, str(budget)], capture_output=True, text=True, env=env, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        results[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
     assert results["tiered"]["tokens"] == results["ram"]["tokens"]
-    assert results["ram"]["peak"] > experts  # the all-in-RAM run holds every expert...
-    assert results["tiered"]["peak"] < budget + MARGIN  # ...the tiered one stays within its budget
+    assert results["ram"]["peak"] > weights  # the all-in-RAM run holds every weight...
+    # ...and what it needs beyond them (activations, logits, allocator slack) any run needs. The
+    # disk tier adds its own transit: prefill routes tokens to every expert of a layer, so up to one
+    # layer's disk-tier experts pass through freshly read buffers the allocator may keep mapped.
+    working = results["ram"]["peak"] - weights
+    transit = results["tiered"]["disk_experts"] // 4 * one
+    assert budget + working + transit < weights  # the bound could not hold every expert
+    assert results["tiered"]["peak"] < budget + working + transit
 
 
 def test_quantize_on_load_turns_bf16_experts_into_int4(tmp_path):
