@@ -70,8 +70,14 @@ class BaseBackend(ABC):
     async def acomplete(self, messages: Sequence[Message], tools: Sequence[ToolSchema] | None = None, **sampling: Any) -> AssistantMessage:
         return await asyncio.to_thread(self.complete, list(messages), tools, **sampling)
 
+    def _stream_until(self, cancel: threading.Event, messages: Sequence[Message], tools: Sequence[ToolSchema] | None = None, **sampling: Any) -> Iterator[Delta]:
+        """:meth:`stream`, which a backend that can stop mid-call (the embedded engines) ends soon
+        after ``cancel`` is set; by default the stream is only abandoned between deltas."""
+        return self.stream(messages, tools, **sampling)
+
     async def astream(self, messages: Sequence[Message], tools: Sequence[ToolSchema] | None = None, **sampling: Any) -> AsyncIterator[Delta]:
-        # Pull the sync stream in a worker thread so a slow backend never blocks the event loop.
+        # Pull the sync stream in a worker thread so a slow backend never blocks the event loop;
+        # a cancelled consumer sets ``stop``, and waits for the worker to see it.
         queue: asyncio.Queue[Any] = asyncio.Queue()
         loop = asyncio.get_running_loop()
         done = object()
@@ -79,7 +85,7 @@ class BaseBackend(ABC):
 
         def pump() -> None:
             try:
-                for d in self.stream(list(messages), tools, **sampling):
+                for d in self._stream_until(stop, list(messages), tools, **sampling):
                     if stop.is_set():
                         break
                     loop.call_soon_threadsafe(queue.put_nowait, d)

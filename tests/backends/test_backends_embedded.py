@@ -4,6 +4,7 @@ One model instance is shared by the module (llama.cpp when importable, else tran
 Answers are greedy (temperature 0) so they are reproducible.
 """
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -12,10 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import torch
 
 from kimidoc.backends.base import BackendError
 from kimidoc.backends.embedded import Embedded
-from kimidoc.backends.embedded.engines import llama_cpp_available
+from kimidoc.backends.embedded.engines import PREFILL_CHUNK, TransformersEngine, llama_cpp_available
 from kimidoc.backends.embedded.model import EmbeddedModelMissing, PackagedModel, locate
 from kimidoc.messages import accumulate
 from kimidoc.tools.schema import validate
@@ -59,9 +61,13 @@ def test_answers_from_a_fresh_process_without_network(tmp_path):
         print(json.dumps({"type": type(backend).__name__, "content": msg.content, "usage": [msg.usage.prompt_tokens, msg.usage.completion_tokens]}))
         """
     ).replace("json.loads(QUESTION)", f"json.loads({json.dumps(json.dumps(QUESTION))})")
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "KIMIDOC_PROGRESS": "0", "PYTHONPATH": str(Path(__file__).parents[2])}
+    # The cache folder cannot be created (its parent is a file): the model still loads, and says why it could not cache.
+    (tmp_path / "not-a-folder").write_text("")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / "not-a-folder"), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "KIMIDOC_PROGRESS": "0", "PYTHONPATH": str(Path(__file__).parents[2])}
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
+    if not llama_cpp_available():
+        assert "could not be written" in out.stderr and "KIMIDOC_CACHE_DIR" in out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["type"] == "Embedded"
     assert "Mirren" in result["content"]
@@ -142,3 +148,129 @@ def test_required_tool_choice_picks_among_tools(embedded):
         assert len(msg.tool_calls) == 1 and msg.content == ""
     none = embedded.complete([{"role": "user", "content": "What is 2 plus 3?"}], [LOOKUP, add], tool_choice="none", temperature=0, max_tokens=20)
     assert not none.tool_calls and none.usage.prompt_tokens < msg.usage.prompt_tokens, "tool_choice='none' leaves the tools out of the prompt"
+
+
+def test_weights_cache_is_rebuilt_when_damaged_then_reused(tmp_path):
+    # A damaged cache (truncated weights, as a killed writer on a non-atomic filesystem would
+    # leave) is rebuilt from the GGUF with a warning; the next load reads the rebuilt copy, and
+    # it holds exactly the GGUF's dequantised weights and tokenizer.
+    gguf = locate()
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    (folder / "kimidoc-weights.json").write_text("{}")
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    (folder / "model.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.warns(UserWarning, match="is unreadable"):
+        first = TransformersEngine(gguf, cache_dir=folder)
+    assert first.loaded_from == "gguf" and (folder / "kimidoc-weights.json").is_file()
+    again = TransformersEngine(gguf, cache_dir=folder)
+    assert again.loaded_from == "cache"
+    theirs = again.model.state_dict()
+    assert all(torch.equal(v, theirs[k]) for k, v in first.model.state_dict().items())
+    assert again.tokenize(DOC + "<|im_end|> 1,240 $48.6 ö") == first.tokenize(DOC + "<|im_end|> 1,240 $48.6 ö")
+    assert (again.bos_token, again.eos_token) == (first.bos_token, first.eos_token)
+    assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")], "no temporary folder is left behind"
+
+
+class CountingGenerate:
+    """Wraps an engine's ``generate`` to count the tokens it yields, so a test can tell how many
+    were made after a cancellation (not how long anything took)."""
+
+    def __init__(self, engine):
+        self.engine, self.inner, self.tokens = engine, engine.generate, 0
+
+    def __call__(self, *args, **kwargs):
+        for step in self.inner(*args, **kwargs):
+            self.tokens += 1
+            yield step
+
+    async def wait_for(self, n):
+        while self.tokens < n:
+            await asyncio.sleep(0.01)
+
+
+COUNT = [{"role": "user", "content": "Count from 1 to 300, separated by commas."}]
+
+
+@pytest.mark.parametrize("call", ["astream", "acomplete"])
+def test_cancelled_call_stops_generating_and_frees_the_model(embedded, monkeypatch, call):
+    before = embedded.complete(QUESTION, temperature=0, max_tokens=12).content
+    counter = CountingGenerate(embedded.engine)
+    monkeypatch.setattr(embedded.engine, "generate", counter)
+
+    async def run():
+        async def consume():
+            if call == "astream":
+                return [d async for d in embedded.astream(COUNT, temperature=0, max_tokens=400)]
+            return await embedded.acomplete(COUNT, temperature=0, max_tokens=400)
+
+        task = asyncio.create_task(consume())
+        await counter.wait_for(3)
+        at_cancel = counter.tokens
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return at_cancel
+
+    at_cancel = asyncio.run(run())
+    # The token being computed when the cancel came may still be yielded; nothing after it.
+    assert counter.tokens - at_cancel <= 2, f"{counter.tokens - at_cancel} tokens generated after the cancel"
+    assert not embedded._gen_lock.locked(), "a cancelled call must not hold the model"
+    monkeypatch.undo()
+    assert embedded.complete(QUESTION, temperature=0, max_tokens=12).content == before
+
+
+def test_deadline_inside_a_long_prefill_is_seen_between_chunks(embedded, monkeypatch):
+    engine = embedded.engine
+    if not isinstance(engine, TransformersEngine):
+        pytest.skip("chunked prefill belongs to the transformers engine; llama.cpp prefills in one call")
+    calls = []
+    forward = engine._forward
+    monkeypatch.setattr(engine, "_forward", lambda ids, **kw: (calls.append(len(ids)), forward(ids, **kw))[1])
+    long = [{"role": "user", "content": "word " * (6 * PREFILL_CHUNK) + "How many words?"}]
+
+    async def run():
+        task = asyncio.create_task(embedded.acomplete(long, temperature=0, max_tokens=5))
+        while not calls:
+            await asyncio.sleep(0.005)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return len(calls)
+
+    at_cancel = asyncio.run(run())
+    assert len(calls) - at_cancel <= 1 and len(calls) < 6, f"{len(calls)} prefill chunks ran for a cancel after {at_cancel}"
+    assert not embedded._gen_lock.locked()
+
+
+def _reference_logprob(engine, prompt_ids, option_ids):
+    """A plain forward over prompt + option, no cache: the option tokens' summed log-probability."""
+    ids = prompt_ids + option_ids
+    with torch.inference_mode():
+        logp = torch.log_softmax(engine.model(input_ids=torch.tensor([ids])).logits[0].float(), -1)
+    return float(sum(logp[len(prompt_ids) + i - 1, t] for i, t in enumerate(option_ids)))
+
+
+def test_choose_scores_options_like_a_full_forward(embedded):
+    capital = [{"role": "user", "content": "What is the capital of France? Answer with one word."}]
+    options = ["Paris", "banana", "Paris, France", "London"]
+    embedded.complete(QUESTION, temperature=0, max_tokens=8)  # leaves another prompt in the KV cache
+    scores = embedded.choose(capital, options)
+    assert max(range(len(options)), key=scores.__getitem__) == 0 and scores[0] > scores[1] + 5
+    whole = embedded.choose(capital, options, whole=True)
+    assert all(w < s for w, s in zip(whole, scores)), "the end-of-turn token adds a log-probability below zero"
+    engine = embedded.engine
+    if not isinstance(engine, TransformersEngine):
+        return
+    prompt_ids = engine.tokenize(embedded.render(capital))
+    assert any(len(engine.tokenize(o)) > 1 for o in options), "a multi-token option exercises the rewind"
+    for option, got, got_whole in zip(options, scores, whole):
+        assert got == pytest.approx(_reference_logprob(engine, prompt_ids, engine.tokenize(option)), abs=1e-3)
+        assert got_whole == pytest.approx(_reference_logprob(engine, prompt_ids, engine.tokenize(option + "<|im_end|>")), abs=1e-3)
+
+
+def test_choose_rejects_bad_options(embedded):
+    with pytest.raises(ValueError, match="at least one option"):
+        embedded.choose(QUESTION, [])
+    with pytest.raises(ValueError, match="non-empty strings"):
+        embedded.choose(QUESTION, ["Mirren", ""])

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from kimidoc.backends.base import BackendError, BaseBackend
-from kimidoc.backends.embedded.engines import LlamaCppEngine, TransformersEngine, llama_cpp_available, tool_grammar
+from kimidoc.backends.embedded.engines import LlamaCppEngine, TransformersEngine, common_prefix, llama_cpp_available, tool_grammar
 from kimidoc.backends.embedded.model import gguf_metadata, locate
 from kimidoc.backends.embedded.prompt import CALL_OPEN, ReplySplitter, call_schema, chat_messages, forced_tool, parse_reply
-from kimidoc.messages import Delta, Message, ToolCallDelta, ToolSchema, Usage
+from kimidoc.messages import AssistantMessage, Delta, Message, ToolCallDelta, ToolSchema, Usage, accumulate
 
 ENGINES = ("auto", "llama.cpp", "transformers")
 
@@ -114,6 +114,31 @@ class Embedded(BaseBackend):
             eos_token=self.engine.eos_token,
         )
 
+    def choose(self, messages: Sequence[Message], options: Sequence[str], *, whole: bool = False) -> list[float]:
+        """Log-probability of each option as the start of the assistant's reply to ``messages``
+        (natural log, summed over the option's tokens): a constrained choice for a small model,
+        e.g. which numbered passage answers a question. The prompt runs once; each option is a
+        short pass over its cached keys and values. ``whole=True`` scores each option as the
+        entire reply (followed by the end-of-turn token), so ``"1"`` no longer also counts as the
+        beginning of ``"12"``."""
+        if not options:
+            raise ValueError("choose() needs at least one option")
+        if any(not isinstance(o, str) or not o for o in options):
+            raise ValueError(f"choose() options must be non-empty strings, got {list(options)!r}")
+        engine = self.engine
+        prompt = self.render(messages)
+        prompt_ids = engine.tokenize(prompt)
+        end = "<|im_end|>" if whole else ""
+        # Tokenised with the prompt, as the model would have produced them; a merge across the
+        # boundary (none in ChatML, which ends the prompt with a newline) moves the shared prefix back.
+        full = [engine.tokenize(prompt + o + end) for o in options]
+        shared = min(common_prefix(prompt_ids, f) for f in full)
+        longest = max(len(f) for f in full)
+        if longest > self.context_window:
+            raise BackendError(f"prompt and option of {longest} tokens do not fit the embedded model's {self.context_window}-token window ({self.model_name})")
+        with self._gen_lock:
+            return engine.score(full[0][:shared], [f[shared:] for f in full])
+
     def count_tokens(self, text: str) -> int:
         return len(self.engine.tokenize(text))
 
@@ -122,6 +147,13 @@ class Embedded(BaseBackend):
 
     # ---- generation ---------------------------------------------------------------------------
     def stream(self, messages: Sequence[Message], tools: Sequence[ToolSchema] | None = None, **sampling: Any) -> Iterator[Delta]:
+        return self._stream_until(threading.Event(), messages, tools, **sampling)
+
+    async def acomplete(self, messages: Sequence[Message], tools: Sequence[ToolSchema] | None = None, **sampling: Any) -> AssistantMessage:
+        # Through the stream, so that cancelling the call (a wall-time budget) stops the engine.
+        return accumulate([d async for d in self.astream(messages, tools, **sampling)])
+
+    def _stream_until(self, cancel: threading.Event, messages: Sequence[Message], tools: Sequence[ToolSchema] | None = None, **sampling: Any) -> Iterator[Delta]:
         opts = {**self.defaults, **{k: v for k, v in sampling.items() if v is not None}}
         tool_choice = opts.get("tool_choice")
         offered = list(tools) if tools and tool_choice != "none" else None
@@ -134,8 +166,8 @@ class Embedded(BaseBackend):
         elif forced:
             # No grammar: start the reply inside the call so the model continues in JSON.
             prefill = CALL_OPEN + '[{"name": "' + (forced[0]["function"]["name"] + '", "arguments": {' if len(forced) == 1 else "")
-        prompt = self.render(messages, tools, tool_choice) + prefill
-        n_prompt = len(engine.tokenize(prompt))
+        prompt_ids = engine.tokenize(self.render(messages, tools, tool_choice) + prefill)
+        n_prompt = len(prompt_ids)
         room = self.context_window - n_prompt
         if room <= 0:
             raise BackendError(f"prompt of {n_prompt} tokens does not fit the embedded model's {self.context_window}-token window ({self.model_name})")
@@ -146,13 +178,14 @@ class Embedded(BaseBackend):
         n = 0
         with self._gen_lock:
             steps = engine.generate(
-                prompt,
+                prompt_ids,
                 max_tokens=min(int(opts["max_tokens"]), room),
                 temperature=float(opts["temperature"]),
                 top_p=float(opts["top_p"]),
                 top_k=int(opts["top_k"]),
                 seed=opts.get("seed"),
                 grammar=grammar,
+                cancel=cancel,
             )
             for text, done in steps:
                 n += done != "stop"  # one step per generated token; "stop" marks the end token
@@ -164,6 +197,8 @@ class Embedded(BaseBackend):
                     break
                 if done:
                     finish = done
+        if cancel.is_set():  # nobody is listening any more
+            return
         tail = splitter.finish()
         if tail:
             yield Delta(content=tail)
