@@ -6,7 +6,10 @@ llama-cpp-python when installed and through transformers' GGUF loader otherwise.
 about what it is (:attr:`Embedded.limits`): a 135M model with an 8K window that can answer
 short questions about short texts, not K2.6.
 
-Generation is serialised (one at a time behind a lock): a swarm sharing it queues. Tool calls
+Generation is serialised (one at a time behind a lock): a swarm sharing it queues. A cancelled
+async call (an agent's wall-time budget running out) stops the engine within a token, or within
+one prefill chunk of a long prompt, so the next call is not kept waiting. :meth:`Embedded.choose`
+scores fixed options (numbered passages, say) instead of letting the model write. Tool calls
 are requested in the model's own format (:mod:`kimidoc.backends.embedded.prompt`); llama.cpp
 constrains them with a JSON-schema grammar, and anything unreadable comes back as an
 :class:`~kimidoc.messages.InvalidToolCall`.
