@@ -17,7 +17,7 @@ import torch
 
 from kimidoc.backends.base import BackendError
 from kimidoc.backends.embedded import Embedded
-from kimidoc.backends.embedded.engines import PREFILL_CHUNK, TransformersEngine, llama_cpp_available
+from kimidoc.backends.embedded.engines import PREFILL_CHUNK, TransformersEngine, llama_cpp_available, weights_cache_dir
 from kimidoc.backends.embedded.model import EmbeddedModelMissing, PackagedModel, locate
 from kimidoc.messages import accumulate
 from kimidoc.tools.schema import validate
@@ -150,6 +150,20 @@ def test_required_tool_choice_picks_among_tools(embedded):
     assert not none.tool_calls and none.usage.prompt_tokens < msg.usage.prompt_tokens, "tool_choice='none' leaves the tools out of the prompt"
 
 
+def test_weights_cache_folder_follows_the_environment_and_the_file(tmp_path, monkeypatch):
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")
+    monkeypatch.delenv("KIMIDOC_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    first = weights_cache_dir(gguf)
+    assert first.parent == tmp_path / "xdg" / "kimidoc" / "embedded" and first.name.startswith("m-")
+    monkeypatch.setenv("KIMIDOC_CACHE_DIR", str(tmp_path / "mine"))
+    assert weights_cache_dir(gguf).parent == tmp_path / "mine" / "embedded"
+    monkeypatch.delenv("KIMIDOC_CACHE_DIR")
+    gguf.write_bytes(b"GGUF, replaced")  # another file at the same path gets another folder
+    assert weights_cache_dir(gguf) != first
+
+
 def test_weights_cache_is_rebuilt_when_damaged_then_reused(tmp_path):
     # A damaged cache (truncated weights, as a killed writer on a non-atomic filesystem would
     # leave) is rebuilt from the GGUF with a warning; the next load reads the rebuilt copy, and
@@ -218,6 +232,18 @@ def test_cancelled_call_stops_generating_and_frees_the_model(embedded, monkeypat
     assert not embedded._gen_lock.locked(), "a cancelled call must not hold the model"
     monkeypatch.undo()
     assert embedded.complete(QUESTION, temperature=0, max_tokens=12).content == before
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_agent_wall_time_budget_cuts_a_model_call_short(embedded, monkeypatch, stream):
+    from kimidoc.agents import Agent, Budget
+
+    counter = CountingGenerate(embedded.engine)
+    monkeypatch.setattr(embedded.engine, "generate", counter)
+    limit = 3000  # far more tokens than any engine makes in the one-second budget
+    result = Agent(embedded, budget=Budget(max_wall_time=1.0), sampling={"temperature": 0, "max_tokens": limit}, stream=stream).run(COUNT[0]["content"])
+    assert result.stop_reason == "max_wall_time", result.detail
+    assert counter.tokens < limit and not embedded._gen_lock.locked()
 
 
 def test_deadline_inside_a_long_prefill_is_seen_between_chunks(embedded, monkeypatch):
