@@ -42,7 +42,7 @@ print(engine.loaded_from, time.perf_counter() - start)
 
 
 def load_avg() -> str:
-    return "load average %.1f" % os.getloadavg()[0]
+    return f"load average {os.getloadavg()[0]:.1f}"
 
 
 def bench_load() -> None:
