@@ -30,9 +30,10 @@ Step = tuple[str, "str | None"]
 # usual setting, applied by both engines so they sample alike.
 REPEAT_PENALTY = 1.1
 REPEAT_WINDOW = 64
-# Prompt tokens per forward pass: a cancellation is seen between chunks, and each chunk after the
-# first attends through a mask (slower than one causal pass: 384 measured best of 256/384/512 here).
-PREFILL_CHUNK = 384
+# Prompt tokens per forward pass, which bounds the attention scores of a long prompt that extends a
+# cached one; a prompt split in chunks prefills slower here (1.6x at 384), so chunks are large and a
+# cancellation is seen between decoder layers instead (see ``TransformersEngine._check_cancel``).
+PREFILL_CHUNK = 1024
 
 
 def llama_cpp_available() -> bool:
@@ -171,14 +172,20 @@ class TransformersEngine:
         self._stop_ids = {i for i in (self.tokenizer.eos_token_id, self._im_end) if isinstance(i, int) and i >= 0}
         self._kv: Any = None
         self._kv_ids: list[int] = []  # the tokens whose keys and values ``_kv`` holds, in order
+        self._cancel: threading.Event | None = None  # the running generation's, checked before every layer
+        for layer in self.model.model.layers:
+            layer.register_forward_pre_hook(self._check_cancel)
+
+    def _check_cancel(self, module: Any, args: Any) -> None:
+        if self._cancel is not None and self._cancel.is_set():
+            raise _Cancelled  # the half-updated KV cache is dropped by ``_forward``
 
     def tokenize(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
 
     def _prefill(self, ids: list[int], cancel: threading.Event | None) -> Any:
         """Logits after ``ids`` (a non-empty list), reusing the kept KV cache for their longest
-        shared prefix; None when ``cancel`` was set before the end. Runs in chunks so a
-        cancellation is seen within one chunk of a long prompt."""
+        shared prefix; None when ``cancel`` was set before the end."""
         from transformers.cache_utils import Cache
 
         shared = common_prefix(self._kv_ids, ids[:-1])  # at least one token must run to get logits
@@ -188,10 +195,14 @@ class TransformersEngine:
             self._kv.crop(shared - len(self._kv_ids))
             del self._kv_ids[shared:]
         logits = None
-        for start in range(shared, len(ids), PREFILL_CHUNK):
-            if cancel is not None and cancel.is_set():
-                return None
-            logits = self._forward(ids[start : start + PREFILL_CHUNK], last_only=True)
+        self._cancel = cancel
+        try:
+            for start in range(shared, len(ids), PREFILL_CHUNK):
+                logits = self._forward(ids[start : start + PREFILL_CHUNK], last_only=True)
+        except _Cancelled:
+            return None
+        finally:
+            self._cancel = None
         return logits
 
     def _forward(self, ids: list[int], *, last_only: bool = False) -> Any:
@@ -295,6 +306,10 @@ def _sample(torch: Any, logits: Any, temperature: float, top_p: float, top_k: in
     return int(torch.multinomial(probs / probs.sum(), 1, generator=gen))
 
 
+class _Cancelled(Exception):
+    """Raised inside a forward pass whose generation was cancelled."""
+
+
 def common_prefix(a: list[int], b: list[int]) -> int:
     n = 0
     for x, y in zip(a, b):
@@ -321,7 +336,7 @@ def _growing_layer() -> type:
             n = self.get_seq_length()
             m = n + key_states.shape[-2]
             if self._kbuf is None or m > self._kbuf.shape[-2]:
-                room = max(m, 2 * (0 if self._kbuf is None else self._kbuf.shape[-2]), PREFILL_CHUNK)
+                room = max(m, 2 * (0 if self._kbuf is None else self._kbuf.shape[-2]), 256)
                 kbuf = key_states.new_empty(*key_states.shape[:-2], room, key_states.shape[-1])
                 vbuf = value_states.new_empty(*value_states.shape[:-2], room, value_states.shape[-1])
                 if n:
