@@ -8,7 +8,7 @@ short questions about short texts, not K2.6.
 
 Generation is serialised (one at a time behind a lock): a swarm sharing it queues. A cancelled
 async call (an agent's wall-time budget running out) stops the engine within a token, or within
-one prefill chunk of a long prompt, so the next call is not kept waiting. :meth:`Embedded.choose`
+one decoder layer of a long prompt (transformers engine), so the next call is not kept waiting. :meth:`Embedded.choose`
 scores fixed options (numbered passages, say) instead of letting the model write. Tool calls
 are requested in the model's own format (:mod:`kimidoc.backends.embedded.prompt`); llama.cpp
 constrains them with a JSON-schema grammar, and anything unreadable comes back as an
