@@ -18,7 +18,6 @@ The machine is shared: read the ratios within one run, and the load average prin
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import subprocess
 import sys
@@ -62,15 +61,17 @@ def _prompt_ids(engine, n: int) -> list[int]:
 
 def bench_speed(prompt_tokens: int, tokens: int) -> None:
     import torch
-    from transformers import DynamicCache
+    from transformers import AutoModelForCausalLM, DynamicCache
     from transformers.cache_utils import Cache
 
-    from kimidoc.backends.embedded.engines import PREFILL_CHUNK, TransformersEngine, _growing_layer
+    from kimidoc.backends.embedded.engines import PREFILL_CHUNK, TransformersEngine, _growing_layer, weights_cache_dir
     from kimidoc.backends.embedded.model import locate
 
     engine = TransformersEngine(locate())
     ids = _prompt_ids(engine, prompt_tokens)
-    models = {"float32": engine.model, "bfloat16": copy.deepcopy(engine.model).to(torch.bfloat16)}
+    # A second copy read from the weights cache (the engine's own model carries its cancellation hooks).
+    bf16 = AutoModelForCausalLM.from_pretrained(str(weights_cache_dir(locate())), dtype=torch.bfloat16).eval()
+    models = {"float32": engine.model, "bfloat16": bf16}
     kw = engine._cache_kw
 
     def run(model, new: bool) -> tuple[float, float]:
