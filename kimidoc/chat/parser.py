@@ -49,9 +49,10 @@ def tool_name_from_id(call_id: str) -> str:
 class KimiParser:
     """Splits generated text into reasoning, content and tool calls, incrementally.
 
-    ``thinking``: the prompt ended with ``<think>`` (K2.6's default), so output starts as reasoning.
-    Without it, output that opens with ``<think>`` is still read as reasoning (K2-Thinking writes
-    the tag itself). ``tools``: names of the declared tools; a call to any other name is invalid.
+    ``thinking``: the prompt ended with ``<think>`` (K2.6's default), so output starts as reasoning;
+    a ``<think>`` the model writes again inside it is dropped, as the field's reasoning parsers
+    (SGLang's, vLLM's) drop it. Without it, output that opens with ``<think>`` is still read as
+    reasoning (K2-Thinking writes the tag itself). ``tools``: names of the declared tools; a call to any other name is invalid.
     """
 
     def __init__(self, *, thinking: bool = True, tools: Collection[str] | None = None, tokenizer: Tokenizer | None = None) -> None:
@@ -162,6 +163,8 @@ class KimiParser:
         if mode in (REASONING, CONTENT):
             if mode == REASONING and mk == THINK_END:
                 self.mode = CONTENT
+            elif mode == REASONING and mk == THINK_BEGIN:
+                pass  # the model re-opening the block the prompt opened: a tag, never reasoning text
             elif mk in SECTION_BEGIN:
                 self.mode = SECTION  # a section also ends reasoning that was never closed
             elif mk == CALL_BEGIN:

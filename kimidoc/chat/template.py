@@ -6,6 +6,14 @@ that happens to contain ``<|im_end|>`` cannot end a turn early (the official tem
 the rendered string, specials included; for content without special spellings both agree).
 Each image becomes ``<|media_begin|>image<|media_content|><|media_pad|><|media_end|>`` in the text and
 one ``<|media_pad|>`` id per merged vision token in the ids.
+
+Tool-call ids are written verbatim, as the official template and the servers that render it (vLLM,
+SGLang) write them, so the local and the endpoint backends see the same prompt for the same
+conversation. ``call_ids="kimi"`` opts into one deviation: ids that are not in the model's own
+``functions.NAME:IDX`` shape (``call_abc`` from another provider) are rewritten to it, IDX counting
+calls across the conversation, and the tool results that answer them follow. The model only ever
+produced ids of that shape; a conversation carried over from another provider may read more
+naturally to it that way, at the price of a prompt no server would build.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ _CALL_ID = re.compile(r"[^<]+:\d+")
 _HEADER = {"user": "<|im_user|>", "assistant": "<|im_assistant|>"}
 
 DeclareStyle = Literal["typescript", "json"]
+CallIds = Literal["verbatim", "kimi"]
 Segment = tuple[str, bool]  # (text, is a special token)
 ImageTokens = Union[Sequence[int], Callable[[dict[str, Any]], int], None]
 
@@ -77,34 +86,31 @@ def _content(out: _Out, content: Any, where: str) -> None:
             raise ChatTemplateError(f"{where}, part {j}: unsupported content part {kind!r} (text and image_url only)")
 
 
-def _call_ids(messages: Sequence[Message]) -> tuple[dict[tuple[int, int], str], dict[str, str], dict[str, str]]:
-    """Ids as the model knows them: ``functions.NAME:IDX``, IDX counting calls across the conversation.
-
-    Ids already in that shape are kept verbatim; others (``call_abc`` from another backend) are
-    rewritten, and tool results follow the rewrite. Returns ((message, call) -> id,
-    original id -> id, id -> function name).
-    """
+def _call_ids(messages: Sequence[Message], call_ids: CallIds) -> tuple[dict[tuple[int, int], str], dict[str, str]]:
+    """The id each call is written with: verbatim, or (``call_ids="kimi"``) rewritten to
+    ``functions.NAME:IDX`` unless already in that shape. Returns ((message, call) -> id,
+    original id -> written id) so that tool results follow a rewrite."""
+    if call_ids not in ("verbatim", "kimi"):
+        raise ChatTemplateError(f"call_ids must be 'verbatim' or 'kimi', got {call_ids!r}")
     per_call: dict[tuple[int, int], str] = {}
     renamed: dict[str, str] = {}
-    names: dict[str, str] = {}
     idx = 0
     for i, m in enumerate(messages):
         if m.get("role") != "assistant":
             continue
         for j, call in enumerate(m.get("tool_calls") or []):
             try:
-                fn = call["function"]
-                name = fn["name"]
+                name = call["function"]["name"]
             except (KeyError, TypeError):
                 raise ChatTemplateError(f"messages[{i}].tool_calls[{j}]: expected {{'id', 'function': {{'name', 'arguments'}}}}") from None
             original = call.get("id") or ""
-            new = original if _CALL_ID.fullmatch(original) else f"functions.{name}:{idx}"
+            keep = call_ids == "verbatim" or _CALL_ID.fullmatch(original)
+            new = original if keep else f"functions.{name}:{idx}"
             per_call[(i, j)] = new
             if original:
                 renamed.setdefault(original, new)
-            names[new] = name
             idx += 1
-    return per_call, renamed, names
+    return per_call, renamed
 
 
 def render_segments(
@@ -115,6 +121,7 @@ def render_segments(
     preserve_thinking: bool = False,
     add_generation_prompt: bool = True,
     declare_style: DeclareStyle = "typescript",
+    call_ids: CallIds = "verbatim",
 ) -> list[Segment]:
     """The prompt as segments of ordinary text and special tokens (see :func:`render`)."""
     for i, m in enumerate(messages):
@@ -141,16 +148,13 @@ def render_segments(
             if messages[i]["role"] == "assistant" and not messages[i].get("tool_calls"):
                 last_plain = i
                 break
-    per_call, renamed, call_names = _call_ids(messages)
+    per_call, renamed = _call_ids(messages, call_ids)
 
     for i, m in enumerate(messages):
         role = m["role"]
         where = f"messages[{i}] ({role})"
-        name = m.get("name")
-        if role == "tool" and not name:
-            name = call_names.get(renamed.get(m.get("tool_call_id") or "", ""), "")
         out.special(_HEADER.get(role, "<|im_system|>"))
-        out.text(name or role)
+        out.text(m.get("name") or role)  # a tool result without a name is headed "tool", as officially
         out.special("<|im_middle|>")
         if role == "assistant":
             out.special("<think>")
@@ -195,6 +199,7 @@ def render(
     preserve_thinking: bool = False,
     add_generation_prompt: bool = True,
     declare_style: DeclareStyle = "typescript",
+    call_ids: CallIds = "verbatim",
 ) -> str:
     """The prompt text K2.6 reads for ``messages`` (and ``tools``), ending with the generation
     prompt ``<|im_assistant|>assistant<|im_middle|><think>`` (``<think></think>`` with thinking off).
@@ -202,10 +207,12 @@ def render(
     ``preserve_thinking`` keeps every assistant turn's reasoning; by default only the turns after
     the last assistant answer without tool calls keep theirs. ``declare_style="json"`` declares
     tools as K2 did (compact JSON); use :func:`declare_style_for` to pick it from a config.
+    ``call_ids="kimi"`` rewrites foreign tool-call ids to ``functions.NAME:IDX`` (see the module
+    docstring); the default writes them verbatim, as the official template does.
     """
     return "".join(text for text, _ in render_segments(
         messages, tools, thinking=thinking, preserve_thinking=preserve_thinking,
-        add_generation_prompt=add_generation_prompt, declare_style=declare_style,
+        add_generation_prompt=add_generation_prompt, declare_style=declare_style, call_ids=call_ids,
     ))
 
 
@@ -232,13 +239,14 @@ def encode_chat(
     add_generation_prompt: bool = True,
     declare_style: DeclareStyle = "typescript",
     image_tokens: ImageTokens = None,
+    call_ids: CallIds = "verbatim",
 ) -> list[int]:
     """Token ids of :func:`render`'s prompt, each image's ``<|media_pad|>`` repeated once per
     vision token. ``image_tokens`` gives those counts (a list in image order, or a function of the
     part); by default they come from each image's size (:mod:`kimidoc.vision.budget`)."""
     segments = render_segments(
         messages, tools, thinking=thinking, preserve_thinking=preserve_thinking,
-        add_generation_prompt=add_generation_prompt, declare_style=declare_style,
+        add_generation_prompt=add_generation_prompt, declare_style=declare_style, call_ids=call_ids,
     )
     images = image_parts(messages)
     if image_tokens is None:

@@ -15,7 +15,8 @@ in), the cache is cleared first: equal placeholder ids do not mean equal images.
 
 from __future__ import annotations
 
-from typing import Callable
+import operator
+from typing import Callable, Sequence
 
 import torch
 
@@ -75,10 +76,33 @@ def prefill(
     return logits[0, -1]
 
 
+def _id_list(input_ids: Sequence[int] | torch.Tensor) -> list[int]:
+    """One prompt as a list of ids, from a list or from the 1-D / ``[1, T]`` tensor transformers
+    users bring; anything else (a batch, floats) is refused with what was given."""
+    if isinstance(input_ids, torch.Tensor):
+        shape = tuple(input_ids.shape)
+        if input_ids.dtype.is_floating_point or input_ids.dtype.is_complex or input_ids.dtype == torch.bool:
+            raise TypeError(f"generate: input_ids must hold integer token ids, got a {input_ids.dtype} tensor of shape {shape}")
+        if input_ids.dim() == 2 and shape[0] == 1:
+            input_ids = input_ids[0]
+        if input_ids.dim() != 1:
+            raise ValueError(f"generate: input_ids must be one sequence (a list, a 1-D tensor or a [1, T] tensor), got a tensor of shape {shape}; generate one prompt at a time")
+        return [int(t) for t in input_ids.tolist()]
+    if isinstance(input_ids, (str, bytes)) or not isinstance(input_ids, Sequence):
+        raise TypeError(f"generate: input_ids must be a list of token ids or a tensor, got {type(input_ids).__name__}")
+    ids = []
+    for t in input_ids:
+        try:
+            ids.append(operator.index(t))  # ints, numpy integers, 0-d integer tensors
+        except TypeError:
+            raise TypeError(f"generate: input_ids must be token ids (integers), found {t!r} ({type(t).__name__})") from None
+    return ids
+
+
 @torch.no_grad()
 def generate(
     model: torch.nn.Module,
-    input_ids: list[int],
+    input_ids: Sequence[int] | torch.Tensor,
     *,
     max_new_tokens: int,
     temperature: float = 0.0,
@@ -97,8 +121,10 @@ def generate(
     from running out of tokens); ``on_token`` is called with every new id and stops generation by
     returning ``False``. ``inputs_embeds`` is either the prompt's embeddings ``[T, hidden]`` (or
     ``[1, T, hidden]``) or a hook ``f(input_ids [1, T], embeds [1, T, hidden]) -> embeds`` that
-    edits the token embeddings (e.g. to insert image features).
+    edits the token embeddings (e.g. to insert image features). ``input_ids`` is one prompt: a
+    list of ids, a 1-D tensor or a ``[1, T]`` tensor.
     """
+    input_ids = _id_list(input_ids)
     if not input_ids:
         raise ValueError("generate needs at least one input id")
     lm = _text_model(model)

@@ -109,10 +109,10 @@ def test_forced_completion_goes_from_messages_to_a_parsed_call(backend):
     assert reply.usage.reasoning_tokens == forced.index(tok.token_id("</think>")) + 1
 
     # the next turn renders the call with its reasoning kept (interleaved thinking in the loop)
-    follow = ASK + [reply.to_message(), {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21 C"}]
+    follow = ASK + [reply.to_message(), {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21 C"}]  # no name: headed "tool"
     text = render(follow, [WEATHER])
     assert "<think>The user wants weather.</think>Let me check.<|tool_calls_section_begin|>" in text
-    assert text.endswith("<|im_system|>get_weather<|im_middle|>## Return of functions.get_weather:0\nsunny, 21 C<|im_end|><|im_assistant|>assistant<|im_middle|><think>")
+    assert text.endswith("<|im_system|>tool<|im_middle|>## Return of functions.get_weather:0\nsunny, 21 C<|im_end|><|im_assistant|>assistant<|im_middle|><think>")
 
     # an undeclared tool comes back as an invalid call, not an exception
     reply = LocalKimi(backend.path, model=ForcedLM(backend.model, forced), tokenizer=tok).complete(ASK)

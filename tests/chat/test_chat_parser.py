@@ -40,6 +40,17 @@ def test_instant_mode_and_self_opened_think():
     assert parse("still thinking").reasoning == "still thinking"
 
 
+def test_reopened_think_is_stripped_from_reasoning():
+    # the prompt ended with <think> and the model wrote it again: a tag, not reasoning text
+    m = parse("<think>abc</think>x", thinking=True)
+    assert (m.reasoning, m.content) == ("abc", "x")
+    assert parse("\n<think>abc</think>x", thinking=True).reasoning == "\nabc"
+    p = KimiParser(thinking=True)
+    deltas = [d for chunk in ("<th", "ink", ">ab", "c</thi", "nk>x") for d in p.feed(chunk)] + p.finish()
+    assert (accumulate(deltas).reasoning, accumulate(deltas).content) == ("abc", "x")
+    assert parse("a<think>b", thinking=False).content == "a<think>b"  # in the answer it stays text
+
+
 def test_singular_section_spelling_and_text_after_message_end():
     text = "</think><|tool_call_section_begin|>" + _call("functions.f:0", '{"a": 1}') + "<|tool_call_section_end|><|im_end|>ignored"
     msg = parse(text)

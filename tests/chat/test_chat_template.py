@@ -105,10 +105,9 @@ def test_one_tool_call_and_its_result():
     assert render(msgs, [WEATHER]) == expected
 
 
-def test_several_calls_in_a_turn_get_conversation_wide_ids():
-    # Foreign ids (another backend's call_*) become functions.NAME:IDX, and results follow them;
-    # tool results without a name are headed by the called tool's name.
-    msgs = [
+def _two_foreign_calls() -> list[dict]:
+    # ids from another provider (call_*), results without a name: what an OpenAI-style client sends
+    return [
         {"role": "user", "content": "Paris and Rome?"},
         {"role": "assistant", "content": "Checking both.", "tool_calls": [
             call("call_a", "get_weather", '{"city": "Paris"}'),
@@ -117,18 +116,44 @@ def test_several_calls_in_a_turn_get_conversation_wide_ids():
         {"role": "tool", "tool_call_id": "call_a", "content": "sunny"},
         {"role": "tool", "tool_call_id": "call_b", "content": "rain"},
     ]
-    expected = (
+
+
+def _two_calls_expected(first: str, second: str) -> str:
+    return (
         SYS
         + "<|im_user|>user<|im_middle|>Paris and Rome?<|im_end|>"
         + "<|im_assistant|>assistant<|im_middle|><think></think>Checking both.<|tool_calls_section_begin|>"
-        + '<|tool_call_begin|>functions.get_weather:0<|tool_call_argument_begin|>{"city": "Paris"}<|tool_call_end|>'
-        + '<|tool_call_begin|>functions.get_weather:1<|tool_call_argument_begin|>{"city": "Rome"}<|tool_call_end|>'
+        + f'<|tool_call_begin|>{first}<|tool_call_argument_begin|>{{"city": "Paris"}}<|tool_call_end|>'
+        + f'<|tool_call_begin|>{second}<|tool_call_argument_begin|>{{"city": "Rome"}}<|tool_call_end|>'
         + "<|tool_calls_section_end|><|im_end|>"
-        + "<|im_system|>get_weather<|im_middle|>## Return of functions.get_weather:0\nsunny<|im_end|>"
-        + "<|im_system|>get_weather<|im_middle|>## Return of functions.get_weather:1\nrain<|im_end|>"
+        + f"<|im_system|>tool<|im_middle|>## Return of {first}\nsunny<|im_end|>"
+        + f"<|im_system|>tool<|im_middle|>## Return of {second}\nrain<|im_end|>"
         + GEN
     )
-    assert render(msgs) == expected
+
+
+def test_foreign_call_ids_are_verbatim_and_unnamed_results_are_headed_tool():
+    # As the official template writes them (and vLLM / SGLang, which render it): the id as given,
+    # and `message.name or role` in the header, so a nameless tool result is headed "tool".
+    assert render(_two_foreign_calls()) == _two_calls_expected("call_a", "call_b")
+    assert render(_two_foreign_calls(), call_ids="verbatim") == render(_two_foreign_calls())
+
+
+def test_call_ids_kimi_rewrites_foreign_ids_conversation_wide_and_results_follow():
+    msgs = _two_foreign_calls()
+    assert render(msgs, call_ids="kimi") == _two_calls_expected("functions.get_weather:0", "functions.get_weather:1")
+    # ids already in the model's shape are kept, and IDX counts every call of the conversation
+    mixed = msgs[:2] + [{"role": "assistant", "content": "", "tool_calls": [call("functions.get_weather:7", "get_weather", "{}"), call("x", "f", "{}")]}]
+    text = render(mixed, call_ids="kimi")
+    assert "<|tool_call_begin|>functions.get_weather:7<" in text and "<|tool_call_begin|>functions.f:3<" in text
+    with pytest.raises(ChatTemplateError, match="call_ids must be 'verbatim' or 'kimi'"):
+        render(msgs, call_ids="openai")
+
+
+def test_a_named_tool_result_is_headed_by_its_name():
+    msgs = _two_foreign_calls()
+    msgs[2] = {**msgs[2], "name": "get_weather"}
+    assert "<|im_system|>get_weather<|im_middle|>## Return of call_a\nsunny<|im_end|><|im_system|>tool<|im_middle|>## Return of call_b" in render(msgs)
 
 
 def _tool_loop() -> list[dict]:
@@ -151,10 +176,10 @@ def _loop_expected(r1: str, r2: str, r3: str) -> str:
         + "<|im_user|>user<|im_middle|>Q2<|im_end|>"
         + f"<|im_assistant|>assistant<|im_middle|><think>{r2}</think><|tool_calls_section_begin|>"
         + "<|tool_call_begin|>functions.f:0<|tool_call_argument_begin|>{}<|tool_call_end|><|tool_calls_section_end|><|im_end|>"
-        + "<|im_system|>f<|im_middle|>## Return of functions.f:0\none<|im_end|>"
+        + "<|im_system|>tool<|im_middle|>## Return of functions.f:0\none<|im_end|>"
         + f"<|im_assistant|>assistant<|im_middle|><think>{r3}</think><|tool_calls_section_begin|>"
         + '<|tool_call_begin|>functions.f:1<|tool_call_argument_begin|>{"n": 2}<|tool_call_end|><|tool_calls_section_end|><|im_end|>'
-        + "<|im_system|>f<|im_middle|>## Return of functions.f:1\ntwo<|im_end|>"
+        + "<|im_system|>tool<|im_middle|>## Return of functions.f:1\ntwo<|im_end|>"
     )
 
 

@@ -114,6 +114,21 @@ def test_empty_prompt_is_rejected(model):
         generate(model, [], max_new_tokens=1)
 
 
+def test_tensor_prompts_as_transformers_users_pass_them(model):
+    expected = generate(model, PROMPT, max_new_tokens=4)
+    assert generate(model, torch.tensor(PROMPT), max_new_tokens=4) == expected
+    assert generate(model, torch.tensor([PROMPT]), max_new_tokens=4) == expected
+    assert generate(model, tuple(torch.tensor(PROMPT)), max_new_tokens=4) == expected  # 0-d tensors are ids too
+    with pytest.raises(ValueError, match=r"shape \(2, 7\).*one prompt at a time"):
+        generate(model, torch.tensor([PROMPT, PROMPT]), max_new_tokens=4)
+    with pytest.raises(TypeError, match="torch.float32 tensor"):
+        generate(model, torch.tensor(PROMPT, dtype=torch.float32), max_new_tokens=4)
+    with pytest.raises(TypeError, match="found 'a'"):
+        generate(model, [1, "a"], max_new_tokens=4)
+    with pytest.raises(ValueError, match="at least one input id"):
+        generate(model, torch.tensor([[]], dtype=torch.long), max_new_tokens=4)
+
+
 def test_tied_embeddings_have_no_lm_head(tmp_path):
     path = write_checkpoint(tmp_path / "tied", config=tiny_text_config(tie_word_embeddings=True, num_hidden_layers=2), int4=False, text_only=True)
     m = load(path, dtype=torch.float32)
