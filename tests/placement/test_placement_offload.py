@@ -289,6 +289,15 @@ def test_quantize_on_load_turns_bf16_experts_into_int4(tmp_path):
         load_placed(write_checkpoint(tmp_path / "int4", config=_config(), text_only=True), Machine(cpu=10**9), quantize_experts=True)
 
 
+def _bnb_dequantized(bnb, lin: torch.nn.Module) -> torch.Tensor:
+    """The float32 weight a bitsandbytes linear stands for (NF4 blocks or int8 rows with their scales)."""
+    if isinstance(lin, bnb.nn.Linear4bit):
+        return bnb.functional.dequantize_4bit(lin.weight.data, lin.weight.quant_state).float()
+    scb = getattr(lin.weight, "SCB", None)
+    scb = lin.state.SCB if scb is None else scb
+    return lin.weight.data.float() * scb.float()[:, None] / 127
+
+
 def test_shrink_swaps_attention_shared_and_dense_linears_for_bitsandbytes(ckpt, monkeypatch):
     from kimidoc.placement.shrink import shrink_linears, shrinkable_linears
 
@@ -302,17 +311,37 @@ def test_shrink_swaps_attention_shared_and_dense_linears_for_bitsandbytes(ckpt, 
             shrink_linears(plain, "nf4")
     bnb = pytest.importorskip("bitsandbytes")
     x = torch.tensor([PROMPT])
-    ref = plain(x)
     for mode, cls in (("int8", bnb.nn.Linear8bitLt), ("nf4", bnb.nn.Linear4bit)):
         model = load_placed(ckpt, Machine(cpu=10**9), shrink=mode, dtype=torch.float32)
         assert model.plan.shrink == mode
-        for name in names:
-            assert isinstance(model.get_submodule(name), cls), name
         assert type(model.model.layers[1].self_attn.kv_b_proj) is type(plain.model.layers[1].self_attn.kv_b_proj)
+        reference = load_placed(ckpt, Machine(cpu=10**9), dtype=torch.float32)  # the plain model, given the quantized weights
+        for name in names:
+            lin = model.get_submodule(name)
+            assert isinstance(lin, cls), name
+            deq = _bnb_dequantized(bnb, lin)
+            w = plain.get_submodule(name).weight.float()
+            # Round to nearest on each format's grid. int8 rows step absmax/127: |dW| <= absmax/254 (1%
+            # for the float32 scale). NF4 picks codes for w/a (a: the block of 64's absmax) and stores a
+            # itself quantized, as a' (the largest |value| the block dequantizes to): |dW| <= half the
+            # codebook's widest gap (-1..-0.6962) times a, plus |a' - a|.
+            if mode == "int8":
+                assert ((deq - w).abs() <= w.abs().amax(1, keepdim=True) / 254 * 1.01).all(), name
+            else:
+                a = w.reshape(-1, 64).abs().amax(1, keepdim=True)
+                stored = deq.reshape(-1, 64).abs().amax(1, keepdim=True)
+                bound = (1 - 0.6961928) / 2 * a + (stored - a).abs() + 1e-6 * a
+                assert ((deq - w).reshape(-1, 64).abs() <= bound).all(), name
+            reference.get_submodule(name).weight.data.copy_(deq)
+            # Each swapped linear computes x @ W_q^T up to what quantizing its input could add
+            # (LLM.int8 kernels quantize activations row-wise to int8: |dx| <= max|x| / 254), plus
+            # float32 rounding of a sum of in_features terms.
+            hx = torch.randn(3, lin.in_features, generator=torch.Generator().manual_seed(1))
+            exact = hx @ deq.t()
+            bound = deq.abs().sum(1) * hx.abs().amax(1, keepdim=True) / 254 + lin.in_features * torch.finfo(torch.float32).eps * (hx.abs() @ deq.abs().t())
+            assert ((lin(hx).float() - exact).abs() <= bound).all(), name
         out = model(x)
-        assert torch.isfinite(out).all() and (out - ref).norm() < 0.5 * ref.norm()
-    # NF4 computes with exactly the dequantized NF4 weight.
-    lin = model.model.layers[1].self_attn.o_proj
-    h = torch.randn(3, lin.in_features, generator=torch.Generator().manual_seed(0))
-    deq = bnb.functional.dequantize_4bit(lin.weight.data, lin.weight.quant_state).float()
-    assert torch.allclose(lin(h).float(), h @ deq.t(), atol=1e-4)
+        assert torch.isfinite(out).all()
+        if mode == "nf4":  # a weight-only kernel: the whole model is the plain one with NF4 weights, to rounding
+            ref = reference(x)
+            assert torch.allclose(out, ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())
