@@ -74,7 +74,7 @@ def run_fresh(command: str, workdir: Path, source: Path = REPO) -> FreshRun:
     env["VIRTUAL_ENV"] = str(venv)
     start = time.monotonic()
     with open(log, "wb") as out:
-        rc = subprocess.run(["bash", "-c", command], cwd=clone, env=env, stdout=out, stderr=subprocess.STDOUT).returncode
+        rc = subprocess.run(["bash", "-c", command], cwd=clone, env=env, stdout=out, stderr=subprocess.STDOUT, check=False).returncode
     seconds = time.monotonic() - start
     lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
     return FreshRun(command, rc, seconds, lines[-1] if lines else "", log)

@@ -16,7 +16,7 @@ in), the cache is cleared first: equal placeholder ids do not mean equal images.
 from __future__ import annotations
 
 import operator
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 

@@ -48,14 +48,14 @@ def test_agents_multi_step_loop_feeds_results_back(tmp_path: Path) -> None:
     assert result.usage.prompt_tokens > 0 and result.critical_steps == 4
 
 
-def test_agents_parallel_async_calls_run_concurrently() -> None:
+def test_agents_parallel_async_calls_run_concurrently(scaled) -> None:
     arrived = {"a": asyncio.Event(), "b": asyncio.Event()}
 
     @tool
     async def meet(me: str, other: str) -> str:
         """Wait for the other call: finishes only if both run at the same time."""
         arrived[me].set()
-        await asyncio.wait_for(arrived[other].wait(), timeout=10)
+        await asyncio.wait_for(arrived[other].wait(), timeout=scaled(10))
         return f"{me} met {other}"
 
     backend = Scripted(
@@ -70,8 +70,8 @@ def test_agents_parallel_async_calls_run_concurrently() -> None:
     assert [m["content"] for m in agent.messages if m["role"] == "tool"] == ["a met b", "b met a"]
 
 
-def test_agents_parallel_sync_calls_run_concurrently_and_keep_call_order() -> None:
-    barrier = threading.Barrier(3, timeout=10)
+def test_agents_parallel_sync_calls_run_concurrently_and_keep_call_order(scaled) -> None:
+    barrier = threading.Barrier(3, timeout=scaled(10))
 
     @tool
     def wait(n: int) -> str:

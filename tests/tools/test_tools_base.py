@@ -6,7 +6,6 @@ import asyncio
 import enum
 import io
 import threading
-import time
 from typing import Literal, Optional, Sequence
 
 import pytest
@@ -146,8 +145,8 @@ async def test_async_tools_in_and_out_of_an_event_loop() -> None:
     assert (await slow_double.acall(x="no")).is_error
 
 
-async def test_tool_calls_run_concurrently_and_keep_their_order() -> None:
-    barrier = threading.Barrier(3, timeout=10)
+async def test_tool_calls_run_concurrently_and_keep_their_order(scaled) -> None:
+    barrier = threading.Barrier(3, timeout=scaled(10))
 
     @tool
     def wait_for_all(tag: str) -> str:
@@ -155,10 +154,8 @@ async def test_tool_calls_run_concurrently_and_keep_their_order() -> None:
         return tag
 
     calls = [ToolCall(f"c{i}", "wait_for_all", f'{{"tag": "t{i}"}}') for i in range(3)]
-    start = time.monotonic()
     results = await run_tool_calls([wait_for_all], calls)
-    assert [r.text for r in results] == ["t0", "t1", "t2"]
-    assert time.monotonic() - start < 10  # the barrier did not time out
+    assert [r.text for r in results] == ["t0", "t1", "t2"]  # a timed-out barrier would be an error result
 
 
 async def test_unknown_tool_and_bad_json_are_error_results() -> None:

@@ -84,15 +84,15 @@ def test_cannot_read_files_outside_the_allowed_roots(sandbox: PythonSandbox, tmp
     assert not {"work", "home", "opt", "var", "mnt", "srv"} & set(listing)  # the host's other trees do not exist inside
 
 
-def test_fork_bomb_is_capped_and_killed(docs_dir: str, processes_of_uid) -> None:
-    with PythonSandbox([docs_dir], limits=Limits(timeout=3, processes=16)) as sb:
+def test_fork_bomb_is_capped_and_killed(docs_dir: str, processes_of_uid, scaled) -> None:
+    with PythonSandbox([docs_dir], limits=Limits(timeout=scaled(20), processes=16)) as sb:
         r = sb.run(
             "import os, time\nn = 0\ntry:\n    for _ in range(500):\n        if os.fork() == 0:\n            time.sleep(60); os._exit(0)\n        n += 1\n"
             "except OSError as e:\n    print('fork failed after', n, e.errno)\n"
         )
         assert r.stdout.startswith("fork failed after") and int(r.stdout.split()[3]) < 16
         assert len(processes_of_uid(sb.uid)) >= 10  # the children are alive, each under the sandbox uid
-        r = sb.run("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass")
+        r = sb.run("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass", timeout=3)
         assert "Timed out" in r.error
         assert processes_of_uid(sb.uid) == []  # every process of the bomb is gone
         assert sb.run("1 + 1").value == "2"
@@ -175,8 +175,8 @@ def test_a_spoofed_reply_on_the_protocol_pipe_is_a_crash_not_a_host_failure(sand
     assert sandbox.run("'recovered'").value == "'recovered'"
 
 
-def test_background_processes_do_not_survive_the_session(docs_dir: str, processes_of_uid) -> None:
-    sb = PythonSandbox([docs_dir], limits=Limits(timeout=10))
+def test_background_processes_do_not_survive_the_session(docs_dir: str, processes_of_uid, scaled) -> None:
+    sb = PythonSandbox([docs_dir], limits=Limits(timeout=scaled(10)))
     r = sb.run(
         "import subprocess, os\n"
         "subprocess.Popen(['sleep', '1000'], start_new_session=True)\n"
@@ -194,7 +194,7 @@ def test_background_processes_do_not_survive_the_session(docs_dir: str, processe
     assert not os.path.exists(os.path.dirname(sb.workdir))  # the session's directories are gone
 
 
-def test_a_killed_host_takes_its_sandbox_along(processes_of_uid) -> None:
+def test_a_killed_host_takes_its_sandbox_along(processes_of_uid, scaled) -> None:
     """The lifeline pipe closes when the host dies, however it dies; the worker then ends its namespace."""
     import subprocess
     import time
@@ -209,14 +209,14 @@ def test_a_killed_host_takes_its_sandbox_along(processes_of_uid) -> None:
     try:
         uid_text, workdir = host.stdout.readline().split()
         uid = int(uid_text)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + scaled(30)
         while len(processes_of_uid(uid)) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert len(processes_of_uid(uid)) >= 2  # the namespace's PID 1 and the busy interpreter
     finally:
         host.kill()  # SIGKILL: no finalizer, no atexit runs in the host
         host.wait()
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + scaled(15)
     while processes_of_uid(uid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert processes_of_uid(uid) == []
