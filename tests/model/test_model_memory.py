@@ -46,14 +46,24 @@ PROBE = textwrap.dedent(
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads peak RSS from /proc (Linux)")
-def test_peak_rss_of_loading_is_under_1_2x_the_weights(tmp_path):
-    path = write_checkpoint(tmp_path / "big", config=tiny_text_config(**BIG), int4=True, num_shards=4)
-    on_disk = sum(f.stat().st_size for f in path.glob("*.safetensors"))
-    assert on_disk > 180e6
+def test_peak_rss_of_loading_grows_with_the_weights_not_twice_as_fast(tmp_path):
+    # Loading costs the weights plus a fixed amount (imports, allocator arenas, one tensor in
+    # flight), and that fixed amount differs between machines and library versions. Two
+    # checkpoints alike but for their number of experts cancel it: between them the peak grows by
+    # the extra weights when each tensor is read straight into place, and by twice that when a
+    # shard is mapped or staged while its copy is made. The bound is the midpoint, 1.5x.
     root = str(Path(kimidoc.__file__).resolve().parent.parent)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
-    out = subprocess.run([sys.executable, "-c", PROBE, str(path)], capture_output=True, text=True, env=env)
-    assert out.returncode == 0, out.stderr
-    m = json.loads(out.stdout.strip().splitlines()[-1])
-    assert m["weights"] > 0.9 * on_disk  # the model really holds the checkpoint
-    assert m["peak"] - m["before"] < 1.2 * m["weights"], m
+    runs = []
+    for experts in (32, 64):
+        path = write_checkpoint(tmp_path / f"e{experts}", config=tiny_text_config(**{**BIG, "n_routed_experts": experts}), int4=True, num_shards=4)
+        out = subprocess.run([sys.executable, "-c", PROBE, str(path)], capture_output=True, text=True, env=env, check=False)
+        assert out.returncode == 0, out.stderr
+        m = json.loads(out.stdout.strip().splitlines()[-1])
+        m["on_disk"] = sum(f.stat().st_size for f in path.glob("*.safetensors"))
+        assert m["weights"] > 0.9 * m["on_disk"], m  # the model really holds the checkpoint
+        runs.append(m)
+    small, large = runs
+    assert large["on_disk"] > 180e6
+    grown = (large["peak"] - large["before"]) - (small["peak"] - small["before"])
+    assert grown < 1.5 * (large["weights"] - small["weights"]), runs
