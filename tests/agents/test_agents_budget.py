@@ -67,7 +67,7 @@ def test_agents_wall_time_budget_during_model_calls() -> None:
     assert result.stop_reason == "max_wall_time" and "wall-time budget of 0.3 s" in result.detail
 
 
-def test_agents_wall_time_budget_interrupts_a_hanging_tool_which_reruns_on_resume(tmp_path: Path) -> None:
+def test_agents_wall_time_budget_interrupts_a_hanging_tool_which_reruns_on_resume(tmp_path: Path, scaled) -> None:
     hang = [True]
 
     @tool
@@ -83,10 +83,11 @@ def test_agents_wall_time_budget_interrupts_a_hanging_tool_which_reruns_on_resum
         return "finished " + messages[-1]["content"]
 
     path = tmp_path / "r.jsonl"
-    result = Agent(Scripted(turn), tools=[slow], budget=Budget(max_wall_time=1.0), trace_path=path).run("go")
+    # the budget must outlast step 1's model call (slower on a loaded machine) and end in the hang
+    result = Agent(Scripted(turn), tools=[slow], budget=Budget(max_wall_time=min(scaled(1.0), 30.0)), trace_path=path).run("go")
     assert result.stop_reason == "max_wall_time" and "during the tool calls of step 1" in result.detail
     hang[0] = False
-    resumed = Agent.resume(path, Scripted(turn), tools=[slow], budget=Budget(max_wall_time=60))
+    resumed = Agent.resume(path, Scripted(turn), tools=[slow], budget=Budget(max_wall_time=scaled(60)))
     assert resumed.answer == "finished slow 1" and resumed.tool_calls == 1
     assert [e.get("rerun") for e in read_trace(path) if e["type"] == "tool_result"] == [True]
 

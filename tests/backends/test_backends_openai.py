@@ -125,13 +125,16 @@ def test_client_errors_fail_at_once(fault_server):
     assert len(fault_server.requests) == 1
 
 
-def test_hang_times_out_then_retries(fault_server):
-    fault_server.queue(("hang", 2.0))
-    msg = backend(fault_server, timeout=0.3).complete(user("after hang"))
+def test_hang_times_out_then_retries(fault_server, scaled):
+    # The timeout must outlast a normal local reply (which a loaded machine slows) and the hang
+    # must outlast the timeout, so both scale together.
+    timeout = scaled(0.3)
+    fault_server.queue(("hang", 4 * timeout))
+    msg = backend(fault_server, timeout=timeout).complete(user("after hang"))
     assert msg.content == "echo: after hang"
-    fault_server.queue(("hang", 2.0), ("hang", 2.0))
+    fault_server.queue(("hang", 4 * timeout), ("hang", 4 * timeout))
     with pytest.raises(BackendError, match="timed out"):
-        list(backend(fault_server, timeout=0.3, max_retries=1).stream(user("x")))
+        list(backend(fault_server, timeout=timeout, max_retries=1).stream(user("x")))
 
 
 def test_broken_stream_after_output_is_reported_not_repeated(fault_server):
