@@ -8,6 +8,7 @@
 from kimidoc.agents.agent import DEFAULT_SYSTEM_PROMPT, Agent
 from kimidoc.agents.loop import AgentResult
 from kimidoc.agents.tool_context import ToolContext, current_tool_context, report_sources
+from kimidoc.agents.ask import ask, format_answer
 from kimidoc.agents.budget import Budget
 from kimidoc.agents.compaction import Compaction
 from kimidoc.agents.events import Event, EventCallback
@@ -28,7 +29,9 @@ __all__ = [
     "SwarmResult",
     "ToolContext",
     "TraceError",
+    "ask",
     "current_tool_context",
+    "format_answer",
     "logical_events",
     "read_trace",
     "report_sources",

@@ -161,7 +161,7 @@ class Agent:
         content: Any = task
         packed: list[Source] = []
         if self.documents:
-            parts, packed = self.packer(self.documents, self.backend, int(self.backend.context_window * self.document_share))
+            parts, packed = self.packer(self.documents, self.backend, int(self.backend.context_window * self.document_share), task)
             parts = parts + [{"type": "text", "text": task}]
             content = parts if any(p.get("type") != "text" for p in parts) else "".join(p["text"] for p in parts)
         messages = ([{"role": "system", "content": self.system_prompt}] if self.system_prompt else []) + [{"role": "user", "content": content}]

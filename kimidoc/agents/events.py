@@ -22,7 +22,7 @@ from typing import Any, Callable
 #   compaction   {tokens_before, tokens_after, dropped}   older turns were summarised
 #   retry        {error, attempt, wait}                   a backend call failed and is retried
 #   swarm        {agents, ok, failed, tool_calls, ...}     a swarm finished
-#   stop         {reason, detail, answer}                 the run ended
+#   stop         {reason, detail, answer, unsupported}    the run ended (unsupported: claims found in no passage)
 EVENT_TYPES = frozenset(
     {"start", "step", "thinking", "content", "tool_call", "tool_result", "invalid_call", "compaction", "retry", "swarm", "stop"}
 )

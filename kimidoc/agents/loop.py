@@ -16,11 +16,11 @@ import asyncio
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from kimidoc.agents.blobs import externalize, shorten
 from kimidoc.agents.budget import Stop, check_step, check_tool_calls, check_wall_time, wall_time_left
-from kimidoc.agents.citations import source_from_dict, source_to_dict, supporting_sources
+from kimidoc.agents.citations import source_from_dict, source_to_dict
 from kimidoc.agents.compaction import Compaction, choose_cut, fold, ledger_message, ledger_of, transcript
 from kimidoc.agents.state import (
     RunState,
@@ -35,7 +35,10 @@ from kimidoc.agents.state import (
 )
 from kimidoc.agents.tool_context import TOOL_CONTEXT, ToolContext
 from kimidoc.agents.trace import TraceWriter, usage_from_dict
+from kimidoc.agents.verify import Claim, Verification, claim_from_dict, claim_to_dict, verify
 from kimidoc.documents.base import Source
+from kimidoc.documents.passages import Passage, passages_of
+from kimidoc.documents.retrieve import Index
 from kimidoc.messages import AssistantMessage, Message, ToolCall, Usage, accumulate
 from kimidoc.progress import progress
 from kimidoc.tools.base import ToolResult, run_tool_call
@@ -55,7 +58,9 @@ class AgentResult:
     trace_path: Path | None
     detail: str = ""  # why a budget or an error stopped the run
     unverified_citations: list[str] = field(default_factory=list)  # cited labels matching nothing the agent saw
-    citations_inferred: bool = False  # the answer cited nothing; citations are the passages containing its figures
+    citations_inferred: bool = False  # the answer cited nothing; citations are the passages holding its checked claims
+    claims: list[Claim] = field(default_factory=list)  # every figure and name of the answer, with its verdict
+    evidence: list[Passage] = field(default_factory=list)  # the passages that back the answer, best first (at most 3)
     elapsed: float = 0.0  # running seconds over all sessions
     critical_steps: int = 0  # model calls on the longest chain of dependent steps (sub-agents included)
     critical_seconds: float = 0.0
@@ -63,6 +68,15 @@ class AgentResult:
     @property
     def ok(self) -> bool:
         return self.stop_reason == "answer"
+
+    @property
+    def verification(self) -> Verification:
+        return Verification(self.claims)
+
+    @property
+    def answer_status(self) -> str:
+        """``supported``, ``unsupported`` (a figure or name found in no passage read) or ``unchecked``."""
+        return self.verification.status
 
 
 class _Stopped(Exception):
@@ -294,7 +308,7 @@ class AgentRun:
         duration = time.monotonic() - t
         text, ref = shorten(result.text, self.store, self.inline_limit, self.preview_chars)
         content = (result if ref is None else ToolResult(text, result.images, result.is_error)).to_content()
-        sources = ctx.sources + list(getattr(result, "sources", None) or []) + st.sources.sources_in(result.text)
+        sources = ctx.sources + result.sources
         ev = tool_result_event(
             step,
             index,
@@ -396,29 +410,36 @@ class AgentRun:
     def _finish(self, answer: str, reason: str) -> AgentResult:
         st = self.state
         cited, unverified = st.sources.cite(answer)
+        # Every figure and name of the answer is checked against the passages the run saw, the
+        # passages most relevant to the task first, so a claim's source is the likeliest page.
+        seen = passages_of(self.documents, st.sources)
+        seen = list(dict.fromkeys([h.passage for h in Index(seen).search(st.task, len(seen))] + seen)) if seen else []
+        checked = verify(answer, seen, st.task)
         inferred = False
         if not cited and answer.strip():
-            # The model cited nothing (small models rarely do): attribute the answer to the seen
-            # passages that contain its figures, and say that the sources were matched, not cited.
-            seen = ((p.source, p.text) for d in self.documents for p in d.parts if p.text and p.source in st.sources)
-            cited = supporting_sources(answer, seen)
+            # The model cited nothing (small models rarely do): cite the passages that hold its
+            # checked claims, and say that the sources were matched, not cited.
+            cited = checked.sources()
             inferred = bool(cited)
-        return self._write_stop(reason, "", answer, cited, unverified, inferred)
+        holding = {c.source for c in checked.claims if c.supported}
+        evidence = [p for p in seen if p.source in holding][:3] or seen[:3]
+        return self._write_stop(reason, "", answer, cited, unverified, inferred, checked.claims, evidence)
 
     def _stop(self, stop: Stop) -> AgentResult:
         return self._write_stop(stop.reason, stop.detail, "", [], [])
 
-    def _write_stop(
-        self, reason: str, detail: str, answer: str, cited: list[Source], unverified: list[str], inferred: bool = False
-    ) -> AgentResult:
+    def _write_stop(self, reason: str, detail: str, answer: str, cited: list[Source], unverified: list[str], inferred: bool = False,
+                    claims: Sequence[Claim] = (), evidence: Sequence[Passage] = ()) -> AgentResult:
         st = self.state
         ev = stop_event(
-            st, reason, detail, answer, [source_to_dict(s) for s in cited], unverified, inferred, self._elapsed()
+            st, reason, detail, answer, [source_to_dict(s) for s in cited], unverified, inferred, self._elapsed(),
+            claims=[claim_to_dict(c) for c in claims],
+            evidence=[{"source": source_to_dict(p.source), "text": p.text, "kind": p.kind, "context": p.context} for p in evidence],
         )
         self._record(ev)
         if self._trace is not None:
             self._trace.sync()
-        self._emit("stop", st.step, reason=reason, detail=detail, answer=answer)
+        self._emit("stop", st.step, reason=reason, detail=detail, answer=answer, unsupported=[c.text for c in claims if not c.supported])
         return self._result(ev)
 
     def _result(self, ev: dict[str, Any]) -> AgentResult:
@@ -433,6 +454,8 @@ class AgentRun:
             detail=ev.get("detail", ""),
             unverified_citations=list(ev.get("unverified", [])),
             citations_inferred=ev.get("citations_inferred", False),
+            claims=[claim_from_dict(d) for d in ev.get("claims", [])],
+            evidence=[Passage(source_from_dict(d["source"]), d["text"], d["kind"], d.get("context", "")) for d in ev.get("evidence", [])],
             elapsed=ev.get("elapsed", 0.0),
             critical_steps=ev.get("critical_steps", 0),
             critical_seconds=ev.get("critical_seconds", 0.0),

@@ -80,10 +80,12 @@ def resume_event(step: int) -> Event:
 
 
 def stop_event(state: RunState, reason: str, detail: str, answer: str, citations: list[dict[str, Any]],
-               unverified: list[str], inferred: bool, elapsed: float) -> Event:
+               unverified: list[str], inferred: bool, elapsed: float, *, claims: list[dict[str, Any]] = (),
+               evidence: list[dict[str, Any]] = ()) -> Event:
     steps, seconds = state.critical_path
     return {"type": "stop", "step": state.step, "reason": reason, "detail": detail, "answer": answer,
-            "citations": citations, "unverified": unverified, "citations_inferred": inferred, "steps": state.step,
+            "citations": citations, "unverified": unverified, "citations_inferred": inferred,
+            "claims": list(claims), "evidence": list(evidence), "steps": state.step,
             "tool_calls": state.tool_calls, "usage": usage_to_dict(state.usage), "critical_steps": steps,
             "critical_seconds": seconds, "elapsed": elapsed}
 
@@ -115,7 +117,6 @@ class RunState:
     def from_header(cls, header: dict[str, Any], store: BlobStore) -> "RunState":
         messages = [{**m, "content": internalize(m.get("content"), store)} for m in header["messages"]]
         state = cls(messages=messages, prefix=header["prefix"], task=header["task"], store=store)
-        state.sources.know_documents(header.get("documents", []))
         state.sources.add(source_from_dict(d) for d in header.get("packed", []))
         t = header.get("t", time.time())
         state._session = [t, t]

@@ -59,6 +59,9 @@ class BaseBackend(ABC):
 
     name: str = "backend"
     context_window: int = 8192
+    # A model too small to write a grounded answer: `kimidoc ask` retrieves the evidence and lets it
+    # choose among the figures the passages state (kimidoc.agents.evidence) instead of a tool loop.
+    evidence_first: bool = False
 
     @abstractmethod
     def stream(self, messages: Sequence[Message], tools: Sequence[ToolSchema] | None = None, **sampling: Any) -> Iterator[Delta]:

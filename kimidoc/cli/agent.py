@@ -61,6 +61,9 @@ def add_parsers(sub: Any) -> None:
     ask = sub.add_parser("ask", help="answer a question about documents, with citations")
     ask.add_argument("inputs", nargs="+", metavar="PATH... QUESTION", help="documents (PDF, image, text, folder) then the question")
     ask.add_argument("--trace", metavar="FILE", help="write the run's JSONL trace here (resumable with `kimidoc agent --resume`)")
+    ask.add_argument("--mode", choices=("auto", "agent", "evidence"), default="auto",
+                     help="agent: a tool-using agent answers, its figures checked after; evidence: retrieve the passages and let the "
+                          "model choose the answer among the figures they state (auto: evidence for the small embedded model)")
     add_backend_args(ask)
     add_run_args(ask)
     ask.set_defaults(func=run_ask)
@@ -133,21 +136,30 @@ def _live(args: argparse.Namespace) -> Any:
     return LiveView(quiet=args.quiet)
 
 
+def result_json(result: Any) -> dict[str, Any]:
+    """The result as ``--json`` prints it (the keys scripts and benchmarks rely on)."""
+    return {
+        "answer": result.answer, "answer_status": result.answer_status,
+        "claims": [c.to_dict() for c in result.claims],
+        "evidence": [{"source": p.cite(), "text": p.text} for p in result.evidence],
+        "citations": [s.cite() for s in result.citations], "citations_inferred": result.citations_inferred,
+        "unverified_citations": result.unverified_citations,
+        "stop_reason": result.stop_reason, "detail": result.detail,
+        "steps": result.steps, "tool_calls": result.tool_calls,
+        "usage": {"prompt_tokens": result.usage.prompt_tokens, "completion_tokens": result.usage.completion_tokens,
+                  "reasoning_tokens": result.usage.reasoning_tokens},
+        "seconds": round(result.elapsed, 3),
+        "trace": str(result.trace_path) if result.trace_path else None,
+    }
+
+
 def print_result(result: Any, args: argparse.Namespace) -> int:
-    cites = [s.cite() for s in result.citations]
     if args.json:
-        print(json.dumps({
-            "answer": result.answer, "citations": cites, "citations_inferred": result.citations_inferred, "stop_reason": result.stop_reason, "detail": result.detail,
-            "steps": result.steps, "tool_calls": result.tool_calls,
-            "usage": {"prompt_tokens": result.usage.prompt_tokens, "completion_tokens": result.usage.completion_tokens,
-                      "reasoning_tokens": result.usage.reasoning_tokens},
-            "trace": str(result.trace_path) if result.trace_path else None,
-        }, ensure_ascii=False, indent=2))
+        print(json.dumps(result_json(result), ensure_ascii=False, indent=2))
     else:
-        print(result.answer.strip())
-        if cites:
-            how = " (matched to the answer's figures; the model cited none)" if result.citations_inferred else ""
-            print(f"\nSources{how}: " + "; ".join(cites))
+        from kimidoc.agents.ask import format_answer
+
+        print(format_answer(result))
         if not result.ok:
             print(f"\n(stopped: {result.stop_reason}: {result.detail})", file=sys.stderr)
             if result.trace_path:
@@ -156,7 +168,7 @@ def print_result(result: Any, args: argparse.Namespace) -> int:
 
 
 def run_ask(args: argparse.Namespace) -> int:
-    from kimidoc.agents import Agent
+    from kimidoc.agents.ask import ask
 
     if len(args.inputs) < 2:
         print("kimidoc ask: give at least one document and a question", file=sys.stderr)
@@ -164,9 +176,9 @@ def run_ask(args: argparse.Namespace) -> int:
     *paths, question = args.inputs
     documents = documents_from(paths, args.password)
     backend = backend_from(args)
-    agent = Agent(backend, tools=tools_for(args, documents), documents=documents, budget=budget_from(args),
-                  trace_path=args.trace, on_event=_live(args), sampling=sampling_from(args), show_progress=False)
-    return print_result(agent.run(question), args)
+    result = ask(backend, documents, question, mode=args.mode, tools=lambda: tools_for(args, documents), budget=budget_from(args),
+                 on_event=_live(args), trace_path=args.trace, sampling=sampling_from(args))
+    return print_result(result, args)
 
 
 def run_agent(args: argparse.Namespace) -> int:

@@ -62,6 +62,9 @@ class LiveView:
             self.console.print(f"[yellow]backend error, retry {d.get('attempt')} in {d.get('wait', 0):.1f}s: {escape(str(d.get('error')))[:200]}[/yellow]")
         elif e.type == "stop" and e.agent == "main":
             self._switch("stop")
+            if d.get("unsupported"):
+                found = ", ".join(d["unsupported"])
+                self.console.print(f"[bold red]not found in any passage read: {escape(found)}[/bold red]")
         elif e.type == "swarm":
             self._switch("note")
             self.console.print(f"[cyan]swarm: {d.get('agents')} sub-agents, {d.get('ok', d.get('answered'))} answered, {d.get('failed')} failed[/cyan]")

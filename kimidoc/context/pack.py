@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from kimidoc.context.formats import Block, Renderer, mergeable, omission_lines, unit_cite
-from kimidoc.documents.base import Document, DocumentError, Omission, Part
+from kimidoc.documents.base import Document, DocumentError, Omission, Part, Source
+from kimidoc.documents.passages import part_source
 from kimidoc.documents.signatures import signatures
 from kimidoc.messages import estimate_tokens, image_part
 from kimidoc.progress import progress
@@ -45,6 +46,7 @@ class PackResult:
     included: list[str] = field(default_factory=list)  # citations of the units in the context
     omitted: list[Omission] = field(default_factory=list)
     markers: list[str] = field(default_factory=list)  # the text of each image marker, in order
+    sources: list[Source] = field(default_factory=list)  # the source of every part included in full
 
     @property
     def dropped(self) -> list[Omission]:
@@ -278,7 +280,8 @@ def _pack(streams: Iterable[tuple[Document, Iterable[Part]]], budget: int, *, fm
             deficit -= unit.cost + (doc_cost[unit.doc] if not chosen or chosen[-1].doc != unit.doc else 0)
             drops[:] = [d for d in drops if d[1] != unit.seq]
             drops.append((unit.doc, unit.seq, Omission(unit.cite, OVER_BUDGET, "dropped", unit.full_cost)))
-    return PackResult(text, imgs, total, budget, fmt, [u.cite for u in chosen], omitted, markers)
+    sources = [part_source(docs[u.doc], p) for u in chosen if not u.compressed for p in u.group]
+    return PackResult(text, imgs, total, budget, fmt, [u.cite for u in chosen], omitted, markers, sources)
 
 
 def _plan(groups: list[list[Part]], blocks: list[Block], full: list[int], doc: int, seq: int, header: int, room: int,

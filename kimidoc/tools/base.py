@@ -18,6 +18,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
+from kimidoc.documents.base import Source
 from kimidoc.messages import ToolCall, ToolCallError, ToolSchema, image_part
 
 
@@ -26,6 +27,7 @@ class ToolResult:
     text: str = ""
     images: list[bytes] = field(default_factory=list)  # PNG bytes, handed to the vision path
     is_error: bool = False
+    sources: list[Source] = field(default_factory=list)  # the document passages this result shows, citable
 
     def to_content(self) -> str | list[dict[str, Any]]:
         """OpenAI message content: a plain string when text-only, else text and image parts."""

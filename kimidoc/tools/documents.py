@@ -9,10 +9,13 @@ region renders from the document's own file.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Sequence
 
 from kimidoc.documents.base import Document, Part, Source
+from kimidoc.documents.passages import part_source
+from kimidoc.documents.retrieve import Index
 from kimidoc.tools.base import Tool, ToolResult, tool
 from kimidoc.tools.files import LINE_CHARS, MAX_CHARS, compile_pattern, numbered, read_text
 from kimidoc.tools.paths import Roots
@@ -80,11 +83,37 @@ def _page_text(doc: Document, page: int) -> str:
 
 def _hit_source(doc: Document, part: Part, text: str, start: int) -> Source:
     """The citation of a match at ``start`` in ``part``: its page, or its exact line in the file."""
-    src = part.source
+    src = part_source(doc, part)
     if src.lines is not None and part.kind == "text":
         line = src.lines[0] + text.count("\n", 0, start)
         return Source(src.path, page=src.page, lines=(line, line))
     return Source(src.path, page=src.page)
+
+
+def _occurrences(scope: Sequence[Document], matcher: "re.Pattern[str]", query: str, max_results: int) -> ToolResult:
+    """Every match of ``matcher`` in ``scope``, one line each with its exact citation."""
+    hits: list[str] = []
+    sources: list[Source] = []
+    size = 0
+    for doc in scope:
+        for part in doc.parts:
+            if part.kind == "image" or part.meta.get("role") == "tree" or not part.text:
+                continue
+            for m in matcher.finditer(part.text):
+                line_start = part.text.rfind("\n", 0, m.start()) + 1
+                line_end = part.text.find("\n", m.end())
+                line = part.text[line_start : line_end if line_end != -1 else len(part.text)].strip()
+                if len(line) > LINE_CHARS:
+                    at = max(0, m.start() - line_start - LINE_CHARS // 3)
+                    line = "..." + line[at : at + LINE_CHARS] + "..."
+                src = _hit_source(doc, part, part.text, m.start())
+                row = f"{src.cite()}: {line}"
+                hits.append(row)
+                sources.append(src)
+                size += len(row)
+                if len(hits) >= max_results or size > MAX_CHARS:
+                    return ToolResult("\n".join(hits) + "\n[... more hits not shown; narrow the search]", sources=sources)
+    return ToolResult("\n".join(hits), sources=sources) if hits else ToolResult(f"no match for {query!r}")
 
 
 def document_tools(documents: Sequence[Document], roots: Sequence[str] | None = None) -> list[Tool]:
@@ -104,7 +133,7 @@ def document_tools(documents: Sequence[Document], roots: Sequence[str] | None = 
         return "\n".join(_describe(i, d) for i, d in enumerate(documents, 1)) or "(no documents)"
 
     @tool
-    def read_document(document: str, page: int | None = None, start_line: int = 1, end_line: int | None = None, file: str | None = None) -> str:
+    def read_document(document: str, page: int | None = None, start_line: int = 1, end_line: int | None = None, file: str | None = None) -> ToolResult | str:
         """Read a PDF page, or a line range of a text file or of a file inside a repository.
 
         Args:
@@ -118,12 +147,12 @@ def document_tools(documents: Sequence[Document], roots: Sequence[str] | None = 
         if doc.kind == "pdf" or (doc.kind == "image" and page is not None):
             if page is None:
                 raise ValueError(f"{doc.path} is a PDF with {_pages(doc)} pages: give page=N")
-            return _page_text(doc, page)
+            return ToolResult(_page_text(doc, page), sources=[Source(doc.path, page=page)])
         if doc.kind == "image":
             return f"{doc.path} is an image ({doc.parts[0].text if doc.parts else ''}); render_page returns its pixels"
         roots = doc_roots.get(doc.path)
-        if roots is None:
-            return "\n\n".join(p.text for p in doc.parts)  # no file on disk any more: what was ingested
+        if roots is None:  # no file on disk any more: what was ingested
+            return ToolResult("\n\n".join(p.text for p in doc.parts), sources=[part_source(doc, p) for p in doc.parts])
         if doc.kind == "repository":
             if not file:
                 tree = next((p.text for p in doc.parts if p.meta.get("role") == "tree"), doc.meta.get("tree"))
@@ -132,41 +161,33 @@ def document_tools(documents: Sequence[Document], roots: Sequence[str] | None = 
             return numbered(f"{doc.path.rstrip('/')}/{where.display}", text, start_line, end_line)
         return numbered(doc.path, read_text(roots, ".")[1], start_line, end_line)
 
+    index: list[Index] = []  # built on the first ranked search, then reused
+
     @tool
-    def search_documents(query: str, regex: bool = False, document: str | None = None, case_sensitive: bool = False, max_results: int = 50) -> str:
-        """Search the text of the documents; every hit comes with its citation (file p.N or file:line).
+    def search_documents(query: str, mode: str = "ranked", document: str | None = None, case_sensitive: bool = False, max_results: int | None = None) -> ToolResult:
+        """Search the documents; every hit comes with its citation (file p.N or file:line).
 
         Args:
-            query: text to find (or a Python regular expression when regex is true)
-            regex: treat query as a regular expression
+            query: what to look for: a question or keywords (ranked), a phrase (exact) or a Python regular expression (regex)
+            mode: "ranked" (the passages that best match the query, best first), "exact" (every occurrence of the text) or "regex"
             document: only this document (path or number from list_documents)
-            case_sensitive: match case exactly
-            max_results: stop after this many hits
+            case_sensitive: match case exactly (exact and regex modes)
+            max_results: stop after this many hits (default 10 ranked, 50 otherwise)
         """
-        matcher = compile_pattern(query, regex=regex, case_sensitive=case_sensitive)
+        max_results = max_results or (10 if mode == "ranked" else 50)
+        if mode not in ("ranked", "exact", "regex"):
+            raise ValueError(f"mode must be 'ranked', 'exact' or 'regex', got {mode!r}")
         scope = [find_document(documents, document)] if document else documents
-        hits: list[str] = []
-        size = 0
-        for doc in scope:
-            for part in doc.parts:
-                if part.kind == "image" or part.meta.get("role") == "tree" or not part.text:
-                    continue
-                for m in matcher.finditer(part.text):
-                    line_start = part.text.rfind("\n", 0, m.start()) + 1
-                    line_end = part.text.find("\n", m.end())
-                    line = part.text[line_start : line_end if line_end != -1 else len(part.text)].strip()
-                    if len(line) > LINE_CHARS:
-                        at = max(0, m.start() - line_start - LINE_CHARS // 3)
-                        line = "..." + line[at : at + LINE_CHARS] + "..."
-                    src = _hit_source(doc, part, part.text, m.start())
-                    if doc.kind == "repository":
-                        src = Source(f"{doc.path.rstrip('/')}/{src.path}", page=src.page, lines=src.lines)
-                    row = f"{src.cite()}: {line}"
-                    hits.append(row)
-                    size += len(row)
-                    if len(hits) >= max_results or size > MAX_CHARS:
-                        return "\n".join(hits) + "\n[... more hits not shown; narrow the search]"
-        return "\n".join(hits) if hits else f"no match for {query!r}"
+        if mode == "ranked":
+            if not index:
+                index.append(Index.of(documents))
+            paths = {part_source(d, p).path for d in scope for p in d.parts}
+            hits = index[0].search(query, max_results, where=lambda p: p.source.path in paths)
+            if not hits:
+                return ToolResult(f"no passage matches {query!r}; try other words, or mode='exact' / 'regex'")
+            rows = [f"[{i}] {h.passage.cite()}\n{h.passage.text}" for i, h in enumerate(hits, 1)]
+            return ToolResult("\n\n".join(rows), sources=[h.passage.source for h in hits])
+        return _occurrences(scope, compile_pattern(query, regex=mode == "regex", case_sensitive=case_sensitive), query, max_results)
 
     @tool
     def render_page(document: str, page: int = 1, zoom: float = 2.0, region: list[float] | None = None) -> ToolResult:

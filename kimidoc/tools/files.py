@@ -14,9 +14,10 @@ import stat
 from pathlib import Path
 from typing import Iterator
 
+from kimidoc.documents.base import Source
 from kimidoc.documents.detect import SNIFF, decode, is_binary
 from kimidoc.documents.ignore import IgnoreRules
-from kimidoc.tools.base import Tool, tool
+from kimidoc.tools.base import Tool, ToolResult, tool
 from kimidoc.tools.paths import Resolved, Roots
 
 READ_LINES = 400  # lines per read_file call when no end is given
@@ -37,14 +38,15 @@ def read_text(roots: Roots, path: str) -> tuple[Resolved, str]:
     return where, decode(data)[0]
 
 
-def numbered(display: str, text: str, start_line: int = 1, end_line: int | None = None) -> str:
-    """Lines ``start_line``..``end_line`` (1-based, inclusive) with numbers, under a citation header."""
+def numbered(display: str, text: str, start_line: int = 1, end_line: int | None = None) -> ToolResult:
+    """Lines ``start_line``..``end_line`` (1-based, inclusive) with numbers, under a citation header;
+    the result's source is the line range shown."""
     lines = text.splitlines()
     total = len(lines)
     if start_line < 1:
         raise ValueError(f"start_line must be 1 or more, got {start_line}")
     if total == 0:
-        return f"{display}: (empty file)"
+        return ToolResult(f"{display}: (empty file)")
     if start_line > total:
         raise ValueError(f"{display} has {total} lines; start_line {start_line} is past the end")
     end = min(total, end_line if end_line is not None else start_line + READ_LINES - 1)
@@ -62,7 +64,7 @@ def numbered(display: str, text: str, start_line: int = 1, end_line: int | None 
         size += len(row) + 1
     header = f"{display}:{start_line}-{end} ({total} lines)"
     more = f"\n[... continue with start_line={end + 1}]" if end < total else ""
-    return header + "\n" + "\n".join(out) + more
+    return ToolResult(header + "\n" + "\n".join(out) + more, sources=[Source(display, lines=(start_line, end))])
 
 
 def _walk(roots: Roots, path: str) -> Iterator[tuple[Resolved, str, int, str]]:
@@ -164,7 +166,7 @@ def file_tools(roots: Roots | list[str]) -> list[Tool]:
         return "\n".join(rows) or "(no entries)"
 
     @tool
-    def read_file(path: str, start_line: int = 1, end_line: int | None = None) -> str:
+    def read_file(path: str, start_line: int = 1, end_line: int | None = None) -> ToolResult:
         """Read a text file of the repository with line numbers (up to 400 lines per call).
 
         Args:
@@ -176,7 +178,7 @@ def file_tools(roots: Roots | list[str]) -> list[Tool]:
         return numbered(where.display, text, start_line, end_line)
 
     @tool
-    def grep(pattern: str, path: str = ".", regex: bool = False, case_sensitive: bool = False, glob: str | None = None, max_results: int = 100) -> str:
+    def grep(pattern: str, path: str = ".", regex: bool = False, case_sensitive: bool = False, glob: str | None = None, max_results: int = 100) -> ToolResult:
         """Search the repository's text files line by line; each hit is cited as path:line.
 
         Args:
@@ -189,6 +191,7 @@ def file_tools(roots: Roots | list[str]) -> list[Tool]:
         """
         matcher = compile_pattern(pattern, regex=regex, case_sensitive=case_sensitive)
         hits: list[str] = []
+        sources: list[Source] = []
         searched = 0
         for start in _starting_points(roots, path):
             for shown_path, text in _grep_sources(roots, start, glob):
@@ -198,9 +201,10 @@ def file_tools(roots: Roots | list[str]) -> list[Tool]:
                         shown = line.strip()
                         shown = shown[:LINE_CHARS] + (" ..." if len(shown) > LINE_CHARS else "")
                         hits.append(f"{shown_path}:{n}: {shown}")
+                        sources.append(Source(shown_path, lines=(n, n)))
                         if len(hits) >= max_results:
-                            return "\n".join(hits) + f"\n[... stopped at {max_results} hits; narrow the search]"
-        return "\n".join(hits) if hits else f"no match for {pattern!r} in {searched} file(s)"
+                            return ToolResult("\n".join(hits) + f"\n[... stopped at {max_results} hits; narrow the search]", sources=sources)
+        return ToolResult("\n".join(hits), sources=sources) if hits else ToolResult(f"no match for {pattern!r} in {searched} file(s)")
 
     for t in (list_files, read_file, grep):
         t.description += f" Roots: {where_text}."

@@ -12,7 +12,7 @@ from kimidoc.agents.citations import Label, SourceRegistry, labels_in, parse_lab
 from kimidoc.backends.scripted import Scripted
 from kimidoc.documents.base import Document, Part, Source
 from kimidoc.messages import AssistantMessage, ToolCall, image_part
-from kimidoc.tools.base import tool
+from kimidoc.tools.base import ToolResult, tool
 
 PAGES = ["Revenue grew 12% in 2025.", "Costs fell by 3%.", "Headcount was flat at 120."]
 
@@ -80,19 +80,21 @@ def test_agents_parts_left_out_are_listed_and_citable_only_once_read(tmp_path: P
     assert Agent.resume(path, Scripted([]), tools=[read_page]).citations == result.citations
 
 
-def test_agents_labels_in_tool_output_register_given_documents() -> None:
+def test_agents_sources_travel_on_tool_results_not_in_their_text() -> None:
+    """A tool's ``sources`` make pages citable; a label merely printed in a tool's text does not."""
+
     @tool
-    def grep(pattern: str) -> str:
+    def grep(pattern: str) -> ToolResult:
         """Search the documents."""
-        return "data/report.pdf p.2: Costs fell by 3%.\n[elsewhere.pdf p.1] unrelated"
+        return ToolResult("data/report.pdf p.2: Costs fell by 3%.\ndata/report.pdf p.3: headcount", sources=[Source("data/report.pdf", page=2)])
 
     backend = Scripted(
-        [AssistantMessage(tool_calls=[ToolCall("g", "grep", json.dumps({"pattern": "cost"}))]), "Costs fell [report.pdf p.2] [elsewhere.pdf p.1]."],
+        [AssistantMessage(tool_calls=[ToolCall("g", "grep", json.dumps({"pattern": "cost"}))]), "Costs fell [report.pdf p.2]; headcount [report.pdf p.3]."],
         context_window=75,  # no page fits: p.2 is only seen through the tool
     )
     result = Agent(backend, tools=[grep], documents=[report()], compaction=False).run("What happened to costs?")
     assert result.citations == [Source("data/report.pdf", page=2)]
-    assert result.unverified_citations == ["elsewhere.pdf p.1"]  # not a document the agent was given
+    assert result.unverified_citations == ["report.pdf p.3"]  # printed by the tool, but not among its sources
 
 
 def test_agents_image_parts_are_packed_as_images() -> None:
@@ -113,17 +115,20 @@ def test_agents_answers_without_labels_have_no_citations(answer: str) -> None:
     assert result.citations == [] and result.unverified_citations == []
 
 
-def test_uncited_answer_is_attributed_to_the_passage_holding_its_figures():
-    from kimidoc.agents.citations import supporting_sources
-
-    p1, p2, p3 = (Source("report.pdf", page=n) for n in (1, 2, 3))
-    passages = [
-        (p1, "Summary. Revenue grew 18% in 2025, to $42.7 million from $36.2 million in 2024."),
-        (p2, "Quarterly revenue 2025: Q1 9.1, Q2 10.2, Q3 11.0, Q4 12.4."),
-        (p3, "The chart compares each quarter of 2025 with 2024."),
-    ]
-    assert supporting_sources("Revenue grew by 18% in 2025.", passages) == [p1]
-    assert supporting_sources("Q3 revenue was 11.0 million.", passages) == [p2]
-    # Words alone, or figures found nowhere, attribute nothing.
-    assert supporting_sources("The company did well overall.", passages) == []
-    assert supporting_sources("Revenue grew 99%.", passages) == []
+def test_uncited_answer_is_attributed_to_the_passages_holding_its_checked_figures() -> None:
+    doc = Document("report.pdf", "pdf", [
+        Part("text", Source("report.pdf", page=1), text="Summary. Revenue grew 18% in 2025, to $42.7 million from $36.2 million in 2024."),
+        Part("text", Source("report.pdf", page=2), text="Quarterly revenue 2025: Q1 9.1, Q2 10.2, Q3 11.0, Q4 12.4."),
+        Part("text", Source("report.pdf", page=3), text="The chart compares each quarter of 2025 with 2024."),
+    ])
+    grew = Agent(Scripted(["Revenue grew by 18%."]), documents=[doc]).run("How much did revenue grow?")
+    assert grew.citations == [Source("report.pdf", page=1)] and grew.citations_inferred
+    assert grew.answer_status == "supported"
+    q3 = Agent(Scripted(["Q3 revenue was 11.0 million."]), documents=[doc]).run("What was Q3 revenue?")
+    assert q3.citations == [Source("report.pdf", page=2)]
+    # Words alone attribute nothing; a figure found nowhere is flagged, never cited.
+    vague = Agent(Scripted(["The company did well overall."]), documents=[doc]).run("How did it go?")
+    assert vague.citations == [] and vague.answer_status == "unchecked"
+    invented = Agent(Scripted(["Revenue grew 99% to $67.9 million."]), documents=[doc]).run("How much did revenue grow?")
+    assert invented.citations == [] and invented.answer_status == "unsupported"
+    assert [c.text for c in invented.claims if not c.supported] == ["99%", "$67.9 million"]

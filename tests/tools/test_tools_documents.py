@@ -75,17 +75,38 @@ def test_read_line_ranges_of_text_and_repository_files(tools: dict, corpus: dict
 
 
 def test_search_cites_page_and_line(tools: dict, corpus: dict[str, str]) -> None:
-    hits = tools["search_documents"](query="revenue").text.splitlines()
+    r = tools["search_documents"](query="revenue", mode="exact")
+    hits = r.text.splitlines()
     assert f"{corpus['report.pdf']} p.1: Quarterly revenue grew 12 percent." in hits
     assert f"{corpus['notes.txt']}:2: beta revenue line" in hits
     assert f"{corpus['notes.txt']}:4: delta revenue again" in hits
     assert f"{corpus['repo']}/src/app.py:3: def revenue():" in hits
-    regex = tools["search_documents"](query=r"\d+ percent", regex=True).text
+    # The citations travel as data too, one per hit, with the exact page or line.
+    assert [s.cite() for s in r.sources] == [h.split(": ", 1)[0] for h in hits]
+    regex = tools["search_documents"](query=r"\d+ percent", mode="regex").text
     assert regex == f"{corpus['report.pdf']} p.1: Quarterly revenue grew 12 percent."
-    assert tools["search_documents"](query="REVENUE", case_sensitive=True).text == "no match for 'REVENUE'"
-    assert tools["search_documents"](query="(", regex=True).is_error
-    only = tools["search_documents"](query="revenue", document="notes.txt").text.splitlines()
+    assert tools["search_documents"](query="REVENUE", mode="exact", case_sensitive=True).text == "no match for 'REVENUE'"
+    assert tools["search_documents"](query="(", mode="regex").is_error
+    only = tools["search_documents"](query="revenue", mode="exact", document="notes.txt").text.splitlines()
     assert len(only) == 2
+    assert tools["search_documents"](query="revenue", mode="fuzzy").is_error
+
+
+def test_ranked_search_puts_the_best_passage_first(tools: dict, corpus: dict[str, str]) -> None:
+    r = tools["search_documents"](query="How much did quarterly revenue grow?")
+    assert r.text.startswith(f"[1] {corpus['report.pdf']} p.1\nQuarterly revenue grew 12 percent.")
+    assert r.sources[0].cite() == f"{corpus['report.pdf']} p.1"
+    assert len(r.sources) == r.text.count("\n\n[") + 1  # one source per passage shown
+    costs = tools["search_documents"](query="what happened to costs", document="report.pdf")
+    assert [s.cite() for s in costs.sources] == [f"{corpus['report.pdf']} p.2"]
+    assert "no passage matches" in tools["search_documents"](query="zebra giraffe").text
+
+
+def test_reads_carry_their_sources(tools: dict, corpus: dict[str, str]) -> None:
+    assert [s.cite() for s in tools["read_document"](document="report.pdf", page=2).sources] == [f"{corpus['report.pdf']} p.2"]
+    assert [s.cite() for s in tools["read_document"](document="notes.txt", start_line=2, end_line=3).sources] == [f"{corpus['notes.txt']}:2-3"]
+    grep = tools["grep"](pattern="revenue")
+    assert [s.cite() for s in grep.sources] == [line.split(": ", 1)[0] for line in grep.text.splitlines()]
 
 
 def test_render_page_and_region(tools: dict) -> None:

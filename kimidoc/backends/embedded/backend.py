@@ -47,6 +47,7 @@ class Embedded(BaseBackend):
     """
 
     name = "embedded"
+    evidence_first = True
 
     def __init__(
         self,
