@@ -27,7 +27,7 @@ from typing import Any, Sequence
 
 from kimidoc.agents.budget import Budget
 from kimidoc.agents.events import EventCallback, Emitter
-from kimidoc.agents.verify import claims_in, verify
+from kimidoc.agents.verify import claim_spans, claims_in, verify
 from kimidoc.backends.base import Backend
 from kimidoc.documents.base import Document
 from kimidoc.documents.passages import Passage, header_and_row
@@ -49,12 +49,20 @@ _WANTS: list[tuple[re.Pattern[str], tuple[str, ...]]] = [
 ]
 
 
+_ANY_FIGURE = ("number", "money", "percent", "date", "name")
+_FACTOID = re.compile(r"^\s*(what|which|who|when|where|how)\b", re.I)
+_OPEN = re.compile(r"^\s*(why|how (do|does|did|is|are|can|should)|describe|summari[sz]e|explain|compare|discuss|list)\b", re.I)
+
+
 def wanted(question: str) -> tuple[str, ...]:
-    """The kinds of claim that answer ``question`` (empty: it asks for no figure or name)."""
+    """The kinds of claim that answer ``question``; any figure or name for a "what is the X of Y"
+    question with no other cue; empty for an open question (why, describe, summarise)."""
     out: list[str] = []
     for pattern, kinds in _WANTS:
         if pattern.search(question):
             out += [k for k in kinds if k not in out]
+    if not out and _FACTOID.search(question) and not _OPEN.search(question):
+        return _ANY_FIGURE
     return tuple(out)
 
 
@@ -70,7 +78,7 @@ class Candidate:
         return f"{self.label}: {self.text}" if self.label else self.text
 
 
-def candidates(question: str, hits: Sequence[Hit]) -> list[Candidate]:
+def candidates(question: str, hits: Sequence[Hit], weights: dict[str, float] | None = None) -> list[Candidate]:
     """Every figure and name the passages state, best first for ``question``.
 
     A candidate's score adds: how well its passage matches (0-1); whether it is the kind the
@@ -80,7 +88,9 @@ def candidates(question: str, hits: Sequence[Hit]) -> list[Candidate]:
     the question already states ("2025" in "grow in 2025?") is not an answer.
     """
     want = wanted(question)
-    asked = set(tokens(question))
+    # Each question word counts by how rare it is in the documents (``Index.weights``): in a paper
+    # about sparse routing, "parameters" says more than "sparse".
+    asked = {t: (weights or {}).get(t, 1.0) for t in tokens(question)}
     out: list[Candidate] = []
     for hit in hits:
         passage = hit.passage
@@ -92,9 +102,9 @@ def candidates(question: str, hits: Sequence[Hit]) -> list[Candidate]:
         for text, kind, at, label in _spans(passage):
             if kind == "name" and text.lower() in question.lower():
                 continue
-            echo = set(tokens(text)) <= asked
+            echo = set(tokens(text)) <= asked.keys()
             score = relevance + _kind_fit(kind, text, want) + _context_fit(passage.text, at, len(text), asked, question) - (3.0 if echo else 0.0)
-            score += 2.0 * len(set(tokens(label)) & asked) + _counted(passage.text, at + len(text), kind, asked)
+            score += 2.0 * _overlap(tokens(label), asked) + _counted(passage.text, at + len(text), kind, asked)
             score += 0.5 if _RANGE.fullmatch(text) else 0.0  # a range is the whole answer, either end only half
             if kind == "name":
                 score += _name_fit(text, want, asked)
@@ -127,8 +137,9 @@ def _spans(passage: Passage) -> list[tuple[str, str, int, str]]:
             out.append((text, kinds[0] if kinds else "code", m.start(value), m.group(name).strip("\"'")))
         return out
     out = []
-    for text, kind in claims_in(passage.text):
-        at = passage.text.find(text)
+    for text, kind, at in claim_spans(passage.text):
+        if re.match(r"\d+[.)]\s", passage.text[at:]) and (at == 0 or passage.text[at - 1] == "\n"):
+            continue  # "2. Pricing ...": a list item's number, not a figure
         if kind == "number" and re.fullmatch(r"(19|20)\d\d", text):
             kind = "year"
         out.append((text, kind, at, ""))
@@ -144,7 +155,12 @@ _UNIT_WORDS = frozenset("million billion thousand percent per cent m bn k mw gw 
                         "dollars euros pounds hours minutes seconds days weeks months years points pp".split())
 
 
-def _counted(text: str, end: int, kind: str, asked: set[str]) -> float:
+def _overlap(words: Sequence[str] | set[str], asked: dict[str, float]) -> float:
+    """The weight of the question's words among ``words``, each counted once."""
+    return sum(asked[t] for t in set(words) if t in asked)
+
+
+def _counted(text: str, end: int, kind: str, asked: dict[str, float]) -> float:
     """A bare number followed by a noun counts that noun: "14 ferry operators" does not answer a
     question about revenue, "41 stores" answers one about stores."""
     if kind not in ("number", "year"):
@@ -152,15 +168,15 @@ def _counted(text: str, end: int, kind: str, asked: set[str]) -> float:
     m = re.match(r"\s+([A-Za-z][A-Za-z-]+)", text[end:])
     if not m or m.group(1).lower() in _UNIT_WORDS:
         return 0.0
-    return 0.0 if set(tokens(m.group(1))) & asked else -1.5
+    return 0.0 if set(tokens(m.group(1))) & asked.keys() else -1.5
 
 
-def _name_fit(name: str, want: tuple[str, ...], asked: set[str]) -> float:
+def _name_fit(name: str, want: tuple[str, ...], asked: dict[str, float]) -> float:
     """A person is asked for with "who": two or three words, none a title ("Chief Executive");
     "which foundation" wants the name that holds the word."""
     words = tokens(name)
-    fit = 1.0 * len(set(words) & asked)
-    if want[:1] == ("name",) and not asked & set(words):
+    fit = _overlap(words, asked)
+    if want[:1] == ("name",) and not asked.keys() & set(words):
         fit += 1.0 if 2 <= len(name.split()) <= 3 and not set(words) & _TITLES else -1.0
     return fit
 
@@ -186,14 +202,14 @@ _FROM_TO = re.compile(r"\bfrom\s+(?P<a>[^,;]{1,40}?)\s+to\s+(?P<b>[^,;]{1,40}?)(
 _EARLIER = re.compile(r"\b(from|before|previous|prior|earlier|start|began|begin|initial|last year|old)\b", re.I)
 
 
-def _context_fit(text: str, at: int, length: int, asked: set[str], question: str) -> float:
+def _context_fit(text: str, at: int, length: int, asked: dict[str, float], question: str) -> float:
     """How well the words around a candidate match the question: its clause's question words (1
     each), those within four words of it (1.5 each), and in "from A to B" the side the question
     asks for (the later one unless it asks for the earlier)."""
     starts = [0] + [m.end() for m in _CLAUSE.finditer(text) if m.end() <= at]
     ends = [m.start() for m in _CLAUSE.finditer(text) if m.start() >= at + length] + [len(text)]
     clause = text[max(starts) : min(ends)]
-    fit = float(len(set(tokens(clause)) & asked))
+    fit = _overlap(tokens(clause), asked)
     anchor = at
     for m in _FROM_TO.finditer(text):
         side = "a" if m.start("a") <= at < m.end("a") else "b" if m.start("b") <= at < m.end("b") else ""
@@ -202,11 +218,11 @@ def _context_fit(text: str, at: int, length: int, asked: set[str], question: str
             fit += 1.0 if (side == "a") == bool(_EARLIER.search(question)) else 0.0
     before = text[max(starts) : anchor].split()[-4:]
     after = text[at + length : min(ends)].split()[:4]
-    fit += 1.5 * len(set(tokens(" ".join(before + after))) & asked)
+    fit += 1.5 * _overlap(tokens(" ".join(before + after)), asked)
     return fit
 
 
-def _cells(passage: Passage, table: tuple[list[str], list[str]], want: tuple[str, ...], asked: set[str], relevance: float) -> list[Candidate]:
+def _cells(passage: Passage, table: tuple[list[str], list[str]], want: tuple[str, ...], asked: dict[str, float], relevance: float) -> list[Candidate]:
     """The cells of a table row: a cell answers when the question names its row (its other cells'
     words) and its column (the header); a column match alone says little in a table whose every
     row shares the header ("Revenue 2025" on each)."""
@@ -220,11 +236,11 @@ def _cells(passage: Passage, table: tuple[list[str], list[str]], want: tuple[str
         if kind == "number" and _CURRENCY.search(header[i]):
             kind = "money"  # 9.4 under "Revenue ($M)" is an amount
         others = set(tokens(" ".join(c for j, c in enumerate(row) if j != i)))
-        row_named = len(others & asked)
+        row_named = _overlap(others, asked)
         if row_named == 0 and len(row) > 2 and i == 0:
             continue
-        fit = 1.0 * row_named + len(set(tokens(header[i])) & asked) * (1.0 if row_named else 0.3)
-        if set(tokens(cell)) <= asked:
+        fit = row_named + _overlap(tokens(header[i]), asked) * (1.0 if row_named else 0.3)
+        if set(tokens(cell)) <= asked.keys():
             fit -= 3.0  # the cell the question names (its row label) is not the answer
         label = f"{row[0]} · {header[i]}" if i else header[i]
         out.append(Candidate(cell, kind, passage, relevance + fit + _kind_fit(kind, cell, want), label))
@@ -255,7 +271,7 @@ async def ground(backend: Backend, index: Index, question: str) -> Grounded:
     hits = index.search(question, PASSAGES)
     if not hits:
         return Grounded("", [], None, [])
-    ranked = candidates(question, hits) if wanted(question) else []
+    ranked = candidates(question, hits, index.weights(tokens(question))) if wanted(question) else []
     options = ranked[:CHOICES]
     chosen = options[0] if options else None
     choose = getattr(backend, "choose", None)

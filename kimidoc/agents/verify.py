@@ -100,44 +100,49 @@ def _figure(text: str) -> _Figure | None:
 
 
 def claims_in(answer: str, question: str = "") -> list[tuple[str, str]]:
-    """The (text, kind) of every checkable claim in ``answer``, in order.
+    """The (text, kind) of every checkable claim in ``answer``, each once, in order.
 
     Citation labels (``[report.pdf p.3]``) are not claims; neither are names the question itself
     used, nor a lone capitalised word opening a sentence (``Revenue grew``).
     """
-    text = re.sub(r"\[[^\[\]\n]{1,400}\]", " ", answer)  # citation labels and their page numbers
-    out: list[tuple[str, str]] = []
+    return list(dict.fromkeys((t, k) for t, k, _ in claim_spans(answer, question)))
+
+
+def claim_spans(answer: str, question: str = "") -> list[tuple[str, str, int]]:
+    """(text, kind, offset in ``answer``) of every claim, in order (see :func:`claims_in`)."""
+    text = re.sub(r"\[[^\[\]\n]{1,400}\]", lambda m: " " * len(m.group()), answer)  # citation labels, offsets kept
+    out: list[tuple[str, str, int]] = []
     masked = list(text)
     for m in _CLAIM.finditer(text):
         kind = m.lastgroup or "number"
-        out.append((m.group().strip(), kind))
+        stripped = m.group().strip()
+        out.append((stripped, kind, m.start() + m.group().find(stripped)))
         masked[m.start() : m.end()] = " " * (m.end() - m.start())
     rest = "".join(masked)
     asked = question.lower()
     for m in _NAME.finditer(rest):
+        if re.search(r"\d\s*$", rest[: m.start()]):
+            continue  # "468 GWh", "29 USD": a unit after a figure, not a name
         # "The CEO Jane Doe" holds the name "Jane Doe": common capitalised words split a run.
-        runs: list[list[str]] = [[]]
-        for word in m.group().strip(" -").split():
-            if word in _COMMON_CAPS:
+        runs: list[list[tuple[str, int]]] = [[]]
+        for w in re.finditer(r"\S+", m.group()):
+            if w.group() in _COMMON_CAPS:
                 runs.append([])
             else:
-                runs[-1].append(word)
+                runs[-1].append((w.group(), m.start() + w.start()))
         for words in runs:
-            while words and words[-1] in ("of", "de", "van", "von"):
+            while words and words[-1][0] in ("of", "de", "van", "von"):
                 words.pop()
             if not words:
                 continue
-            name = " ".join(words)
-            if re.search(r"\d\s*$", rest[: m.start()]):
-                continue  # "468 GWh", "29 USD": a unit after a figure, not a name
+            name = " ".join(w for w, _ in words).strip(" -")
             alone = len(m.group().split()) == 1
             if alone and _sentence_start(rest, m.start()) and not _marked(name):
                 continue
             if name.lower() in asked:
                 continue
-            out.append((name, "name"))
-    order = {t: answer.find(t) for t, _ in out}
-    return sorted(dict.fromkeys(out), key=lambda c: order[c[0]])
+            out.append((name, "name", words[0][1]))
+    return sorted(out, key=lambda c: c[2])
 
 
 def _sentence_start(text: str, at: int) -> bool:

@@ -14,7 +14,9 @@ identifiers, and drops English stop words. Scores are BM25 (Lucene variant) from
 
 from __future__ import annotations
 
+import math
 import re
+from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
@@ -77,6 +79,7 @@ class Index:
         import bm25s
 
         self.passages = list(items)
+        self._df: Counter[str] | None = None  # document frequencies, counted when first asked
         self._bm25 = bm25s.BM25()
         # An empty document list cannot be indexed; a placeholder term keeps search() uniform.
         self._bm25.index([tokens(f"{p.context} {p.text}") or ["\0"] for p in self.passages] or [["\0"]], show_progress=False)
@@ -84,6 +87,13 @@ class Index:
     @classmethod
     def of(cls, documents: Iterable[Document]) -> "Index":
         return cls(passages(documents))
+
+    def weights(self, terms: Iterable[str]) -> dict[str, float]:
+        """How rare each term is among the passages, from 1 (in one passage) down towards 0 (in all)."""
+        if self._df is None:
+            self._df = Counter(t for p in self.passages for t in set(tokens(f"{p.context} {p.text}")))
+        n = len(self.passages) + 1
+        return {t: math.log(1 + n / (self._df.get(t, 0) + 1)) / math.log(1 + n) for t in terms}
 
     def scores(self, query: str) -> list[float]:
         """The BM25 score of every passage for ``query`` (0 where no term is shared)."""
