@@ -252,6 +252,10 @@ def document_text(path: Path) -> str:
             return qa_corpus.SCANNED_TEXT
         with pymupdf.open(path) as doc:
             return "\n".join(page.get_text() for page in doc)
+    if path.suffix == ".csv":  # cells apart: "3.72,500" is two numbers, not 3.725
+        import csv
+
+        return "\n".join(" | ".join(row) for row in csv.reader(path.read_text().splitlines()))
     return path.read_text()
 
 

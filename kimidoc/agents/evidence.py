@@ -43,7 +43,7 @@ _WANTS: list[tuple[re.Pattern[str], tuple[str, ...]]] = [
     (re.compile(r"\b(percent|percentage|%|share|margin|rate|proportion|fraction)\b", re.I), ("percent",)),
     (re.compile(r"\bhow much\b.*\b(grow|grew|rise|rose|increase|fall|fell|decrease|decline|change)", re.I), ("percent", "money")),
     (re.compile(r"\b(when|what date|which date|what year|which year|deadline|since when)\b", re.I), ("date", "year")),
-    (re.compile(r"\b(who|whom|which (company|customer|client|person|firm|supplier|vendor|partner|city|country|region|product|team|author|department|library|module|function|class))\b|\bname\b", re.I), ("name",)),
+    (re.compile(r"\b(who|whom|which (?!year|date|month|day|time|port|version|number|value|size|level|amount|percentage|rate)[a-z]+|name)\b", re.I), ("name",)),
     (re.compile(r"\b(how much|cost|price|revenue|sales|income|profit|spend|spent|budget|amount|paid|funding|salary|\$|€|£)\b", re.I), ("money",)),
     (re.compile(r"\b(how many|number of|count|default|limit|maximum|minimum|max|min|size|timeout|port|version|value|threshold|how long|how old|how big|how large|headcount)\b", re.I), ("number", "money", "percent", "code")),
 ]
@@ -56,10 +56,13 @@ _OPEN = re.compile(r"^\s*(why|how (do|does|did|is|are|can|should)|describe|summa
 
 def wanted(question: str) -> tuple[str, ...]:
     """The kinds of claim that answer ``question``; any figure or name for a "what is the X of Y"
-    question with no other cue; empty for an open question (why, describe, summarise)."""
+    question with no other cue; empty for an open question (why, describe, summarise). A question
+    that names its kind ("by what percentage", "when") wants that kind alone."""
     out: list[str] = []
     for pattern, kinds in _WANTS:
         if pattern.search(question):
+            if not out and kinds[0] in ("percent", "date"):
+                return kinds
             out += [k for k in kinds if k not in out]
     if not out and _FACTOID.search(question) and not _OPEN.search(question):
         return _ANY_FIGURE
@@ -104,7 +107,8 @@ def candidates(question: str, hits: Sequence[Hit], weights: dict[str, float] | N
                 continue
             echo = set(tokens(text)) <= asked.keys()
             score = relevance + _kind_fit(kind, text, want) + _context_fit(passage.text, at, len(text), asked, question) - (3.0 if echo else 0.0)
-            score += 2.0 * _overlap(tokens(label), asked) + _counted(passage.text, at + len(text), kind, asked)
+            named = _overlap(tokens(label), asked)
+            score += (2.0 * named if named else -1.5 if label else 0.0) + _counted(passage.text, at + len(text), kind, asked)
             score += 0.5 if _RANGE.fullmatch(text) else 0.0  # a range is the whole answer, either end only half
             if kind == "name":
                 score += _name_fit(text, want, asked)

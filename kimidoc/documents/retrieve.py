@@ -24,6 +24,7 @@ from kimidoc.documents.base import Document
 from kimidoc.documents.passages import Passage, passages
 
 _TOKEN = re.compile(r"\d+(?:[.,]\d+)*|[A-Z]?[a-z]+|[A-Z]+(?![a-z])")
+_CODE = re.compile(r"\b([A-Za-z]{1,6})[-_]?(\d{1,6})\b")  # part numbers, grant codes: HX-220, LF-2291
 _STOP = frozenset(
     "a an the and or of in on at to for from by with as is are was were be been being it its this that these those "
     "what which who whom whose when where why how much many does did do done has have had will would can could should "
@@ -38,7 +39,7 @@ _IRREGULAR = {"grew": "grow", "grown": "grow", "growth": "grow", "rose": "rise",
 
 def tokens(text: str) -> list[str]:
     """The index terms of ``text`` (see the module docstring)."""
-    out = []
+    out = [m.group(1).lower() + m.group(2) for m in _CODE.finditer(text)]  # "PM-9" is also one term, "pm9"
     for raw in _TOKEN.findall(text):
         t = raw.lower()
         if t[0].isdigit():

@@ -213,3 +213,10 @@ def test_summary_counts_each_column() -> None:
     s = bench_qa.summarise([row(True, True, 0, [], 2.0, "a" * 10), row(True, False, 1, [], 4.0, "a" * 30), row(False, False, 2, ["$37M"], 9.0, "")])
     assert (s["questions"], s["right"], s["right_and_cited"], s["claims_flagged"], s["unsupported_printed_as_sourced"]) == (3, 2, 1, 3, 1)
     assert (s["seconds_median"], s["seconds_max"], s["lead_chars_median"], s["missing_contract_keys"]) == (4.0, 9.0, 10, ["evidence"])
+
+
+def test_csv_cells_count_as_separate_numbers_for_the_invented_check(tmp_path) -> None:
+    csv_file = tmp_path / "parts.csv"
+    csv_file.write_text('part,cost,reorder\nBR-1045,3.72,500\n"HX-1","1,188",4\n')
+    known = {n.raw for n in bench_qa.numbers(bench_qa.document_text(csv_file))}
+    assert {3.72, 500.0, 1188.0} <= known and 3.725 not in known
