@@ -65,6 +65,8 @@ def format_answer(result: Any) -> str:
     if not result.answer.strip():
         if result.evidence:
             out.append("No short answer could be given; the passages that best match the question:\n" + evidence)
+        elif result.ok:
+            out.append("Nothing in the documents matches the question.")
         return "\n".join(out)
     if unsupported:
         out.append(f"The model's answer could not be checked: {', '.join(unsupported)} appear(s) in none of the passages it read.")
@@ -74,7 +76,7 @@ def format_answer(result: Any) -> str:
         return "\n\n".join(out)
     out.append(result.answer.strip())
     if checked:
-        out.append("Checked against the documents: " + "; ".join(f"{c.text} ({c.source.cite()}{', ' + c.how if c.how.startswith('derived') else ''})" for c in checked))
+        out.append("Found in the documents: " + "; ".join(f"{c.text} ({c.source.cite()}{', ' + c.how if c.how.startswith('derived') else ''})" for c in checked))
     if result.evidence and result.citations_inferred:
         out.append("Evidence:\n" + evidence)
     cites = [s.cite() for s in result.citations]

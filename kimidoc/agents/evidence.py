@@ -106,7 +106,10 @@ def candidates(question: str, hits: Sequence[Hit], weights: dict[str, float] | N
             if kind == "name" and text.lower() in question.lower():
                 continue
             echo = set(tokens(text)) <= asked.keys()
-            score = relevance + _kind_fit(kind, text, want) + _context_fit(passage.text, at, len(text), asked, question) - (3.0 if echo else 0.0)
+            context = _context_fit(passage.text, at, len(text), asked, question)
+            if context <= 0 and not _overlap(tokens(label), asked):
+                continue  # nothing the question asks about stands near it: no answer, however well it fits the kind
+            score = relevance + _kind_fit(kind, text, want) + context - (3.0 if echo else 0.0)
             named = _overlap(tokens(label), asked)
             score += (2.0 * named if named else -1.5 if label else 0.0) + _counted(passage.text, at + len(text), kind, asked)
             score += 0.5 if _RANGE.fullmatch(text) else 0.0  # a range is the whole answer, either end only half
@@ -244,6 +247,8 @@ def _cells(passage: Passage, table: tuple[list[str], list[str]], want: tuple[str
         if row_named == 0 and len(row) > 2 and i == 0:
             continue
         fit = row_named + _overlap(tokens(header[i]), asked) * (1.0 if row_named else 0.3)
+        if fit <= 0:
+            continue
         if set(tokens(cell)) <= asked.keys():
             fit -= 3.0  # the cell the question names (its row label) is not the answer
         label = f"{row[0]} · {header[i]}" if i else header[i]
