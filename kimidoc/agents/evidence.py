@@ -184,7 +184,8 @@ def _name_fit(name: str, want: tuple[str, ...], asked: dict[str, float]) -> floa
     words = tokens(name)
     fit = _overlap(words, asked)
     if want[:1] == ("name",) and not asked.keys() & set(words):
-        fit += 1.0 if 2 <= len(name.split()) <= 3 and not set(words) & _TITLES else -1.0
+        person = 2 <= len(name.split()) <= 3 and not set(words) & _TITLES and not name.isupper()
+        fit += 1.0 if person else -1.0
     return fit
 
 
@@ -242,6 +243,10 @@ def _cells(passage: Passage, table: tuple[list[str], list[str]], want: tuple[str
         kind = claims[0][1] if claims else "name"
         if kind == "number" and _CURRENCY.search(header[i]):
             kind = "money"  # 9.4 under "Revenue ($M)" is an amount
+        elif kind == "number" and re.search(r"%|\bpercent", header[i], re.I):
+            kind = "percent"  # +4.2 under "Change %"
+        elif kind == "number" and want[:1] in (("money",), ("number",)) and _overlap(tokens(re.sub(r"\b(19|20)\d\d\b", "", header[i])), asked):
+            kind = want[0]  # 14.2 under "Op. profit 2024" is the profit asked for, whatever its unit
         others = set(tokens(" ".join(c for j, c in enumerate(row) if j != i)))
         row_named = _overlap(others, asked)
         if row_named == 0 and len(row) > 2 and i == 0:

@@ -28,7 +28,8 @@ _MONTHS = "January|February|March|April|May|June|July|August|September|October|N
 _NUM = r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?"
 _SCALE_WORD = r"(?:\s?(?:thousand|million|billion|trillion|mn|bn|[kKmMbB])\b)?"
 _CLAIM = re.compile(
-    rf"(?P<date>\b(?:{_MONTHS})\.?\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}}\b|\b\d{{1,2}}\s+(?:{_MONTHS})\.?,?\s+\d{{4}}\b|\b\d{{4}}-\d{{2}}-\d{{2}}\b)"
+    rf"(?P<date>\b(?:{_MONTHS})\.?\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}}\b|\b\d{{1,2}}\.?\s+(?:{_MONTHS})\.?,?\s+\d{{4}}\b"
+    rf"|\b\d{{4}}-\d{{2}}-\d{{2}}\b|\b(?:{_MONTHS})\.?\s+\d{{4}}\b)"
     rf"|(?P<money>(?:US\s?)?[$€£]\s?(?:{_NUM}){_SCALE_WORD})"
     rf"|(?P<percent>(?<![\w.])[-+]?(?:{_NUM})\s?(?:%|percent\b|per\s?cent\b))"
     rf"|(?P<number>(?<![\w.$€£])[-+]?(?:{_NUM}){_SCALE_WORD}(?![\w%]|\.\d))"
@@ -185,16 +186,17 @@ _MONTH_NUMBER = {m[:3].lower(): i for i, m in enumerate("Jan Feb Mar Apr May Jun
 
 
 def _date_key(text: str) -> tuple[int, int, int] | None:
-    """(year, month, day) of a date written as ``March 3, 2025``, ``3 March 2025`` or ``2025-03-03``."""
+    """(year, month, day) of a date written as ``March 3, 2025``, ``3 March 2025``, ``2025-03-03``,
+    or (year, month, 0) for ``May 2027``."""
     if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
         y, m, d = text.split("-")
         return int(y), int(m), int(d)
     month = re.search(_MONTHS, text)
     year = re.search(r"\d{4}", text)
-    day = re.search(r"(?<!\d)\d{1,2}(?!\d)", text[: year.start()] + " " + text[year.end() :] if year else text)
-    if not (month and year and day):
+    if not (month and year):
         return None
-    return int(year.group()), _MONTH_NUMBER[month.group()[:3].lower()], int(day.group())
+    day = re.search(r"(?<!\d)\d{1,2}(?!\d)", text[: year.start()] + " " + text[year.end() :])
+    return int(year.group()), _MONTH_NUMBER[month.group()[:3].lower()], int(day.group()) if day else 0
 
 
 def _date_in(date: str, passage: str) -> bool:
