@@ -114,7 +114,7 @@ def candidates(question: str, hits: Sequence[Hit], weights: dict[str, float] | N
             score += (2.0 * named if named else -1.5 if label else 0.0) + _counted(passage.text, at + len(text), kind, asked)
             score += 0.5 if _RANGE.fullmatch(text) else 0.0  # a range is the whole answer, either end only half
             if kind == "name":
-                score += _name_fit(text, want, asked)
+                score += _name_fit(text, want, asked, bool(_WHO.search(question)))
             out.append(Candidate(text, kind, passage, score, label))
     out.sort(key=lambda c: -c.score)
     return list({(c.text, c.passage.source): c for c in out}.values())
@@ -125,6 +125,7 @@ _ASSIGNED = re.compile(
     r"|(?P<flag>[\"'][-\w]+[\"'])[^\n]{0,80}?\bdefault\s*=\s*(?P<d>\"[^\"\n]{1,80}\"|'[^'\n]{1,80}'|[-+]?[\w.]+)"
 )
 _LITERAL = re.compile(r"\"[^\"]*\"|'[^']*'|[-+]?\d[\d_.]*(?:[eE][-+]?\d+)?|True|False|true|false")
+_WHO = re.compile(r"\bwho(m|se)?\b", re.I)
 _TITLES = frozenset("chief executive officer financial director report annual board president manager head committee council "
                     "department section chapter figure table summary letter".split())
 
@@ -178,14 +179,16 @@ def _counted(text: str, end: int, kind: str, asked: dict[str, float]) -> float:
     return 0.0 if set(tokens(m.group(1))) & asked.keys() else -1.5
 
 
-def _name_fit(name: str, want: tuple[str, ...], asked: dict[str, float]) -> float:
+def _name_fit(name: str, want: tuple[str, ...], asked: dict[str, float], who: bool) -> float:
     """A person is asked for with "who": two or three words, none a title ("Chief Executive");
     "which foundation" wants the name that holds the word."""
     words = tokens(name)
+    if who:  # a person: two or three words, none a title, not a shouted heading ("INTERNAL MEMO")
+        person = 2 <= len(name.split()) <= 3 and not set(words) & _TITLES and not name.isupper()
+        return 1.0 if person else -1.0
     fit = _overlap(words, asked)
     if want[:1] == ("name",) and not asked.keys() & set(words):
-        person = 2 <= len(name.split()) <= 3 and not set(words) & _TITLES and not name.isupper()
-        fit += 1.0 if person else -1.0
+        fit -= 1.0 if set(words) & _TITLES or name.isupper() else 0.0
     return fit
 
 
