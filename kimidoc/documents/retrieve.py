@@ -60,7 +60,7 @@ def _stem(word: str) -> str:
     if word in _IRREGULAR:
         word = _IRREGULAR[word]
     else:
-        for suffix, keep in (("ies", "y"), ("sses", "ss"), ("ing", ""), ("ed", ""), ("es", ""), ("s", "")):
+        for suffix, keep in (("ies", "y"), ("sses", "ss"), ("ions", ""), ("ion", ""), ("ing", ""), ("ed", ""), ("es", ""), ("s", ""), ("e", "")):
             if word.endswith(suffix) and len(word) - len(suffix) >= 3 and not word.endswith("ss"):
                 word = word[: len(word) - len(suffix)] + keep
                 break
