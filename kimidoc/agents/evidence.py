@@ -19,7 +19,6 @@ no short answer: the evidence is the answer, and the result says its answer was 
 from __future__ import annotations
 
 import asyncio
-import math
 import re
 import time
 from dataclasses import dataclass
@@ -36,7 +35,8 @@ from kimidoc.messages import Usage
 
 PASSAGES = 8  # passages retrieved
 EVIDENCE = 3  # passages quoted
-CHOICES = 4  # candidates the model chooses among
+CHOICES = 4  # candidates the model chooses among, at most
+TIE = 1.0  # a candidate this close to the best one's score is a close call
 
 # What a question asks for, by its wording: the kinds of claim that can answer it.
 _WANTS: list[tuple[re.Pattern[str], tuple[str, ...]]] = [
@@ -296,28 +296,22 @@ async def ground(backend: Backend, index: Index, question: str) -> Grounded:
     if not hits:
         return Grounded("", [], None, [])
     ranked = candidates(question, hits, index.weights(tokens(question))) if wanted(question) else []
-    options = ranked[:CHOICES]
-    chosen = options[0] if options else None
+    chosen = ranked[0] if ranked else None
+    # The model settles the close calls the ranking cannot: candidates within TIE of the best are
+    # offered to it as a constrained choice (its log-probability of each as the reply); a clear
+    # leader is not put to a vote. Measured on bench_qa: over every candidate the 135M model's choice
+    # was worse than the ranking, on ties it is at least a reader of the passage.
+    options = [c for c in ranked[:CHOICES] if c.score >= ranked[0].score - TIE] if ranked else []
     choose = getattr(backend, "choose", None)
-    if chosen is not None and choose is not None and len(options) > 1:
-        scores = await asyncio.to_thread(choose, choice_prompt(question, options), [o.text for o in options])
-        # The model's choice counts as much as the best ranking gap: it settles close calls, and a
-        # clear ranking survives a model that is unsure.
-        spread = (options[0].score - options[-1].score) or 1.0
-        best = max(range(len(options)), key=lambda i: options[i].score + spread * _softmax(scores)[i])
-        chosen = options[best]
+    if choose is not None and len(options) > 1:
+        scores = await asyncio.to_thread(choose, choice_prompt(question, options), [o.answer() for o in options])
+        chosen = options[max(range(len(options)), key=lambda i: scores[i])]
     # Quoted besides the answer's own passage: those that match the question nearly as well.
     evidence = [h.passage for h in hits if h.score >= 0.6 * hits[0].score]
     if chosen is not None:
         evidence = [chosen.passage] + [p for p in evidence if p != chosen.passage]
     answer = f"{chosen.answer()} [{chosen.passage.cite()}]" if chosen else ""
     return Grounded(answer, evidence[:EVIDENCE], chosen, options)
-
-
-def _softmax(xs: Sequence[float]) -> list[float]:
-    top = max(xs)
-    e = [math.exp(x - top) for x in xs]
-    return [v / sum(e) for v in e]
 
 
 def ask_with_evidence(backend: Backend, documents: Sequence[Document], question: str, *, budget: Budget | None = None,

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from kimidoc.agents.evidence import ask_with_evidence, candidates, ground, wanted
+from kimidoc.agents.evidence import TIE, ask_with_evidence, candidates, ground, wanted
 from kimidoc.backends import Scripted
 from kimidoc.cli import agent as cli_agent
 from kimidoc.cli import main
 from kimidoc.documents import load
-from kimidoc.documents.retrieve import Index
+from kimidoc.documents.base import Document, Part, Source
+from kimidoc.documents.retrieve import Index, tokens
 
 REPORT = str(Path(__file__).resolve().parents[2] / "examples" / "data" / "report.pdf")
 
@@ -42,6 +43,7 @@ class Chooser(Scripted):
         return [0.0 if o == self.prefer else -8.0 for o in options] if self.prefer else [-1.0] * len(options)
 
 
+
 @pytest.fixture(scope="module")
 def index() -> Index:
     return Index.of([load(REPORT)])
@@ -64,13 +66,16 @@ async def test_the_ranked_candidate_answers_and_cites_its_page(index: Index, que
 
 
 async def test_the_model_settles_close_calls_but_not_clear_ones(index: Index) -> None:
-    q = "What operating margin did the company reach in 2025?"  # 12.1% and 9.5% stand in one clause
-    options = [o.text for o in candidates(q, index.search(q, 8))[:4]]
-    assert options[:2] == ["12.1%", "9.5%"]
-    model = Chooser("9.5%")
-    assert (await ground(model, index, q)).chosen.text == "9.5%" and model.asked == [options]
-    # Q3 2024 (9.4) leads Q3 2025 (11.0) by a whole column match: a model preferring 11.0 only ties it.
-    assert (await ground(Chooser("36.2"), index, "What was Q3 revenue in 2024?")).chosen.text == "9.4"
+    tied = Index.of([Document("team.txt", "pdf", [Part("text", Source("team.txt", page=1), text="Alice Smith leads the project. Bob Jones leads the project.")])])
+    model = Chooser("Bob Jones")
+    found = await ground(model, tied, "Who leads the project?")
+    assert model.asked == [["Alice Smith", "Bob Jones"]] and found.chosen.text == "Bob Jones"
+    # FreshWay leads by more than TIE: no vote, whatever the model prefers.
+    q = "Which customer's contract renewal is the main risk?"
+    ranked = candidates(q, index.search(q, 8), index.weights(tokens(q)))
+    assert ranked[0].text == "FreshWay" and ranked[1].score < ranked[0].score - TIE
+    model = Chooser("Nordic")
+    assert (await ground(model, index, q)).chosen.text == "FreshWay" and model.asked == []
 
 
 async def test_a_question_wanting_no_figure_gets_the_passages_only(index: Index) -> None:
