@@ -32,7 +32,7 @@ def ask(backend: Backend, documents: Sequence[Document], question: str, *, mode:
     if mode == "evidence" or (mode == "auto" and getattr(backend, "evidence_first", False)):
         if trace_path is not None:
             print("kimidoc: no trace is written in evidence mode (one retrieval and one choice: nothing to resume)", file=sys.stderr)
-        return ask_with_evidence(backend, documents, question, budget=budget, on_event=on_event)
+        return ask_with_evidence(documents, question, on_event=on_event)
     if tools is None:
         from kimidoc.tools import document_tools
 

@@ -1,16 +1,19 @@
-"""Evidence first: how a small model answers a question about documents without inventing a figure.
+"""Evidence first: how a small model's backend answers a question about documents without inventing a figure.
 
 A 135M model cannot drive a tool loop, and asked to write an answer it invents figures even with
-the right passage in front of it. What it can do is choose. So the work is split:
+the right passage in front of it. So the answer is not written, it is found:
 1. **retrieve**: the BM25 passages that best match the question (:mod:`kimidoc.documents.retrieve`);
 2. **candidates**: the figures and names those passages state (a table row: each cell under its
    column header; code: the value assigned), ranked by what the question asks for (an amount for
-   "how much", a date for "when", a name for "who"), by the column header or the words next to
-   them, and by the passage's rank;
-3. **the model chooses** among the best few candidates (a constrained choice scored by the
-   model's own log-probabilities, ``backend.choose``) when the backend offers it;
-4. **verify and show**: the chosen answer is checked like any other (:mod:`kimidoc.agents.verify`)
-   and printed with the passages that hold it, quoted verbatim with their citations.
+   "how much", a date for "when", a person for "who"), by the question's words around them (rare
+   words weigh more), by the column header and row, and by the passage's rank;
+3. **verify and show**: the best candidate is checked like any other answer
+   (:mod:`kimidoc.agents.verify`) and printed with the passages that hold it, quoted verbatim with
+   their citations.
+
+The model itself is not asked. Letting SmolLM2-135M choose among the candidates by its own
+log-probabilities (``Embedded.choose``) was measured on ``benchmarks/bench_qa.py``: over all
+candidates it lowered the right answers from 20 to 19 of 41, on close calls only from 34 to 27.
 
 When nothing matches the question's kind (a question that wants a summary, not a figure), there is
 no short answer: the evidence is the answer, and the result says its answer was not checked.
@@ -18,16 +21,14 @@ no short answer: the evidence is the answer, and the result says its answer was 
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Sequence
 
-from kimidoc.agents.budget import Budget
 from kimidoc.agents.events import EventCallback, Emitter
+from kimidoc.agents.loop import AgentResult
 from kimidoc.agents.verify import claim_spans, claims_in, verify
-from kimidoc.backends.base import Backend
 from kimidoc.documents.base import Document
 from kimidoc.documents.passages import Passage, header_and_row
 from kimidoc.documents.retrieve import Hit, Index, tokens
@@ -35,8 +36,7 @@ from kimidoc.messages import Usage
 
 PASSAGES = 8  # passages retrieved
 EVIDENCE = 3  # passages quoted
-CHOICES = 4  # candidates the model chooses among, at most
-TIE = 1.0  # a candidate this close to the best one's score is a close call
+RUNNERS_UP = 4  # ranked candidates kept with the result, the answer first
 
 # What a question asks for, by its wording: the kinds of claim that can answer it.
 _WANTS: list[tuple[re.Pattern[str], tuple[str, ...]]] = [
@@ -278,63 +278,35 @@ class Grounded:
     answer: str
     evidence: list[Passage]
     chosen: Candidate | None
-    options: list[Candidate]
+    ranked: list[Candidate]  # the best few candidates, the answer first
 
 
-def choice_prompt(question: str, options: Sequence[Candidate]) -> list[dict[str, Any]]:
-    """The messages the model scores its options against: the passages, then the question."""
-    quoted = "\n".join(dict.fromkeys(f"[{o.passage.cite()}] {o.passage.text}" for o in options))
-    return [
-        {"role": "system", "content": "Answer the question with a figure or name copied from the passages."},
-        {"role": "user", "content": f"{quoted}\n\nQuestion: {question}"},
-    ]
-
-
-async def ground(backend: Backend, index: Index, question: str) -> Grounded:
-    """Retrieve, rank the candidates, let the model choose among the best few; see the module doc."""
+def ground(index: Index, question: str) -> Grounded:
+    """Retrieve and rank the candidates; the best one is the answer (see the module doc)."""
     hits = index.search(question, PASSAGES)
     if not hits:
         return Grounded("", [], None, [])
     ranked = candidates(question, hits, index.weights(tokens(question))) if wanted(question) else []
     chosen = ranked[0] if ranked else None
-    # The model settles the close calls the ranking cannot: candidates within TIE of the best are
-    # offered to it as a constrained choice (its log-probability of each as the reply); a clear
-    # leader is not put to a vote. Measured on bench_qa: over every candidate the 135M model's choice
-    # was worse than the ranking, on ties it is at least a reader of the passage.
-    options = [c for c in ranked[:CHOICES] if c.score >= ranked[0].score - TIE] if ranked else []
-    choose = getattr(backend, "choose", None)
-    if choose is not None and len(options) > 1:
-        scores = await asyncio.to_thread(choose, choice_prompt(question, options), [o.answer() for o in options])
-        chosen = options[max(range(len(options)), key=lambda i: scores[i])]
     # Quoted besides the answer's own passage: those that match the question nearly as well.
     evidence = [h.passage for h in hits if h.score >= 0.6 * hits[0].score]
     if chosen is not None:
         evidence = [chosen.passage] + [p for p in evidence if p != chosen.passage]
     answer = f"{chosen.answer()} [{chosen.passage.cite()}]" if chosen else ""
-    return Grounded(answer, evidence[:EVIDENCE], chosen, options)
+    return Grounded(answer, evidence[:EVIDENCE], chosen, ranked[:RUNNERS_UP])
 
 
-def ask_with_evidence(backend: Backend, documents: Sequence[Document], question: str, *, budget: Budget | None = None,
-                      on_event: EventCallback | None = None, name: str = "main") -> Any:
-    """Answer ``question`` evidence first (see the module doc); returns an :class:`AgentResult`."""
-    from kimidoc.agents.agent import AgentResult
-
+def ask_with_evidence(documents: Sequence[Document], question: str, *, on_event: EventCallback | None = None, name: str = "main") -> AgentResult:
+    """Answer ``question`` evidence first (see the module doc)."""
     emit = Emitter(on_event, name)
     t0 = time.monotonic()
     emit("start", 0, task=question, resumed=False)
     emit("tool_call", 1, id="retrieve", name="search_documents", arguments=question, rerun=False)
-    index = Index.of(documents)
-    limit = (budget or Budget()).max_wall_time
-    try:
-        found = asyncio.run(asyncio.wait_for(ground(backend, index, question), limit) if limit else ground(backend, index, question))
-    except asyncio.TimeoutError:
-        detail = f"the {limit:g} s time budget ran out while the model chose among the candidates"
-        emit("stop", 1, reason="max_wall_time", detail=detail, answer="")
-        return AgentResult("", [], "max_wall_time", 1, 0, Usage(), None, detail=detail, elapsed=time.monotonic() - t0)
+    found = ground(Index.of(documents), question)
     preview = "; ".join(f"{p.cite()}" for p in found.evidence) or "no passage matches"
     emit("tool_result", 1, id="retrieve", name="search_documents", preview=preview, is_error=False, ref=None, rerun=False)
     checked = verify(found.answer, found.evidence, question)
     cited = checked.sources() or [p.source for p in found.evidence[:1]]
     emit("stop", 1, reason="answer", detail="", answer=found.answer, unsupported=[c.text for c in checked.unsupported])
-    return AgentResult(found.answer, cited if found.evidence else [], "answer", 1, 0, Usage(), None, claims=checked.claims,
+    return AgentResult(found.answer, cited, "answer", 1, 0, Usage(), None, claims=checked.claims,
                        evidence=found.evidence, citations_inferred=True, elapsed=time.monotonic() - t0)
