@@ -43,7 +43,7 @@ class Omission:
 
     source: str  # a citation or path: "report.pdf p.7", "assets/logo.bin"
     reason: str  # "binary file", "larger than the 1 MB cap (52.4 MB)", "over the token budget"...
-    action: str = "skipped"  # skipped (by a loader) | dropped (by the packer) | compressed (signatures only)
+    action: str = "skipped"  # skipped (by a loader) | degraded (a page read as text only) | dropped (by the packer) | compressed (signatures only)
     tokens: int | None = None  # what the full item would have cost, when known
 
 
