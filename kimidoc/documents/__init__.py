@@ -25,6 +25,7 @@ def load(
     dpi: int = 144,
     render_pages: bool = False,
     engine: str = "fast",
+    ocr: str | None = "auto",
     ignore: Sequence[str] = (),
     max_file_bytes: int | None = None,
     max_files: int | None = None,
@@ -33,7 +34,8 @@ def load(
 
     PDF options: ``password`` (encrypted files), ``pages`` (1-based numbers), ``dpi`` (figure and
     scanned-page renders), ``render_pages`` (a full-page image for every page), ``engine``
-    (``"fast"``, or ``"pymupdf4llm"`` for its layout model, ~50x slower). Folder options:
+    (``"fast"``, or ``"pymupdf4llm"`` for its layout model, much slower), ``ocr`` (the OCR engine
+    for pages without a text layer: ``"auto"``, ``"rapidocr"``, ``"tesseract"``, None). Folder options:
     ``ignore`` (extra gitignore patterns), ``max_file_bytes``, ``max_files``.
     Raises :class:`DocumentError` naming the file (and page) when it cannot be read.
     """
@@ -49,7 +51,7 @@ def load(
     if kind == "pdf":
         from kimidoc.documents.pdf import load_pdf
 
-        return load_pdf(p, password=password, display=name, pages=pages, dpi=dpi, render_pages=render_pages, engine=engine)
+        return load_pdf(p, password=password, display=name, pages=pages, dpi=dpi, render_pages=render_pages, engine=engine, ocr=ocr)
     if kind == "image":
         from kimidoc.documents.images import load_image
 

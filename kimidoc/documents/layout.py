@@ -72,6 +72,10 @@ def _split(spans: list[dict[str, Any]], links: Sequence[tuple[Box, str]], vertic
         text = span["text"]
         if not text:
             continue
+        if not text.strip():  # a space MuPDF put into a gap: the gap is measured between the ink
+            if box:
+                pieces.append((text, None))
+            continue
         x0, y0, x1, y1 = span["bbox"]
         size = span["size"]
         # A gap wider than a word space (LaTeX's column gap is one font size) starts a new segment.
@@ -80,9 +84,8 @@ def _split(spans: list[dict[str, Any]], links: Sequence[tuple[Box, str]], vertic
         uri = _link_at(span["bbox"], links) if links else None
         pieces.append((text, uri))
         box = [x0, y0, x1, y1] if not box else [min(box[0], x0), min(box[1], y0), max(box[2], x1), max(box[3], y1)]
-        if text.strip():
-            sizes.append((round(size, 1), len(text)))
-            bold = bold and bool(span["flags"] & 16)
+        sizes.append((round(size, 1), len(text)))
+        bold = bold and bool(span["flags"] & 16)
     if box:
         flush()
     return out
