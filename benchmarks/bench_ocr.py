@@ -44,20 +44,21 @@ def pages(n: int) -> list[tuple[str, list[str], bytes]]:
     import random
 
     out = []
-    levels = [(0.0, 0), (1.0, 12), (2.0, 25), (3.0, 35)]
+    levels = [(0.0, 0, 12), (1.0, 12, 9), (2.0, 25, 12), (3.0, 35, 9)]  # skew (degrees), noise (grey levels), type size
     for k in range(n):
         rnd = random.Random(k)
         lines = [
             f"Invoice {rnd.randint(1000, 9999)} dated {rnd.randint(1, 28)} March 2024 totals {rnd.randint(10, 999)},{rnd.randint(100, 999)} EUR."
         ] + [" ".join(rnd.choice(FILLER) for _ in range(9)).capitalize() + "." for _ in range(7)]
-        skew, noise = levels[k % len(levels)]
-        out.append((f"skew {skew} noise {noise}", lines, scan_png(lines, skew=skew, noise=noise, seed=k)))
+        skew, noise, size = levels[k % len(levels)]
+        out.append((f"skew {skew} noise {noise} {size}pt", lines, scan_png(lines, skew=skew, noise=noise, seed=k, size=size)))
     return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pages", type=int, default=8)
+    ap.add_argument("--dpi", default="150,200,300", help="resolutions the engines read the page at")
     args = ap.parse_args()
     scans = pages(args.pages)
     doc = pymupdf.open()
@@ -66,22 +67,24 @@ def main() -> None:
         page.insert_image(page.rect, stream=png)
     engines = [e for e in ENGINES if engine_available(e)]
     print(f"{len(scans)} scanned A4 pages, engines: {', '.join(engines) or 'none installed'}; load {os.getloadavg()[0]:.2f}")
-    print(f"{'engine':12} {'CER':>7} {'s/page':>8}  per level (CER)")
+    print(f"{'engine':12} {'dpi':>4} {'CER':>7} {'s/page':>8}  per level (CER)")
     for engine in engines:
         ocr_page(doc[0], engine)  # load models outside the timing
-        errors = chars = 0
-        per: dict[str, list[float]] = {}
-        t0 = time.perf_counter()
-        for page, (level, lines, _) in zip(doc, scans):
-            got = normal(" ".join(text for _, text in ocr_page(page, engine)))
-            ref = normal(" ".join(lines))
-            d = edit_distance(got, ref)
-            errors += d
-            chars += len(ref)
-            per.setdefault(level, []).append(d / len(ref))
-        dt = (time.perf_counter() - t0) / len(scans)
-        levels = "  ".join(f"{k}: {sum(v) / len(v):.3f}" for k, v in per.items())
-        print(f"{engine:12} {errors / chars:7.3f} {dt:8.2f}  {levels}")
+        for dpi in (int(v) for v in args.dpi.split(",")):
+            errors = chars = 0
+            per: dict[str, list[float]] = {}
+            t0 = time.perf_counter()
+            for page, (level, lines, _) in zip(doc, scans):
+                got = normal(" ".join(text for _, text in ocr_page(page, engine, dpi)))
+                ref = normal(" ".join(lines))
+                d = edit_distance(got, ref)
+                errors += d
+                chars += len(ref)
+                per.setdefault(level, []).append(d / len(ref))
+            dt = (time.perf_counter() - t0) / len(scans)
+            levels = "  ".join(f"{k}: {sum(v) / len(v):.3f}" for k, v in per.items())
+            print(f"{engine:12} {dpi:4} {errors / chars:7.3f} {dt:8.2f}  {levels}", flush=True)
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

@@ -169,7 +169,7 @@ def many_paths_page(doc: pymupdf.Document, paths: int = 30000) -> None:
     page.insert_text((72, 760), "Figure 2: every measurement of the campaign.", fontsize=10)
 
 
-def scan_png(lines: list[str] = SCAN_TEXT, *, dpi: int = 200, skew: float = 1.5, noise: int = 18, seed: int = 3) -> bytes:
+def scan_png(lines: list[str] = SCAN_TEXT, *, dpi: int = 200, skew: float = 1.5, noise: int = 18, seed: int = 3, size: float = 12) -> bytes:
     """Text rendered to pixels, rotated by ``skew`` degrees with salt-and-pepper-like grey noise: a
     scanner's output."""
     import numpy as np
@@ -178,7 +178,7 @@ def scan_png(lines: list[str] = SCAN_TEXT, *, dpi: int = 200, skew: float = 1.5,
     src = pymupdf.open()
     p = src.new_page(width=A4[0], height=A4[1])
     for i, line in enumerate(lines):
-        p.insert_text((72, 110 + 22 * i), line, fontsize=12, fontname="tiro")
+        p.insert_text((72, 110 + 1.8 * size * i), line, fontsize=size, fontname="tiro")
     pix = p.get_pixmap(dpi=dpi, colorspace=pymupdf.csGRAY)
     img = Image.frombytes("L", (pix.width, pix.height), pix.samples).rotate(skew, fillcolor=255, resample=Image.BILINEAR)
     arr = np.asarray(img).astype(np.int16)
