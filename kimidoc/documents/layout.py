@@ -335,11 +335,15 @@ def to_text(segments: Sequence[Segment], body: float) -> str:
         text = f"{'#' * level} {seg.text}" if level else seg.text
         if prev is not None:
             gap = seg.bbox[1] - prev.bbox[3]
-            if not level and not heading_level(prev, body) and seg.bbox[0] >= prev.bbox[2] and _same_line(prev.bbox, seg.bbox):
+            same_line = not seg.vertical and not prev.vertical and seg.bbox[0] >= prev.bbox[2] and _same_line(prev.bbox, seg.bbox)
+            if same_line and not level and not heading_level(prev, body):
                 out.append(" " + text)
                 prev = seg
                 continue
-            new_para = level or heading_level(prev, body) or gap > 0.6 * body or gap < -body
+            if seg.vertical and prev.vertical:  # lines side by side: no vertical gap to read paragraphs from
+                new_para = bool(level)
+            else:
+                new_para = level or heading_level(prev, body) or gap > 0.6 * body or gap < -body
             out.append("\n\n" if new_para else "\n")
         out.append(text)
         prev = seg

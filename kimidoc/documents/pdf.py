@@ -232,7 +232,10 @@ def page_parts(
     items: list[Any] = list(segments) + [("table", b, md) for b, md in found_tables] + [("figure", b) for b in figure_boxes]
     boxes = [s.bbox for s in segments] + table_boxes + figure_boxes
     floats = range(len(segments), len(items))
-    aside = [i for i, s in enumerate(segments) if s.vertical]
+    # Vertical lines on a page of horizontal text are margin stamps and labels: read after the
+    # page. On a page set sideways they are the text itself and keep their place.
+    vertical = [i for i, s in enumerate(segments) if s.vertical]
+    aside = vertical if 2 * sum(len(segments[i].text) for i in vertical) < sum(len(s.text) for s in segments) else []
     ordered = layout.reading_order(items, boxes, font=body, floats=floats, aside=aside)
 
     parts: list[Part] = []

@@ -45,15 +45,19 @@ def cell_texts(grid: Sequence[Sequence[Box | None]], words: Sequence[tuple[Box, 
     """The text of each cell of ``grid`` (rows of cell boxes, None where a merged cell covers the
     slot): the ``words`` (box, text, MuPDF's (block, line, word) numbers) whose centre lies in the
     cell, in MuPDF's order, joined by spaces."""
+    centres = [((b[0] + b[2]) / 2, (b[1] + b[3]) / 2, key, w) for b, w, key in words]
     out: list[list[str | None]] = []
     for row in grid:
+        boxes = [c for c in row if c is not None]
+        top, bottom = min((c[1] for c in boxes), default=0.0), max((c[3] for c in boxes), default=-1.0)
+        in_row = [c for c in centres if top <= c[1] <= bottom]  # rows first: cells x words grows fast
         texts: list[str | None] = []
         for cell in row:
             if cell is None:
                 texts.append(None)
                 continue
-            inside = [(key, w) for b, w, key in words if cell[0] <= (b[0] + b[2]) / 2 <= cell[2] and cell[1] <= (b[1] + b[3]) / 2 <= cell[3]]
-            texts.append(" ".join(w for _, w in sorted(inside)))
+            inside = sorted((key, w) for x, y, key, w in in_row if cell[0] <= x <= cell[2] and cell[1] <= y <= cell[3])
+            texts.append(" ".join(w for _, w in inside))
         out.append(texts)
     return out
 

@@ -177,3 +177,16 @@ def test_broken_page_tree_is_a_clean_error(tmp_path: Path) -> None:
     path = broken_page_tree(tmp_path / "tree.pdf")
     with pytest.raises(DocumentError, match=r"tree\.pdf: the page tree is broken"):
         load(path)
+
+
+def test_sideways_page_text_keeps_its_place(tmp_path: Path) -> None:
+    """A page printed sideways (no /Rotate): vertical text is the body, not a margin stamp."""
+    doc = pymupdf.open()
+    page = doc.new_page()
+    lines = [f"Sideways line {k} of a landscape table printed on a portrait page." for k in range(5)]
+    for k, line in enumerate(lines):
+        page.insert_text((100 + 14 * k, 700), line, fontsize=10, rotate=90)
+    page.insert_text((72, 800), "3", fontsize=9)
+    doc.save(tmp_path / "sideways.pdf")
+    body, number = load(tmp_path / "sideways.pdf").parts  # in the page's own order, not moved after it
+    assert body.text.splitlines() == lines and number.text == "3"
