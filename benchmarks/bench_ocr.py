@@ -20,10 +20,10 @@ os.environ.setdefault("KIMIDOC_PROGRESS", "0")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "documents")]
 
-import pymupdf  # noqa: E402
-from hard_corpus import FILLER, scan_png  # noqa: E402
+import pymupdf
+from hard_corpus import FILLER, scan_png
 
-from kimidoc.documents.ocr import ENGINES, engine_available, ocr_page  # noqa: E402
+from kimidoc.documents.ocr import ENGINES, engine_available, ocr_page
 
 
 def edit_distance(a: str, b: str) -> int:

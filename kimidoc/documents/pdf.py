@@ -192,8 +192,7 @@ def page_parts(
     n = page.number + 1
     notes = notes if notes is not None else []
     deadline = time.monotonic() + PAGE_SECONDS
-    rect = page.rect
-    area = abs(rect)
+    area = abs(page.rect)
     turn = page.rotation_matrix if page.rotation % 360 else None
 
     drawings: list[dict[str, Any]] = []

@@ -16,7 +16,7 @@ guesses headers by rendering the page, which can take minutes).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from kimidoc.documents.layout import Box, Segment, union
 
@@ -134,7 +134,7 @@ def _region(run: list[list[Segment]], font: float) -> Box | None:
     if words[len(words) // 2] > MAX_CELL_WORDS // 2 + 1:  # most pieces are phrases, not cells
         return None
     anchors = _anchors([[c[0] for c in r] for r in rows], font) + _anchors([[c[2] for c in r] for r in rows], font)
-    if len(set(round(a / font) for a in anchors)) < MIN_COLUMNS:
+    if len({round(a / font) for a in anchors}) < MIN_COLUMNS:
         return None
     return union([s.bbox for r in run for s in r])
 
@@ -159,4 +159,4 @@ def _overlap(a: Box, b: Box) -> bool:
     return min(a[2], b[2]) > max(a[0], b[0]) and min(a[3], b[3]) > max(a[1], b[1])
 
 
-__all__ = ["cell_texts", "markdown", "looks_like_table", "aligned_regions"]
+__all__ = ["aligned_regions", "cell_texts", "looks_like_table", "markdown"]

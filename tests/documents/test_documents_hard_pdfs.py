@@ -8,7 +8,19 @@ from pathlib import Path
 
 import pymupdf
 import pytest
-from hard_corpus import MARKER, ROTATED, SCAN_TEXT, UNRULED, broken_page_tree, many_paths_page, rotated_table_page, scan_png, scanned_page, two_column_paper, unruled_table_page
+from hard_corpus import (
+    MARKER,
+    ROTATED,
+    SCAN_TEXT,
+    UNRULED,
+    broken_page_tree,
+    many_paths_page,
+    rotated_table_page,
+    scan_png,
+    scanned_page,
+    two_column_paper,
+    unruled_table_page,
+)
 
 from kimidoc.documents import DocumentError, layout, load
 from kimidoc.documents import pdf as pdf_mod
