@@ -29,6 +29,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "documents")]  # run from a chec
 import pymupdf  # noqa: E402
 from documents_corpus import chart_page, table_page  # noqa: E402
 from hard_corpus import MARKER, UNRULED, rotated_table_page, two_column_paper, unruled_table_page  # noqa: E402
+from real_pdfs import table_cells  # noqa: E402
 
 TABLE_ROW = re.compile(r"\|\s*\**Region\**\s*\|\s*\**Units\**\s*\|")
 
@@ -86,17 +87,6 @@ def markitdown_md(path: Path) -> str:
     from markitdown import MarkItDown
 
     return MarkItDown().convert(str(path)).text_content
-
-
-def table_cells(text: str) -> list[list[str]]:
-    """Rows of every Markdown table in ``text``, cells normalised (emphasis, <br>, spaces)."""
-    rows = []
-    for line in text.splitlines():
-        line = line.strip()
-        if line.startswith("|") and line.endswith("|") and not set(line) <= set("|-: "):
-            cells = [re.sub(r"\s+", " ", re.sub(r"<br>|\*\*|_", " ", c)).strip() for c in line[1:-1].split("|")]
-            rows.append(cells)
-    return rows
 
 
 def unruled_cells(text: str, pages: int) -> float:

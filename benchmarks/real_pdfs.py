@@ -10,6 +10,11 @@ files every tool read (total pages / total seconds), and the files behind every 
 kimidoc error.
 
     python3 benchmarks/real_pdfs.py /work/corpus [--timeout 60] [--limit 300] [--json out.json]
+
+``--camelot-tests DIR`` (a camelot checkout's ``tests`` folder: ``data.py``, ``test_stream.py``,
+``files/``) instead measures unruled-table cell recovery on camelot's own "stream" cases: the
+share of the expected non-empty cells that come out as cells of a Markdown table, kimidoc against
+pymupdf4llm, each file in one go.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import argparse
 import json
 import os
 import random
+import re
 import select
 import subprocess
 import sys
@@ -61,6 +67,67 @@ def convert(tool: str, path: str) -> dict:
         outcome = "crash" if tool == "kimidoc" else "error"
         return {"outcome": outcome, "error": f"{type(exc).__name__}: {str(exc)[:300]}", "seconds": time.perf_counter() - t0}
     return {"outcome": "ok", "pages": pages, "chars": len(text), "seconds": time.perf_counter() - t0, **extra}
+
+
+def table_cells(text: str) -> list[list[str]]:
+    """Rows of every Markdown table in ``text``, cells normalised (emphasis, <br>, spaces)."""
+    rows = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("|") and line.endswith("|") and not set(line) <= set("|-: "):
+            cells = [re.sub(r"\s+", " ", re.sub(r"<br>|\*\*|_", " ", c)).strip() for c in line[1:-1].split("|")]
+            rows.append(cells)
+    return rows
+
+
+def camelot_cases(tests: Path) -> list[tuple[Path, list[list[str]]]]:
+    """(file, expected table rows) of camelot's stream tests that read a whole page with defaults."""
+    data: dict = {}
+    exec((tests / "data.py").read_text(), data)  # noqa: S102 - camelot's test data: plain lists
+    out = []
+    for block in (tests / "test_stream.py").read_text().split("\ndef ")[1:]:
+        tuned = ("table_areas", "table_regions", "columns=", "pages=", "edge_tol", "row_tol", "split_text", "flag_size", "strip_text", "layout_kwargs")
+        if 'flavor="stream"' not in block or any(k in block for k in tuned):
+            continue
+        names = re.findall(r"pd\.DataFrame\((data_\w+)\)", block)
+        files = re.findall(r'os\.path\.join\(testdir, "([^"]+)"\)', block)
+        for f in files:
+            case = (tests / "files" / f, [row for n in names for row in data[n]])
+            if case[0].exists() and case[1] and case[0] not in {p for p, _ in out}:
+                out.append(case)
+    return out
+
+
+def cell_recovery(tests: Path) -> None:
+    sys.path.insert(0, str(ROOT))
+    import pymupdf4llm
+
+    from kimidoc.documents import load
+
+    tools = {"kimidoc": lambda p: load(p).text(), "pymupdf4llm": lambda p: pymupdf4llm.to_markdown(str(p), show_progress=False)}
+    totals = {t: [0, 0, 0.0] for t in tools}
+    print(f"camelot stream cases; load average {os.getloadavg()[0]:.1f}")
+    for path, rows in camelot_cases(tests):
+        want = [" ".join(str(c).split()) for row in rows for c in row if str(c).strip()]
+        line = f"  {path.name:32} {len(want):4} cells"
+        for t, fn in tools.items():
+            t0 = time.perf_counter()
+            got = [c for r in table_cells(fn(path)) for c in r if c]
+            totals[t][2] += time.perf_counter() - t0
+            pool: dict[str, int] = {}
+            for c in got:
+                pool[c] = pool.get(c, 0) + 1
+            hit = 0
+            for c in want:
+                if pool.get(c, 0):
+                    pool[c] -= 1
+                    hit += 1
+            totals[t][0] += hit
+            totals[t][1] += len(want)
+            line += f"   {t} {hit / len(want):5.0%}"
+        print(line)
+    for t, (hit, n, secs) in totals.items():
+        print(f"{t:12} cells recovered {hit}/{n} = {hit / n:.0%} in {secs:.1f} s")
 
 
 def worker(tool: str) -> None:
@@ -117,10 +184,14 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=0, help="a random sample of this many files (0: all)")
     ap.add_argument("--tools", default=",".join(TOOLS))
     ap.add_argument("--json", type=Path, help="write every result here")
+    ap.add_argument("--camelot-tests", type=Path, help="measure unruled-table cells on camelot's stream tests instead")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         worker(args.worker)
+        return
+    if args.camelot_tests:
+        cell_recovery(args.camelot_tests)
         return
     files = sorted(str(p) for folder in args.folders for p in folder.rglob("*") if p.suffix.lower() == ".pdf" and p.is_file())
     if args.limit and len(files) > args.limit:

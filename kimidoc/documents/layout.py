@@ -124,7 +124,7 @@ def reading_order(items: Sequence[T], boxes: Sequence[Box], *, font: float = 10.
     items that cross a gutter (titles, abstracts, wide figures, footers) is read column by column.
     Without such evidence the PDF's own order is kept, which is never worse than PyMuPDF's. Running
     heads and feet are read first and last. ``floats`` (tables, figures: boxes with no place in
-    the content stream) go before the first item below their top; ``aside`` (margin stamps,
+    the content stream) go after the last item above them; ``aside`` (margin stamps,
     vertical text) come last, in their own order.
     """
     float_set, aside_set = set(floats), set(aside)
@@ -163,11 +163,12 @@ def _order(idx: list[int], boxes: Sequence[Box], font: float, floats: set[int], 
 
 
 def _leaf(idx: list[int], boxes: Sequence[Box], floats: set[int]) -> list[int]:
-    """Content order for text; each float goes in front of the first text item below its top."""
+    """Content order for text; each float goes after the last text item that lies above it (the
+    content stream need not run top to bottom, so "before the first item below" can land early)."""
     out = [i for i in idx if i not in floats]
     for f in sorted((i for i in idx if i in floats), key=lambda i: boxes[i][1]):
-        at = next((k for k, i in enumerate(out) if i not in floats and boxes[i][1] >= boxes[f][1]), len(out))
-        out.insert(at, f)
+        above = [k for k, i in enumerate(out) if i not in floats and boxes[i][3] <= boxes[f][1] + 1]
+        out.insert(above[-1] + 1 if above else 0, f)
     return out
 
 

@@ -333,10 +333,19 @@ def _tables(page: pymupdf.Page, drawings: list[dict[str, Any]], segments: list[l
         # Only look where the rules are: the finder's cost is the characters it has to place.
         clip = pymupdf.Rect(layout.union([tuple(r) for r in ruled])) + (-3, -3, 3, 3)
         for table in page.find_tables(clip=clip & page.rect, **kw).tables:
-            if table.row_count >= 2 and table.col_count >= 2:
-                md = tables_mod.markdown(cells(table))
-                if md:
-                    out.append((tuple(table.bbox), md))
+            if table.row_count < 2 or table.col_count < 2:
+                continue
+            rows = cells(table)
+            if tables_mod.coarse(rows):  # rules between groups of rows: the rows are in the text
+                box = pymupdf.Rect(table.bbox) + (-1, -1, 1, 1)
+                by_text = [(t, tables_mod.tidy(cells(t))) for t in page.find_tables(clip=box & page.rect, strategy="text", **kw).tables]
+                by_text = [(t, g) for t, g in by_text if tables_mod.looks_like_table(g)]
+                if by_text:
+                    out += [(tuple(t.bbox), tables_mod.markdown(g)) for t, g in by_text]
+                    continue
+            md = tables_mod.markdown(rows)
+            if md:
+                out.append((tuple(table.bbox), md))
     for region in tables_mod.aligned_regions(segments, body, taken=[b for b, _ in out]):
         size = sum(len(s.text.split()) for s in segments if _center_in(s.bbox, region))
         if size > MAX_TABLE_WORDS:
@@ -344,7 +353,7 @@ def _tables(page: pymupdf.Page, drawings: list[dict[str, Any]], segments: list[l
             continue
         clip = pymupdf.Rect(region) + (-2, -2, 2, 2)
         for table in page.find_tables(clip=clip & page.rect, strategy="text", **kw).tables:
-            rows = cells(table)
+            rows = tables_mod.tidy(cells(table))
             if tables_mod.looks_like_table(rows):
                 out.append((tuple(table.bbox), tables_mod.markdown(rows)))
     return out

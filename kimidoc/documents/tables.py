@@ -16,6 +16,7 @@ guesses headers by rendering the page, which can take minutes).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from kimidoc.documents.layout import Box, Segment, union
@@ -44,7 +45,7 @@ def markdown(rows: Sequence[Sequence[str | None]]) -> str:
 def cell_texts(grid: Sequence[Sequence[Box | None]], words: Sequence[tuple[Box, str, tuple[int, int, int]]]) -> list[list[str | None]]:
     """The text of each cell of ``grid`` (rows of cell boxes, None where a merged cell covers the
     slot): the ``words`` (box, text, MuPDF's (block, line, word) numbers) whose centre lies in the
-    cell, in MuPDF's order, joined by spaces."""
+    cell, in MuPDF's order, joined by spaces within a text line and by newlines across lines."""
     centres = [((b[0] + b[2]) / 2, (b[1] + b[3]) / 2, key, w) for b, w, key in words]
     out: list[list[str | None]] = []
     for row in grid:
@@ -57,9 +58,40 @@ def cell_texts(grid: Sequence[Sequence[Box | None]], words: Sequence[tuple[Box, 
                 texts.append(None)
                 continue
             inside = sorted((key, w) for x, y, key, w in in_row if cell[0] <= x <= cell[2] and cell[1] <= y <= cell[3])
-            texts.append(" ".join(w for _, w in inside))
+            text = ""
+            for k, (key, w) in enumerate(inside):
+                text += ("\n" if key[:2] != inside[k - 1][0][:2] else " ") + w if k else w
+            texts.append(text)
         out.append(texts)
     return out
+
+
+def coarse(rows: Sequence[Sequence[str | None]]) -> bool:
+    """Whether a grid holds several text lines in many cells: its rules mark groups of rows (a
+    rule under the header, one above the totals), not the rows themselves."""
+    filled = [c for row in rows for c in row if c]
+    return bool(filled) and sum(c.count("\n") >= 2 for c in filled) >= 0.3 * len(filled)
+
+
+LEADER = re.compile(r"(?:\s*\.){3,}\s*$")  # dot leaders: "Total . . . . . . ." before the figures
+
+
+def tidy(rows: Sequence[Sequence[str | None]]) -> list[list[str | None]]:
+    """A text-strategy grid cleaned up: dot leaders cut, and columns filled in fewer than a third
+    of the rows (a leader's dots or a header word that stuck out became a "column") folded into
+    their left neighbour, cell by cell. Merged-cell slots (None) stay None."""
+    grid = [[LEADER.sub("", c) if c else c for c in row] for row in rows]
+    width = max((len(r) for r in grid), default=0)
+    grid = [r + [""] * (width - len(r)) for r in grid]
+    j = width - 1
+    while j > 0:
+        if sum(bool(r[j]) for r in grid) < len(grid) / 3:
+            for r in grid:
+                if r[j]:
+                    r[j - 1] = f"{r[j - 1]} {r[j]}" if r[j - 1] else r[j]
+                del r[j]
+        j -= 1
+    return grid
 
 
 def looks_like_table(rows: Sequence[Sequence[str | None]]) -> bool:
@@ -159,4 +191,4 @@ def _overlap(a: Box, b: Box) -> bool:
     return min(a[2], b[2]) > max(a[0], b[0]) and min(a[3], b[3]) > max(a[1], b[1])
 
 
-__all__ = ["aligned_regions", "cell_texts", "looks_like_table", "markdown"]
+__all__ = ["aligned_regions", "cell_texts", "coarse", "tidy", "looks_like_table", "markdown"]
