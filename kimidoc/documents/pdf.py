@@ -148,9 +148,7 @@ def iter_pdf_parts(
                     parts = _pymupdf4llm_parts(doc, page, name, dpi=dpi, render_page=render_pages)
                 else:
                     parts = page_parts(page, name, dpi=dpi, tables=tables, figures=figures, render_page=render_pages, ocr=ocr, notes=notes)
-            except DocumentError:
-                raise
-            except Exception as exc:  # a damaged page must not cost the others
+            except Exception as exc:  # a damaged page (or one its renderer rejects) must not cost the others
                 if skipped is None:
                     raise DocumentError(f"{name} p.{n}: cannot be read ({exc})") from exc
                 skipped.append(Omission(f"{name} p.{n}", f"page cannot be read ({exc})"))
