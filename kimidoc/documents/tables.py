@@ -67,10 +67,16 @@ def cell_texts(grid: Sequence[Sequence[Box | None]], words: Sequence[tuple[Box, 
 
 
 def coarse(rows: Sequence[Sequence[str | None]]) -> bool:
-    """Whether a grid holds several text lines in many cells: its rules mark groups of rows (a
-    rule under the header, one above the totals), not the rows themselves."""
+    """Whether a grid's rules miss the table's rows: many cells hold several text lines (rules
+    only under the header and above the totals), or several rows of values sit in one cell that
+    spans the row (column rules that stop short)."""
     filled = [c for row in rows for c in row if c]
-    return bool(filled) and sum(c.count("\n") >= 2 for c in filled) >= 0.3 * len(filled)
+    if not filled:
+        return False
+    stacked = sum(c.count("\n") >= 2 for c in filled)
+    # A cell that a merged slot extends over three or more columns, holding a row of values.
+    spread = sum(1 for row in rows for j, c in enumerate(row) if c and len(c.split()) >= 4 and row[j + 1 : j + 3] == [None, None])
+    return stacked + spread >= 0.3 * len(filled) or spread >= 3
 
 
 LEADER = re.compile(r"(?:\s*\.){3,}\s*$")  # dot leaders: "Total . . . . . . ." before the figures
@@ -80,7 +86,7 @@ def tidy(rows: Sequence[Sequence[str | None]]) -> list[list[str | None]]:
     """A text-strategy grid cleaned up: dot leaders cut, and columns filled in fewer than a third
     of the rows (a leader's dots or a header word that stuck out became a "column") folded into
     their left neighbour, cell by cell. Merged-cell slots (None) stay None."""
-    grid = [[LEADER.sub("", c) if c else c for c in row] for row in rows]
+    grid = [[_unlead(c) for c in row] for row in rows]
     width = max((len(r) for r in grid), default=0)
     grid = [r + [""] * (width - len(r)) for r in grid]
     j = width - 1
@@ -92,6 +98,13 @@ def tidy(rows: Sequence[Sequence[str | None]]) -> list[list[str | None]]:
                 del r[j]
         j -= 1
     return grid
+
+
+def _unlead(cell: str | None) -> str | None:
+    if not cell:
+        return cell
+    cell = LEADER.sub("", cell)
+    return "" if not cell.strip(". ") else cell  # a leader's dots split off into a column of their own
 
 
 def looks_like_table(rows: Sequence[Sequence[str | None]]) -> bool:

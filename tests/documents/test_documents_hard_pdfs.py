@@ -202,3 +202,16 @@ def test_sideways_page_text_keeps_its_place(tmp_path: Path) -> None:
     doc.save(tmp_path / "sideways.pdf")
     body, number = load(tmp_path / "sideways.pdf").parts  # in the page's own order, not moved after it
     assert body.text.splitlines() == lines and number.text == "3"
+
+
+def test_grids_whose_rules_miss_the_rows_are_coarse_and_text_grids_are_tidied() -> None:
+    from kimidoc.documents.tables import coarse, tidy
+
+    fine = [["Region", "Units", "Revenue"], ["North", "120", "4,500"], ["South", "95", "3,100"]]
+    assert not coarse(fine)
+    stacked = [["Region\nNorth\nSouth", "Units\n120\n95", "Revenue\n4,500\n3,100"]]
+    assert coarse(stacked)
+    spread = [["Region", "Units", "Revenue", "Cost"]] + [[f"Row {k} 120 4,500 7", None, None, None] for k in range(3)]
+    assert coarse(spread)
+    leaders = [["Total . . . . . . .", "", "12"], ["Violent crime . . .", ".", "3"], ["Murder", "", "1"], ["Rape", "", "2"]]
+    assert tidy(leaders) == [["Total", "12"], ["Violent crime", "3"], ["Murder", "1"], ["Rape", "2"]]
