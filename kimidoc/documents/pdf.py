@@ -39,6 +39,7 @@ MIN_TABLE_LINES = 4  # pages with fewer ruling lines/rects than this skip the (c
 # Work budget of one page. PyMuPDF's table finder and drawing clustering grow faster than
 # linearly with the paths (16,384 paths: 48 s and 38 s); past these the page keeps its text only.
 MAX_PATHS = 3000
+MAX_ANNOTS = 2000  # more annotations than this on one page: its links are not read
 MAX_TABLE_WORDS = 3000  # an "aligned" region this large is a page of prose or a data dump, not a table
 CLUSTER_CELL = 8.0  # paths closer than about this (points) belong to one drawing
 PAGE_SECONDS = 15.0  # optional stages (tables, figures, OCR) do not start once a page has used this
@@ -202,7 +203,12 @@ def page_parts(
         elif turn is not None:
             drawings = [dict(d, rect=pymupdf.Rect(d["rect"]) * turn) for d in drawings]
 
-    links = [(tuple(link["from"]), link["uri"]) for link in page.get_links() if link.get("uri")]
+    links: list[tuple[layout.Box, str]] = []
+    annots = _annotation_count(page)
+    if annots > MAX_ANNOTS:
+        notes.append(f"{annots} annotations (over {MAX_ANNOTS}): links not read")
+    else:
+        links = [(tuple(link["from"]), link["uri"]) for link in page.get_links() if link.get("uri")]
     page_dict = page.get_text("dict", flags=_TEXT_FLAGS)
     if turn is not None:
         _turn_dict(page_dict, turn)
@@ -261,6 +267,16 @@ def page_parts(
     if render_page:
         parts.append(_render_part(page, name, None, dpi, "", page_render=True))
     return parts
+
+
+def _annotation_count(page: pymupdf.Page) -> int:
+    """Entries of the page's /Annots array, read from the raw object (PyMuPDF's link reader walks
+    them one by one: minutes for 32,768)."""
+    doc = page.parent
+    kind, value = doc.xref_get_key(page.xref, "Annots")
+    if kind == "xref":
+        value = doc.xref_object(int(value.split()[0]), compressed=True)
+    return value.count(" R") if kind in ("array", "xref") else 0
 
 
 def _in_time(deadline: float, notes: list[str], stage: str) -> bool:

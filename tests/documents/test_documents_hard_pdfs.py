@@ -215,3 +215,16 @@ def test_grids_whose_rules_miss_the_rows_are_coarse_and_text_grids_are_tidied() 
     assert coarse(spread)
     leaders = [["Total . . . . . . .", "", "12"], ["Violent crime . . .", ".", "3"], ["Murder", "", "1"], ["Rape", "", "2"]]
     assert tidy(leaders) == [["Total", "12"], ["Violent crime", "3"], ["Murder", "1"], ["Rape", "2"]]
+
+
+def test_page_with_thousands_of_annotations_skips_its_links(tmp_path: Path) -> None:
+    doc = pymupdf.open()
+    page = doc.new_page()
+    page.insert_text((72, 72), "A form page with more widgets than a reader walks.", fontsize=10)
+    for k in range(pdf_mod.MAX_ANNOTS + 1):
+        page.insert_link({"kind": pymupdf.LINK_URI, "from": pymupdf.Rect(10, 10, 11, 11), "uri": f"https://example.org/{k}"})
+    doc.save(tmp_path / "annots.pdf")
+    loaded = load(tmp_path / "annots.pdf")
+    assert loaded.parts[0].text.startswith("A form page") and "links" not in loaded.parts[0].meta
+    (note,) = loaded.skipped
+    assert note.action == "degraded" and f"{pdf_mod.MAX_ANNOTS + 1} annotations" in note.reason
