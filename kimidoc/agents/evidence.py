@@ -293,6 +293,8 @@ def ground(index: Index, question: str) -> Grounded:
     if chosen is not None:
         evidence = [chosen.passage] + [p for p in evidence if p != chosen.passage]
     answer = f"{chosen.answer()} [{chosen.passage.cite()}]" if chosen else ""
+    if chosen is not None and chosen.kind == "date":  # "14. August 2026" (a scan's stray stop) reads "14 August 2026"
+        answer = re.sub(r"^(\d{1,2})\.\s+", r"\1 ", answer)
     return Grounded(answer, evidence[:EVIDENCE], chosen, ranked[:RUNNERS_UP])
 
 

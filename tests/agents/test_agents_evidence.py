@@ -112,3 +112,9 @@ def test_cli_flags_an_invented_figure_and_lists_no_sources_for_it(backend, capsy
     data = json.loads(capsys.readouterr().out)
     assert data["answer_status"] == "unsupported"
     assert [(c["text"], c["supported"], c["source"]) for c in data["claims"] if not c["supported"]] == [("$67.9 million", False, None), ("2.3%", False, None)]
+
+
+def test_a_date_with_a_stray_stop_reads_plainly_and_still_checks() -> None:
+    memo = Document("memo.pdf", "pdf", [Part("text", Source("memo.pdf", page=1), text="The Dunmore warehouse will close on 14. August 2026.")])
+    result = ask_with_evidence([memo], "When will the Dunmore warehouse close?")
+    assert result.answer == "14 August 2026 [memo.pdf p.1]" and result.answer_status == "supported"
