@@ -7,8 +7,8 @@ from __future__ import annotations
 import statistics
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -20,10 +20,21 @@ from kimidoc.testing import tiny_text_config, write_checkpoint, write_dequantize
 # width 256, 16 heads, q_lora 384, kv_lora 128, nope 64 / rope 32 / v 64, vocab 32000.
 # The dense layer's width is not given there; 2816 keeps K2.6's 18432/7168 ratio.
 SMALL = dict(
-    vocab_size=32000, hidden_size=1024, intermediate_size=2816, moe_intermediate_size=256,
-    num_hidden_layers=4, first_k_dense_replace=1, n_routed_experts=64, num_experts_per_tok=8,
-    n_shared_experts=1, num_attention_heads=16, q_lora_rank=384, kv_lora_rank=128,
-    qk_nope_head_dim=64, qk_rope_head_dim=32, v_head_dim=64,
+    vocab_size=32000,
+    hidden_size=1024,
+    intermediate_size=2816,
+    moe_intermediate_size=256,
+    num_hidden_layers=4,
+    first_k_dense_replace=1,
+    n_routed_experts=64,
+    num_experts_per_tok=8,
+    n_shared_experts=1,
+    num_attention_heads=16,
+    q_lora_rank=384,
+    kv_lora_rank=128,
+    qk_nope_head_dim=64,
+    qk_rope_head_dim=32,
+    v_head_dim=64,
 )
 
 
@@ -31,21 +42,36 @@ SMALL = dict(
 # hidden 2048 (moe width 512 = 2048/7168 x 1792 rounded), 8 layers (first dense), 128 experts
 # top-8 + 1 shared: ~1.6 GB of INT4 experts (56 MB read per token by the experts alone).
 LARGE = dict(
-    vocab_size=32000, hidden_size=2048, intermediate_size=5632, moe_intermediate_size=512,
-    num_hidden_layers=8, first_k_dense_replace=1, n_routed_experts=128, num_experts_per_tok=8,
-    n_shared_experts=1, num_attention_heads=16, q_lora_rank=512, kv_lora_rank=256,
-    qk_nope_head_dim=64, qk_rope_head_dim=32, v_head_dim=64,
+    vocab_size=32000,
+    hidden_size=2048,
+    intermediate_size=5632,
+    moe_intermediate_size=512,
+    num_hidden_layers=8,
+    first_k_dense_replace=1,
+    n_routed_experts=128,
+    num_experts_per_tok=8,
+    n_shared_experts=1,
+    num_attention_heads=16,
+    q_lora_rank=512,
+    kv_lora_rank=256,
+    qk_nope_head_dim=64,
+    qk_rope_head_dim=32,
+    v_head_dim=64,
 )
 CONFIGS = {"small": SMALL, "large": LARGE}
 
 
-def checkpoints(root: Path, config: str = "small", dense: bool = True, dense_dtype: torch.dtype = torch.float32) -> tuple[Path, Path | None]:
+def checkpoints(
+    root: Path, config: str = "small", dense: bool = True, dense_dtype: torch.dtype = torch.float32
+) -> tuple[Path, Path | None]:
     """An INT4 checkpoint of ``CONFIGS[config]`` and (with ``dense``) its dequantized float copy
     (the same weights) in ``dense_dtype``."""
     root = root if config == "small" else root / config
     int4 = root / "int4"
     if not (int4 / "config.json").exists():
-        write_checkpoint(int4, config=tiny_text_config(**CONFIGS[config]), int4=True, text_only=True, dtype=torch.float32, seed=0)
+        write_checkpoint(
+            int4, config=tiny_text_config(**CONFIGS[config]), int4=True, text_only=True, dtype=torch.float32, seed=0
+        )
     if not dense:
         return int4, None
     copy = root / ("dense" if dense_dtype == torch.float32 else f"dense-{str(dense_dtype).removeprefix('torch.')}")

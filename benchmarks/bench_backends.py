@@ -43,7 +43,13 @@ def bench_http() -> None:
         for fn in (lambda i: raw.post("/chat/completions", json=body(i)).json(), lambda i: ours.complete(user(i))):
             fn(0)  # warm the pool
         timings = {}
-        for label, fn in (("httpx threads", lambda i: raw.post("/chat/completions", json=body(i)).json()["choices"][0]["message"]["content"]), ("kimidoc threads", lambda i: ours.complete(user(i)).content)):
+        for label, fn in (
+            (
+                "httpx threads",
+                lambda i: raw.post("/chat/completions", json=body(i)).json()["choices"][0]["message"]["content"],
+            ),
+            ("kimidoc threads", lambda i: ours.complete(user(i)).content),
+        ):
             start = time.perf_counter()
             with ThreadPoolExecutor(64) as pool:
                 out = list(pool.map(fn, range(N)))
@@ -52,7 +58,10 @@ def bench_http() -> None:
 
         async def run_async() -> None:
             araw = httpx.AsyncClient(base_url=server.url, limits=httpx.Limits(max_connections=32))
-            for label, call in (("httpx asyncio", lambda i: araw.post("/chat/completions", json=body(i))), ("kimidoc asyncio", lambda i: ours.acomplete(user(i)))):
+            for label, call in (
+                ("httpx asyncio", lambda i: araw.post("/chat/completions", json=body(i))),
+                ("kimidoc asyncio", lambda i: ours.acomplete(user(i))),
+            ):
                 start = time.perf_counter()
                 await asyncio.gather(*(call(i) for i in range(N)))
                 timings[label] = time.perf_counter() - start
@@ -83,7 +92,9 @@ def bench_swarm() -> None:
         return time.perf_counter() - start
 
     a, b = asyncio.run(run(threaded)), asyncio.run(run(native))
-    print(f"[swarm] {N} sub-agents x 0.2 s latency: thread-pool path {a:6.2f} s   native async {b:6.2f} s   speed-up {a / b:5.1f}x")
+    print(
+        f"[swarm] {N} sub-agents x 0.2 s latency: thread-pool path {a:6.2f} s   native async {b:6.2f} s   speed-up {a / b:5.1f}x"
+    )
 
 
 def bench_embedded(tokens: int) -> None:
@@ -104,9 +115,13 @@ def bench_embedded(tokens: int) -> None:
         msg = b.complete(msgs, temperature=0, max_tokens=tokens)
         took = time.perf_counter() - start
         rows[engine] = (load, msg.usage.completion_tokens / took, msg.usage.completion_tokens)
-        print(f"[embedded] {engine:12s} load {load:6.1f} s   decode {rows[engine][1]:6.1f} tokens/s ({msg.usage.completion_tokens} tokens, prompt included in time)")
+        print(
+            f"[embedded] {engine:12s} load {load:6.1f} s   decode {rows[engine][1]:6.1f} tokens/s ({msg.usage.completion_tokens} tokens, prompt included in time)"
+        )
     if len(rows) == 2:
-        print(f"[embedded] llama.cpp vs transformers: load {rows['transformers'][0] / rows['llama.cpp'][0]:.1f}x faster, generation {rows['llama.cpp'][1] / rows['transformers'][1]:.1f}x faster")
+        print(
+            f"[embedded] llama.cpp vs transformers: load {rows['transformers'][0] / rows['llama.cpp'][0]:.1f}x faster, generation {rows['llama.cpp'][1] / rows['transformers'][1]:.1f}x faster"
+        )
 
 
 def main() -> None:

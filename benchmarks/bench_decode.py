@@ -88,7 +88,11 @@ def main() -> None:
     ap.add_argument("--contexts", type=int, nargs="*", default=[1024, 4096, 16384])
     ap.add_argument("--skip-peer-16k", action="store_true", help="do not run transformers at >= 16K context")
     ap.add_argument("--no-peer", action="store_true", help="time kimidoc only (no dequantized copy, no transformers)")
-    ap.add_argument("--peer-dtype", choices=["float32", "bfloat16"], help="dtype of the dequantized copy (default: float32 small, bfloat16 large)")
+    ap.add_argument(
+        "--peer-dtype",
+        choices=["float32", "bfloat16"],
+        help="dtype of the dequantized copy (default: float32 small, bfloat16 large)",
+    )
     ap.add_argument("--steps", type=int, default=16)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "kimidoc-bench")
@@ -107,9 +111,13 @@ def main() -> None:
     # BF16 storage for the rest (fp32 activations): what a real K2.6 load uses.
     models["kimidoc int4 + bf16"] = load(int4_path, dtype=torch.bfloat16, activation_dtype=torch.float32)
     bw = bandwidth_gbs()
-    print(f"config {args.config}; threads {args.threads}; memory-bandwidth ceiling (1 GiB sum): {bw:.1f} GB/s; "
-          f"peer {'none' if peer is None else str(peer_dtype).removeprefix('torch.')}")
-    print(f"{'context':>8} {'model':<22} {'ms/token':>9} {'tok/s':>7} {'MB/tok':>7} {'peer ms':>8} {'speedup':>8} {'%bw':>5} {'max|dlogit|':>11}")
+    print(
+        f"config {args.config}; threads {args.threads}; memory-bandwidth ceiling (1 GiB sum): {bw:.1f} GB/s; "
+        f"peer {'none' if peer is None else str(peer_dtype).removeprefix('torch.')}"
+    )
+    print(
+        f"{'context':>8} {'model':<22} {'ms/token':>9} {'tok/s':>7} {'MB/tok':>7} {'peer ms':>8} {'speedup':>8} {'%bw':>5} {'max|dlogit|':>11}"
+    )
 
     def row(context: int, name: str, ms: float, peer_ms: float | None, diff: float | None, ours) -> None:
         nbytes = bytes_per_decode_token(ours, context)

@@ -48,9 +48,14 @@ def bench_load() -> None:
     with tempfile.TemporaryDirectory() as cache:
         env = {**os.environ, "KIMIDOC_CACHE_DIR": cache, "PYTHONPATH": str(ROOT), "KIMIDOC_PROGRESS": "0"}
         for _ in range(2):
-            out = subprocess.run([sys.executable, "-c", _LOAD_CHILD], env=env, capture_output=True, text=True, check=True)
+            out = subprocess.run(
+                [sys.executable, "-c", _LOAD_CHILD], env=env, capture_output=True, text=True, check=True
+            )
             source, seconds = out.stdout.split()
-            print(f"[load] from {source:5s}: {float(seconds):6.1f} s to a first forward pass, imports included ({load_avg()})", flush=True)
+            print(
+                f"[load] from {source:5s}: {float(seconds):6.1f} s to a first forward pass, imports included ({load_avg()})",
+                flush=True,
+            )
 
 
 def _prompt_ids(engine, n: int) -> list[int]:
@@ -80,7 +85,9 @@ def bench_speed(prompt_tokens: int, tokens: int) -> None:
             if new:
                 cache = Cache(layer_class_to_replicate=_growing_layer())
                 for i in range(0, len(ids), PREFILL_CHUNK):
-                    logits = model(input_ids=torch.tensor([ids[i : i + PREFILL_CHUNK]]), logits_to_keep=1, **{kw: cache}).logits
+                    logits = model(
+                        input_ids=torch.tensor([ids[i : i + PREFILL_CHUNK]]), logits_to_keep=1, **{kw: cache}
+                    ).logits
             else:
                 cache = DynamicCache()
                 logits = model(input_ids=torch.tensor([ids]), **{kw: cache}).logits
@@ -97,9 +104,14 @@ def bench_speed(prompt_tokens: int, tokens: int) -> None:
         for new in (True, False):
             rows[dtype, new] = run(model, new)
             name = "engine (chunked, grown in place)" if new else "before (one pass, torch.cat)"
-            print(f"[speed] {dtype:8s} {name:34s} prefill {rows[dtype, new][0]:7.1f} tok/s   decode {rows[dtype, new][1]:6.2f} tok/s   ({len(ids)}-token prompt, {load_avg()})", flush=True)
+            print(
+                f"[speed] {dtype:8s} {name:34s} prefill {rows[dtype, new][0]:7.1f} tok/s   decode {rows[dtype, new][1]:6.2f} tok/s   ({len(ids)}-token prompt, {load_avg()})",
+                flush=True,
+            )
     new, old = rows["float32", True], rows["float32", False]
-    print(f"[speed] float32 engine vs before: prefill {new[0] / old[0]:.2f}x, decode {new[1] / old[1]:.2f}x;  bfloat16 vs float32 (engine): prefill {rows['bfloat16', True][0] / new[0]:.2f}x, decode {rows['bfloat16', True][1] / new[1]:.2f}x")
+    print(
+        f"[speed] float32 engine vs before: prefill {new[0] / old[0]:.2f}x, decode {new[1] / old[1]:.2f}x;  bfloat16 vs float32 (engine): prefill {rows['bfloat16', True][0] / new[0]:.2f}x, decode {rows['bfloat16', True][1] / new[1]:.2f}x"
+    )
 
 
 def bench_ask(prompt_tokens: int, tokens: int) -> None:
@@ -115,10 +127,16 @@ def bench_ask(prompt_tokens: int, tokens: int) -> None:
     start = time.perf_counter()
     msg = backend.complete(question, temperature=0, max_tokens=tokens)
     took = time.perf_counter() - start
-    print(f"[ask] {msg.usage.prompt_tokens}-token prompt, {msg.usage.completion_tokens}-token answer: {took:5.1f} s ({load_avg()}) -> {msg.content[:60]!r}", flush=True)
+    print(
+        f"[ask] {msg.usage.prompt_tokens}-token prompt, {msg.usage.completion_tokens}-token answer: {took:5.1f} s ({load_avg()}) -> {msg.content[:60]!r}",
+        flush=True,
+    )
     start = time.perf_counter()
     scores = backend.choose(question, ["1", "2", "3", "4", "5"])
-    print(f"[ask] choose among 5 options after it (prompt cached): {time.perf_counter() - start:5.2f} s; best {scores.index(max(scores)) + 1}", flush=True)
+    print(
+        f"[ask] choose among 5 options after it (prompt cached): {time.perf_counter() - start:5.2f} s; best {scores.index(max(scores)) + 1}",
+        flush=True,
+    )
 
 
 def main() -> None:

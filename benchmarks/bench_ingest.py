@@ -19,8 +19,8 @@ import re
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 os.environ.setdefault("KIMIDOC_PROGRESS", "0")
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,14 +105,19 @@ def columns_ok(text: str) -> int:
     ok = 0
     for chunk in text.split("On Reading Two Columns in Order")[1:]:
         markers = MARKER.findall(chunk)
-        ok += markers == sorted(m for m in markers if m[0] == "L") + sorted(m for m in markers if m[0] == "R") and len(markers) == 80
+        ok += (
+            markers == sorted(m for m in markers if m[0] == "L") + sorted(m for m in markers if m[0] == "R")
+            and len(markers) == 80
+        )
     return ok
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--scale", type=float, default=1.0, help="corpus size factor (1.0: 95 pages)")
-    ap.add_argument("--skip-layout", action="store_true", help="skip pymupdf4llm's default (layout model) run, the slowest")
+    ap.add_argument(
+        "--skip-layout", action="store_true", help="skip pymupdf4llm's default (layout model) run, the slowest"
+    )
     args = ap.parse_args()
     tools: list[tuple[str, Callable[[Path], str]]] = [
         ("kimidoc load (default)", kimidoc_md),
@@ -130,7 +135,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         corpus = build(Path(tmp), args.scale)
         pages = sum(n for _, n in corpus.values())
-        print(f"corpus: {', '.join(f'{k} {n}' for k, (_, n) in corpus.items())}: {pages} pages; load average {os.getloadavg()[0]:.1f}")
+        print(
+            f"corpus: {', '.join(f'{k} {n}' for k, (_, n) in corpus.items())}: {pages} pages; load average {os.getloadavg()[0]:.1f}"
+        )
         for _, fn in tools:  # warm imports and caches outside the timing
             fn(corpus["figures"][0])
         rows = []
@@ -144,9 +151,13 @@ def main() -> None:
             rows.append((label, pages / dt, tables, cells, cols))
         base = rows[0][1]
         n_tables, n_paper = corpus["report"][1], corpus["paper"][1] + corpus["paper-interleaved"][1]
-        print(f"{'tool':48} {'pages/s':>8} {'vs kimidoc':>11} {'ruled tables':>13} {'unruled cells':>14} {'2-col ok':>9}")
+        print(
+            f"{'tool':48} {'pages/s':>8} {'vs kimidoc':>11} {'ruled tables':>13} {'unruled cells':>14} {'2-col ok':>9}"
+        )
         for label, speed, tables, cells, cols in rows:
-            print(f"{label:48} {speed:8.1f} {speed / base:10.2f}x {tables:>6}/{n_tables:<6} {cells:13.0%} {cols:>4}/{n_paper:<4}")
+            print(
+                f"{label:48} {speed:8.1f} {speed / base:10.2f}x {tables:>6}/{n_tables:<6} {cells:13.0%} {cols:>4}/{n_paper:<4}"
+            )
         print(f"load average after: {os.getloadavg()[0]:.1f}")
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from typing import Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -42,8 +42,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--repeat", type=int, default=50)
-    ap.add_argument("--cold-mib", type=int, default=256, help="MiB of weight copies each path cycles through (more than the LLC)")
-    ap.add_argument("--experts", type=int, default=128, help="experts in the routed-expert layer's bank (K2.6: 384 per layer)")
+    ap.add_argument(
+        "--cold-mib", type=int, default=256, help="MiB of weight copies each path cycles through (more than the LLC)"
+    )
+    ap.add_argument(
+        "--experts", type=int, default=128, help="experts in the routed-expert layer's bank (K2.6: 384 per layer)"
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     bw = bandwidth_gbs()
@@ -61,7 +65,9 @@ def main() -> None:
         int4_bytes = layer.weight.numel() + layer.scale_zeros.numel() * layer.scale_zeros.element_size()
         # Each path cycles through copies of its weight totalling >= --cold-mib, so every call reads
         # from memory as a decode step does (one weight, read again and again, sits in the LLC).
-        copies = lambda t: [t.clone() for _ in range(max(1, math.ceil(args.cold_mib * 2**20 / (t.numel() * t.element_size()))))]  # noqa: E731
+        copies = lambda t: [
+            t.clone() for _ in range(max(1, math.ceil(args.cold_mib * 2**20 / (t.numel() * t.element_size()))))
+        ]  # noqa: E731
         bf16_ws, fp32_ws = copies(w_bf16), copies(w)
         int4_ws = list(zip(copies(layer.weight), copies(layer.scale_zeros)))
 
@@ -76,20 +82,37 @@ def main() -> None:
 
         kernel = lambda xs, ws: int4.int4_matmul(xs, ws[0], ws[1], layer.group_size)  # noqa: E731
         rows = [
-            ("bf16 F.linear (peer)", cycle(bf16_ws, lambda wt: F.linear(x_bf16, wt)), w_bf16.numel() * 2, F.linear(x_bf16, w_bf16)),
+            (
+                "bf16 F.linear (peer)",
+                cycle(bf16_ws, lambda wt: F.linear(x_bf16, wt)),
+                w_bf16.numel() * 2,
+                F.linear(x_bf16, w_bf16),
+            ),
             ("fp32 F.linear", cycle(fp32_ws, lambda wt: F.linear(x, wt)), w.numel() * 4, F.linear(x, w)),
             ("int4 kernel (bf16 act.)", cycle(int4_ws, lambda ws: kernel(x_bf16, ws)), int4_bytes, layer(x_bf16)),
-            ("int4, fp32 act. cast", cycle(int4_ws, lambda ws: kernel(x.to(torch.bfloat16), ws).float()), int4_bytes, layer(x)),
-            ("dequantize + F.linear", lambda: F.linear(x, packed.dequantize()), packed.weight_packed.numel() * 4, reference),
+            (
+                "int4, fp32 act. cast",
+                cycle(int4_ws, lambda ws: kernel(x.to(torch.bfloat16), ws).float()),
+                int4_bytes,
+                layer(x),
+            ),
+            (
+                "dequantize + F.linear",
+                lambda: F.linear(x, packed.dequantize()),
+                packed.weight_packed.numel() * 4,
+                reference,
+            ),
         ]
         fast = interleaved_median_ms({name: fn for name, fn, _, _ in rows[:-1]}, args.repeat)
         fast[rows[-1][0]] = median_ms(rows[-1][1], max(3, args.repeat // 10))
         peer_ms = fast[rows[0][0]]
-        for name, fn, nbytes, y in rows:
+        for name, _fn, nbytes, y in rows:
             ms = fast[name]
             err = (y.float() - reference).abs().max().item()
             gbs = nbytes / ms / 1e6
-            print(f"{label:<22} {name:<26} {ms:>8.3f} {gbs:>7.1f} {100 * gbs / bw:>5.0f} {peer_ms / ms:>7.2f}x {err:>9.2e}")
+            print(
+                f"{label:<22} {name:<26} {ms:>8.3f} {gbs:>7.1f} {100 * gbs / bw:>5.0f} {peer_ms / ms:>7.2f}x {err:>9.2e}"
+            )
     expert_layer(args.experts, args.repeat, bw)
 
 
@@ -114,9 +137,14 @@ def expert_layer(n_experts: int, repeat: int, bw: float, hidden: int = 7168, wid
             int4.int4_matmul(hb, bank.down[e], bank.down_scale_zeros[e], bank.group_size)
 
     t = interleaved_median_ms({"layer": lambda: bank(x, idx, weight), "kernels": kernels_only}, max(5, repeat // 5))
-    per_expert = sum(b[0].numel() * b.element_size() for b in (bank.gate_up, bank.down, bank.gate_up_scale_zeros, bank.down_scale_zeros))
+    per_expert = sum(
+        b[0].numel() * b.element_size()
+        for b in (bank.gate_up, bank.down, bank.gate_up_scale_zeros, bank.down_scale_zeros)
+    )
     nbytes = top_k * per_expert
-    print(f"\nrouted-expert layer, {top_k} of {n_experts} experts [{hidden} x {width}], M=1, {nbytes / 1e6:.0f} MB read:")
+    print(
+        f"\nrouted-expert layer, {top_k} of {n_experts} experts [{hidden} x {width}], M=1, {nbytes / 1e6:.0f} MB read:"
+    )
     for name, label in (("layer", "Int4Experts forward"), ("kernels", f"{2 * top_k} kernel calls alone")):
         gbs = nbytes / t[name] / 1e6
         print(f"  {label:<26} {t[name]:>8.3f} ms {gbs:>7.1f} GB/s {100 * gbs / bw:>4.0f}% bw")

@@ -51,7 +51,9 @@ def pages(n: int) -> list[tuple[str, list[str], bytes]]:
             f"Invoice {rnd.randint(1000, 9999)} dated {rnd.randint(1, 28)} March 2024 totals {rnd.randint(10, 999)},{rnd.randint(100, 999)} EUR."
         ] + [" ".join(rnd.choice(FILLER) for _ in range(9)).capitalize() + "." for _ in range(7)]
         skew, noise, size = levels[k % len(levels)]
-        out.append((f"skew {skew} noise {noise} {size}pt", lines, scan_png(lines, skew=skew, noise=noise, seed=k, size=size)))
+        out.append(
+            (f"skew {skew} noise {noise} {size}pt", lines, scan_png(lines, skew=skew, noise=noise, seed=k, size=size))
+        )
     return out
 
 
@@ -66,7 +68,9 @@ def main() -> None:
         page = doc.new_page(width=595, height=842)
         page.insert_image(page.rect, stream=png)
     engines = [e for e in ENGINES if engine_available(e)]
-    print(f"{len(scans)} scanned A4 pages, engines: {', '.join(engines) or 'none installed'}; load {os.getloadavg()[0]:.2f}")
+    print(
+        f"{len(scans)} scanned A4 pages, engines: {', '.join(engines) or 'none installed'}; load {os.getloadavg()[0]:.2f}"
+    )
     print(f"{'engine':12} {'dpi':>4} {'CER':>7} {'s/page':>8}  per level (CER)")
     for engine in engines:
         ocr_page(doc[0], engine)  # load models outside the timing

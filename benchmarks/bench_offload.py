@@ -41,8 +41,15 @@ MB = 1e6
 
 def bench_config(args: argparse.Namespace) -> dict:
     """The model benchmarks' small K2.6-shaped config (``_peer.SMALL``), text-only layout."""
-    overrides = dict(n_routed_experts=args.experts, num_experts_per_tok=args.top_k, num_hidden_layers=args.layers, vocab_size=args.vocab)
-    return tiny_text_config(**{**SMALL, **overrides, "model_type": "deepseek_v3"})  # DeepseekV3 reads the text-only layout
+    overrides = dict(
+        n_routed_experts=args.experts,
+        num_experts_per_tok=args.top_k,
+        num_hidden_layers=args.layers,
+        vocab_size=args.vocab,
+    )
+    return tiny_text_config(
+        **{**SMALL, **overrides, "model_type": "deepseek_v3"}
+    )  # DeepseekV3 reads the text-only layout
 
 
 def decode_rate(step_times: list[float]) -> float:
@@ -50,7 +57,9 @@ def decode_rate(step_times: list[float]) -> float:
     return (len(step_times) - 1) / (step_times[-1] - step_times[0])
 
 
-def run_kimidoc(path: Path, budget: int | None, prompt: list[int], tokens: int, offload: Path | None = None) -> tuple[list[int], float, dict]:
+def run_kimidoc(
+    path: Path, budget: int | None, prompt: list[int], tokens: int, offload: Path | None = None
+) -> tuple[list[int], float, dict]:
     """Placed under ``budget`` bytes of RAM with a disk tier, or everything in RAM when None."""
     machine = Machine(cpu=budget, disk=10**12) if budget is not None else Machine(cpu=2**40)
     model = load_placed(path, machine, context=len(prompt) + tokens, offload_folder=offload)
@@ -59,7 +68,9 @@ def run_kimidoc(path: Path, budget: int | None, prompt: list[int], tokens: int, 
     return out, decode_rate(stamps), placement_report(model)
 
 
-def run_transformers(path: Path, budget: int, prompt: list[int], tokens: int, offload: Path) -> tuple[list[int], float, dict]:
+def run_transformers(
+    path: Path, budget: int, prompt: list[int], tokens: int, offload: Path
+) -> tuple[list[int], float, dict]:
     import transformers
 
     transformers.logging.set_verbosity_error()
@@ -91,8 +102,12 @@ def main() -> None:
     ap.add_argument("--experts", type=int, default=64)
     ap.add_argument("--top-k", type=int, default=8)
     ap.add_argument("--vocab", type=int, default=32000)
-    ap.add_argument("--budget", type=float, default=0.4, help="share of the routed experts that fits in the RAM budget, next to "
-                    "everything else (default 0.4)")
+    ap.add_argument(
+        "--budget",
+        type=float,
+        default=0.4,
+        help="share of the routed experts that fits in the RAM budget, next to everything else (default 0.4)",
+    )
     ap.add_argument("--tokens", type=int, default=16)
     ap.add_argument("--prompt", type=int, default=32)
     ap.add_argument("--threads", type=int, default=1)
@@ -112,8 +127,10 @@ def main() -> None:
         # Every non-expert part, the latent cache, kimidoc's default disk-tier cache, and a share of the experts.
         budget = size - experts + 2 * args.top_k * one_expert + int(args.budget * experts) + 2**20
         assert budget < size, "the budget must be below the model size"
-        print(f"checkpoints written in {time.perf_counter() - t:.1f}s: INT4 {size / MB:.0f} MB (experts {experts / MB:.0f} MB), "
-              f"BF16 copy {bf16_size / MB:.0f} MB; RAM budget {budget / MB:.0f} MB for both")
+        print(
+            f"checkpoints written in {time.perf_counter() - t:.1f}s: INT4 {size / MB:.0f} MB (experts {experts / MB:.0f} MB), "
+            f"BF16 copy {bf16_size / MB:.0f} MB; RAM budget {budget / MB:.0f} MB for both"
+        )
         prompt = torch.randint(0, args.vocab, (args.prompt,), generator=torch.Generator().manual_seed(0)).tolist()
 
         ours, our_rate, our_info = run_kimidoc(int4_path, budget, prompt, args.tokens)
@@ -121,19 +138,27 @@ def main() -> None:
         folder = root / "kimidoc_offload"
         run_kimidoc(int4_path, budget, prompt, args.tokens, folder)  # first run converts the disk experts it reads
         conv, conv_rate, conv_info = run_kimidoc(int4_path, budget, prompt, args.tokens, folder)
-        print(f"kimidoc placed + offload_folder (experts kept converted, second run): {conv_rate:8.2f} tokens/s, tokens "
-              f"{'identical' if conv == ours else 'DIFFERENT'}  {conv_info}")
+        print(
+            f"kimidoc placed + offload_folder (experts kept converted, second run): {conv_rate:8.2f} tokens/s, tokens "
+            f"{'identical' if conv == ours else 'DIFFERENT'}  {conv_info}"
+        )
         theirs, their_rate, their_info = run_transformers(bf16_path, budget, prompt, args.tokens, root / "offload")
         print(f"transformers + accelerate device_map=auto: {their_rate:8.2f} tokens/s  {their_info}")
         in_ram, ram_rate, _ = run_kimidoc(int4_path, None, prompt, args.tokens)
-        print(f"kimidoc all in RAM (no budget, the ceiling): {ram_rate:8.2f} tokens/s; placed run's tokens "
-              f"{'identical' if in_ram == ours else 'DIFFERENT'} to it")
+        print(
+            f"kimidoc all in RAM (no budget, the ceiling): {ram_rate:8.2f} tokens/s; placed run's tokens "
+            f"{'identical' if in_ram == ours else 'DIFFERENT'} to it"
+        )
         same = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), len(ours))
-        print(f"greedy tokens vs transformers: first {same}/{len(ours)} equal (INT4 kernel in bf16 vs BF16 dense; "
-              "a near-tie flipped by rounding changes every later token)")
+        print(
+            f"greedy tokens vs transformers: first {same}/{len(ours)} equal (INT4 kernel in bf16 vs BF16 dense; "
+            "a near-tie flipped by rounding changes every later token)"
+        )
         print(f"ratio kimidoc (with offload folder) / transformers+accelerate: {conv_rate / their_rate:.1f}x")
-        print(f"ratio kimidoc / transformers+accelerate: {our_rate / their_rate:.1f}x  "
-              f"(threads={args.threads}; weights in RAM at most {budget / MB:.0f} MB on both sides)")
+        print(
+            f"ratio kimidoc / transformers+accelerate: {our_rate / their_rate:.1f}x  "
+            f"(threads={args.threads}; weights in RAM at most {budget / MB:.0f} MB on both sides)"
+        )
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

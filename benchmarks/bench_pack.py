@@ -59,7 +59,9 @@ def main() -> None:
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--tree", type=Path, default=Path(transformers.__file__).parent)
-    ap.add_argument("--subdir", default="", help="a folder inside --tree (the whole transformers tree is ~60 MB of source)")
+    ap.add_argument(
+        "--subdir", default="", help="a folder inside --tree (the whole transformers tree is ~60 MB of source)"
+    )
     ap.add_argument("--budget", type=int, default=262_144)
     args = ap.parse_args()
     tree = args.tree / args.subdir if args.subdir else args.tree
@@ -93,9 +95,13 @@ def main() -> None:
             counted += time.perf_counter() - t1
         rows.append((label, files, dt, counted, tokens))
     base_files = rows[0][1] / rows[0][3]
-    print(f"{'tool':34} {'files':>6} {'s':>7} {'files/s':>8} {'s counted':>10} {'tokens':>11} {'tokens/s':>10} {'files/s vs kimidoc':>19}")
+    print(
+        f"{'tool':34} {'files':>6} {'s':>7} {'files/s':>8} {'s counted':>10} {'tokens':>11} {'tokens/s':>10} {'files/s vs kimidoc':>19}"
+    )
     for label, files, dt, counted, tokens in rows:
-        print(f"{label:34} {files:6d} {dt:7.2f} {files / dt:8.1f} {counted:10.2f} {tokens:11,} {tokens / counted:10,.0f} {files / counted / base_files:18.2f}x")
+        print(
+            f"{label:34} {files:6d} {dt:7.2f} {files / dt:8.1f} {counted:10.2f} {tokens:11,} {tokens / counted:10,.0f} {files / counted / base_files:18.2f}x"
+        )
 
 
 if __name__ == "__main__":

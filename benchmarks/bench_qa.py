@@ -94,7 +94,7 @@ def numbers(text: str) -> list[Number]:
     out = []
     for m in _NUM.finditer(s):
         raw = abs(float(m.group().replace("\u2212", "-")))
-        tail = s[m.end():m.end() + 4]
+        tail = s[m.end() : m.end() + 4]
         unit = re.match(r"\s?(m|bn|k)\b", tail)
         out.append(Number(raw, raw * _MULT[unit.group(1)] if unit else raw, tail.startswith("%")))
     return out
@@ -205,8 +205,11 @@ def judge(result: dict[str, Any], answers: list[str], sources: list[dict[str, An
     claims = [c for c in result.get("claims") or [] if isinstance(c, dict)]
     unsupported = [c for c in claims if c.get("supported") is False]
     status = result.get("answer_status")
-    as_sourced = [c.get("text", "") for c in unsupported
-                  if c.get("text") and normalise(c["text"]) in normalise(answer) and (status == "supported" or c.get("source"))]
+    as_sourced = [
+        c.get("text", "")
+        for c in unsupported
+        if c.get("text") and normalise(c["text"]) in normalise(answer) and (status == "supported" or c.get("source"))
+    ]
     invented: list[str] = []
     presented_as_sourced = status == "supported" or (status is None and bool(result.get("citations")))
     if known_text and presented_as_sourced:
@@ -347,16 +350,32 @@ def run_backend(label: str, flags: list[str], questions: list[dict[str, Any]], c
             result = {}
         known = "\n".join([q["question"], *(texts[p] for p in paths)])
         v = judge(result if isinstance(result, dict) else {}, q["answers"], q["sources"], known)
-        row = {"id": q["id"], "kind": q["kind"], "documents": paths, "exit": code, "seconds": round(seconds, 2),
-               **asdict(v), "answer": result.get("answer") if isinstance(result, dict) else None,
-               "answer_status": result.get("answer_status") if isinstance(result, dict) else None,
-               "citations": result.get("citations") if isinstance(result, dict) else None,
-               "stop_reason": result.get("stop_reason") if isinstance(result, dict) else None,
-               "stderr_tail": stderr[-400:] if code != 0 else ""}
+        row = {
+            "id": q["id"],
+            "kind": q["kind"],
+            "documents": paths,
+            "exit": code,
+            "seconds": round(seconds, 2),
+            **asdict(v),
+            "answer": result.get("answer") if isinstance(result, dict) else None,
+            "answer_status": result.get("answer_status") if isinstance(result, dict) else None,
+            "citations": result.get("citations") if isinstance(result, dict) else None,
+            "stop_reason": result.get("stop_reason") if isinstance(result, dict) else None,
+            "stderr_tail": stderr[-400:] if code != 0 else "",
+        }
         rows.append(row)
         marks = f"{'ok' if v.right else '--'} {'cited' if v.cited else '-----'} flags={v.flagged}"
-        print(f"  {q['id']:28s} {marks:22s} {seconds:7.1f} s  exit {code}  answer: {(row['answer'] or '')[:70]!r}", flush=True)
-    return {"label": label, "flags": flags, "load_seconds": round(load_s, 2), "summary": summarise(rows), "questions": rows}
+        print(
+            f"  {q['id']:28s} {marks:22s} {seconds:7.1f} s  exit {code}  answer: {(row['answer'] or '')[:70]!r}",
+            flush=True,
+        )
+    return {
+        "label": label,
+        "flags": flags,
+        "load_seconds": round(load_s, 2),
+        "summary": summarise(rows),
+        "questions": rows,
+    }
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -399,7 +418,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--endpoint", help="an OpenAI-compatible server URL (or 'moonshot' / 'openrouter')")
     p.add_argument("--model", help="with --endpoint: the served model's name")
     p.add_argument("--api-key", help="with --endpoint: its API key")
-    p.add_argument("--embedded", action="store_true", help="also run the embedded default (the default when no --endpoint)")
+    p.add_argument(
+        "--embedded", action="store_true", help="also run the embedded default (the default when no --endpoint)"
+    )
     p.add_argument("--only", nargs="+", metavar="ID", help="ask only these question ids")
     p.add_argument("--max-time", type=float, metavar="S", help="pass --max-time S to every ask (a per-question budget)")
     p.add_argument("--corpus", metavar="DIR", help="write the corpus here and keep it (default: a temporary folder)")
@@ -419,13 +440,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.embedded or not args.endpoint:
         backends.append(("embedded", ["--model", "embedded", *extra]))
     if args.endpoint:
-        flags = ["--endpoint", args.endpoint, *(["--model", args.model] if args.model else []),
-                 *(["--api-key", args.api_key] if args.api_key else []), *extra]
+        flags = [
+            "--endpoint",
+            args.endpoint,
+            *(["--model", args.model] if args.model else []),
+            *(["--api-key", args.api_key] if args.api_key else []),
+            *extra,
+        ]
         backends.append((f"endpoint {args.endpoint} {args.model or ''}".strip(), flags))
 
     memoise_connect()
     with contextlib.ExitStack() as stack:
-        corpus = Path(args.corpus) if args.corpus else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="kimidoc-qa-")))
+        corpus = (
+            Path(args.corpus)
+            if args.corpus
+            else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="kimidoc-qa-")))
+        )
         qa_corpus.write_corpus(corpus)
         cwd = Path.cwd()
         os.chdir(corpus)  # relative paths, as a user types them; citations then read "report.pdf p.2"

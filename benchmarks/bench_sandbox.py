@@ -25,8 +25,8 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
@@ -154,16 +154,21 @@ def compare_versions(baseline: str, rounds: int, warm: int, cold_starts: int) ->
     samples: dict[str, dict[str, list[float]]] = {v: {} for v in versions}
     print(f"load average (1, 5, 15 min) at the start: {os.getloadavg()}")
     for i in range(rounds):
-        for label, root in (versions.items() if i % 2 == 0 else reversed(versions.items())):
+        for label, root in versions.items() if i % 2 == 0 else reversed(versions.items()):
             out = subprocess.run(
                 [sys.executable, "-c", _ONE_VERSION, root, str(Path(__file__).resolve()), str(warm), str(cold_starts)],
-                capture_output=True, text=True, check=False, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+                capture_output=True,
+                text=True,
+                check=False,
+                env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
             )
             if out.returncode != 0:
                 raise SystemExit(f"{label} failed:\n{out.stderr[-3000:]}")
             for op, ms in json.loads(out.stdout.strip().splitlines()[-1]).items():
                 samples[label].setdefault(op, []).append(ms)
-    print(f"load average (1, 5, 15 min) at the end: {os.getloadavg()}; {rounds} rounds, {warm} warm calls and {cold_starts} cold starts per round")
+    print(
+        f"load average (1, 5, 15 min) at the end: {os.getloadavg()}; {rounds} rounds, {warm} warm calls and {cold_starts} cold starts per round"
+    )
     base, ours = list(samples)
     print(f"{'median milliseconds':34}{'baseline':>12}{'this':>12}{'ratio':>8}")
     for op in samples[base]:
@@ -175,7 +180,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--warm", type=int, default=50, help="calls per warm measurement")
     ap.add_argument("--cold", type=int, default=3, help="cold starts per runner")
-    ap.add_argument("--baseline", help="another kimidoc checkout: compare its sandbox with this one's instead of the peers")
+    ap.add_argument(
+        "--baseline", help="another kimidoc checkout: compare its sandbox with this one's instead of the peers"
+    )
     ap.add_argument("--rounds", type=int, default=5, help="alternating rounds per version (with --baseline)")
     args = ap.parse_args()
     if args.baseline:
@@ -193,7 +200,10 @@ def main() -> None:
                 if setup:
                     runner.run(setup)
                 answers.setdefault(label, {})[runner.name] = runner.run(code).strip()
-                row[f"warm: {label}"] = timed(lambda code=code, runner=runner: runner.run(code), args.warm if label != "compute" else max(3, args.warm // 10))
+                row[f"warm: {label}"] = timed(
+                    lambda code=code, runner=runner: runner.run(code),
+                    args.warm if label != "compute" else max(3, args.warm // 10),
+                )
             runner.stop()
             results[runner.name] = row
             print(f"{runner.name}: done")
@@ -205,7 +215,11 @@ def main() -> None:
             raise SystemExit(f"runners disagree on {label!r}: { {k: v[-40:] for k, v in answers[label].items()} }")
     ours = results.get(Kimidoc.name, {})
     peers = [n for n in results if n != Kimidoc.name]
-    header = f"{'operation':38}" + "".join(f"{n[:30]:>32}" for n in results) + "".join(f"{'ratio vs ' + n.split()[0]:>22}" for n in peers)
+    header = (
+        f"{'operation':38}"
+        + "".join(f"{n[:30]:>32}" for n in results)
+        + "".join(f"{'ratio vs ' + n.split()[0]:>22}" for n in peers)
+    )
     print("\nmedian milliseconds per operation (lower is better); ratio = kimidoc / peer")
     print(header)
     for op in ours:

@@ -32,7 +32,7 @@ def corpus(megabytes: float) -> str:
     files = sorted(p for ext in ("*.py", "*.md") for p in ROOT.rglob(ext) if ".git" not in p.parts)
     base = "\n".join(p.read_text(encoding="utf-8", errors="replace") for p in files)
     target = int(megabytes * 1_000_000)
-    return (base * (target // max(1, len(base.encode())) + 1))[: target]
+    return (base * (target // max(1, len(base.encode())) + 1))[:target]
 
 
 def synthetic_tokenizer(text: str, size: int = 100_000) -> Tokenizer:
@@ -86,14 +86,18 @@ def best_of(fn, repeat: int) -> tuple[float, int]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--mb", type=float, default=2.0)
-    ap.add_argument("--tokenizer", type=Path, help="checkpoint folder with tiktoken.model (default: synthetic vocabulary)")
+    ap.add_argument(
+        "--tokenizer", type=Path, help="checkpoint folder with tiktoken.model (default: synthetic vocabulary)"
+    )
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
 
     text = corpus(args.mb)
     mb = len(text.encode()) / 1e6
     tok = Tokenizer.load(args.tokenizer) if args.tokenizer else synthetic_tokenizer(text)
-    print(f"text: {mb:.2f} MB ({len(text):,} chars); vocabulary: {tok.n_ranks:,} ranks ({'file' if args.tokenizer else 'synthetic'})")
+    print(
+        f"text: {mb:.2f} MB ({len(text):,} chars); vocabulary: {tok.n_ranks:,} ranks ({'file' if args.tokenizer else 'synthetic'})"
+    )
 
     rows = [
         ("tiktoken encode_ordinary", lambda: len(tok._enc.encode_ordinary(text))),
@@ -105,12 +109,18 @@ def main() -> None:
     base = results["tiktoken encode_ordinary"][0]
     print(f"{'peer':28s} {'tokens':>10s} {'s':>7s} {'MB/s':>7s} {'s/MB':>6s} {'Mtok/s':>7s} {'vs tiktoken':>11s}")
     for name, (secs, n) in results.items():
-        print(f"{name:28s} {n:10,d} {secs:7.3f} {mb / secs:7.2f} {secs / mb:6.3f} {n / secs / 1e6:7.2f} {base / secs:10.2f}x")
-    assert results["kimidoc Tokenizer.encode"][1] == results["official tokenization_kimi"][1], "ids differ from the official path"
+        print(
+            f"{name:28s} {n:10,d} {secs:7.3f} {mb / secs:7.2f} {secs / mb:6.3f} {n / secs / 1e6:7.2f} {base / secs:10.2f}x"
+        )
+    assert results["kimidoc Tokenizer.encode"][1] == results["official tokenization_kimi"][1], (
+        "ids differ from the official path"
+    )
     print("encode == official (special spellings in the text -> single ids); count and encode_ordinary treat them as")
     print("text; count differs from raw tiktoken only by the official 400K-character window cuts.")
     per_256k = results["kimidoc Tokenizer.count"][0] / results["kimidoc Tokenizer.count"][1] * 256_000
-    print(f"kimidoc: a 256K-token repository counts in {per_256k:.3f} s; {statistics.fmean([results['kimidoc Tokenizer.count'][0] / mb]):.3f} s per MB")
+    print(
+        f"kimidoc: a 256K-token repository counts in {per_256k:.3f} s; {statistics.fmean([results['kimidoc Tokenizer.count'][0] / mb]):.3f} s per MB"
+    )
 
 
 if __name__ == "__main__":

@@ -63,14 +63,24 @@ def main() -> None:
     dtype = getattr(torch, args.dtype)
 
     raw = tiny_vision_config(
-        init_pos_emb_height=64, init_pos_emb_width=64, vt_num_attention_heads=16, vt_num_hidden_layers=args.layers,
-        vt_hidden_size=1152, vt_intermediate_size=4304, mm_hidden_size=1152, text_hidden_size=7168,
+        init_pos_emb_height=64,
+        init_pos_emb_width=64,
+        vt_num_attention_heads=16,
+        vt_num_hidden_layers=args.layers,
+        vt_hidden_size=1152,
+        vt_intermediate_size=4304,
+        mm_hidden_size=1152,
+        text_hidden_size=7168,
     )
     cfg = VisionConfig.from_dict(raw)
     tensors = random_vision_tensors(raw, seed=0, dtype=torch.float32)
     tower, projector = VisionTower(cfg).eval(), PatchMergerMLP(cfg).eval()
-    tower.load_state_dict({k.removeprefix("vision_tower."): v for k, v in tensors.items() if k.startswith("vision_tower.")})
-    projector.load_state_dict({k.removeprefix("mm_projector."): v for k, v in tensors.items() if k.startswith("mm_projector.")})
+    tower.load_state_dict(
+        {k.removeprefix("vision_tower."): v for k, v in tensors.items() if k.startswith("vision_tower.")}
+    )
+    projector.load_state_dict(
+        {k.removeprefix("mm_projector."): v for k, v in tensors.items() if k.startswith("mm_projector.")}
+    )
     hf_tower, hf_projector = hf_vision(tensors, cfg)
     del tensors
     for m in (tower, projector, hf_tower, hf_projector):
@@ -95,7 +105,9 @@ def main() -> None:
     diff = (ours().float() - theirs().float().squeeze(1)).abs().max().item()
     t_ours, t_hf = best_times([ours, theirs], args.repeats)
     print(f"tower: width 1152, 16 heads, {args.layers} layers, {args.dtype}, {args.threads} threads")
-    print(f"batch '{args.batch}': {n_img} images {SIZES[args.batch]}, {n_patch} patches, {n_tok} tokens; preprocess {prep * 1e3:.0f} ms")
+    print(
+        f"batch '{args.batch}': {n_img} images {SIZES[args.batch]}, {n_patch} patches, {n_tok} tokens; preprocess {prep * 1e3:.0f} ms"
+    )
     print(f"max |ours - transformers| = {diff:.2e}")
     print(f"{'best of ' + str(args.repeats):14}{'s/batch':>10}{'images/s':>10}{'tokens/s':>10}")
     for name, t in (("kimidoc", t_ours), ("transformers", t_hf)):

@@ -43,9 +43,21 @@ from kimidoc.testing import tiny_text_config, write_checkpoint
 
 def config() -> dict:
     return tiny_text_config(
-        vocab_size=32000, hidden_size=1024, intermediate_size=2048, moe_intermediate_size=512, num_hidden_layers=4,
-        first_k_dense_replace=1, n_routed_experts=64, num_experts_per_tok=8, num_attention_heads=8, num_key_value_heads=8,
-        q_lora_rank=256, kv_lora_rank=128, qk_nope_head_dim=64, qk_rope_head_dim=32, v_head_dim=64,
+        vocab_size=32000,
+        hidden_size=1024,
+        intermediate_size=2048,
+        moe_intermediate_size=512,
+        num_hidden_layers=4,
+        first_k_dense_replace=1,
+        n_routed_experts=64,
+        num_experts_per_tok=8,
+        num_attention_heads=8,
+        num_key_value_heads=8,
+        q_lora_rank=256,
+        kv_lora_rank=128,
+        qk_nope_head_dim=64,
+        qk_rope_head_dim=32,
+        v_head_dim=64,
     )
 
 
@@ -90,7 +102,9 @@ def int4_kernel_check(bw: float, failures: list[str]) -> None:
         nbytes = layers[0].weight.numel() * layers[0].weight.element_size() + layers[0].scale_zeros.numel() * 2
         ms = cuda_ms(lambda: [layer(xb) for layer in layers], 20) / len(layers)
         gbs = nbytes / ms / 1e6
-        print(f"CUDA INT4 kernel {label}: relative error vs dequantize {err:.2e}; {ms * 1e3:.1f} us, {gbs:.0f} GB/s, {100 * gbs / bw:.0f}% of bandwidth")
+        print(
+            f"CUDA INT4 kernel {label}: relative error vs dequantize {err:.2e}; {ms * 1e3:.1f} us, {gbs:.0f} GB/s, {100 * gbs / bw:.0f}% of bandwidth"
+        )
         if not err < 0.02:
             failures.append(f"CUDA INT4 kernel {label} differs from the dequantize reference by {err:.2e}")
 
@@ -103,7 +117,9 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tokens", type=int, default=64)
-    ap.add_argument("--gpu-share", type=float, default=0.5, help="share of the routed experts given to the GPU in the split run")
+    ap.add_argument(
+        "--gpu-share", type=float, default=0.5, help="share of the routed experts given to the GPU in the split run"
+    )
     args = ap.parse_args()
     if not torch.cuda.is_available():
         print("gpu_check: CUDA is not available on this machine; nothing to check (run it where a GPU is visible).")
@@ -126,7 +142,12 @@ def main() -> int:
         before = torch.cuda.memory_allocated()
         gpu_model = load_placed(path, Machine(gpus=[big], cpu=big, gpu_reserve=0), context=context)
         gpu_bytes = torch.cuda.memory_allocated() - before
-        split_plan = plan(cfg, specs, Machine(gpus=[dense + int(args.gpu_share * experts) + 2**22], cpu=big, gpu_reserve=0), context=context)
+        split_plan = plan(
+            cfg,
+            specs,
+            Machine(gpus=[dense + int(args.gpu_share * experts) + 2**22], cpu=big, gpu_reserve=0),
+            context=context,
+        )
         split_model = load_placed(path, split_plan)
         print("split placement:", placement_report(split_model))
 
@@ -140,22 +161,33 @@ def main() -> int:
         gpu_tokens, gpu_rate = decode_rate(gpu_model, prompt, args.tokens)
         split_tokens, split_rate = decode_rate(split_model, prompt, args.tokens)
         agree = sum(a == b for a, b in zip(split_tokens, gpu_tokens))
-        print(f"greedy tokens: split == all-GPU at {agree}/{len(gpu_tokens)}; split == CPU at "
-              f"{sum(a == b for a, b in zip(split_tokens, cpu_tokens))}/{len(cpu_tokens)}")
+        print(
+            f"greedy tokens: split == all-GPU at {agree}/{len(gpu_tokens)}; split == CPU at "
+            f"{sum(a == b for a, b in zip(split_tokens, cpu_tokens))}/{len(cpu_tokens)}"
+        )
         if agree < 0.75 * len(gpu_tokens):
             failures.append(f"split and all-GPU greedy tokens agree at only {agree}/{len(gpu_tokens)}")
         print(f"decode tokens/s: CPU {cpu_rate:.1f}, all-GPU {gpu_rate:.1f}, split GPU/CPU {split_rate:.1f}")
         print(f"ratios: split / CPU {split_rate / cpu_rate:.2f}x, split / all-GPU {split_rate / gpu_rate:.2f}x")
         bw = gpu_bandwidth_gbs()
         per_token = sum(gpu_model.plan.bytes_read_per_token().values())
-        print(f"GPU read bandwidth {bw:.0f} GB/s; all-GPU decode reads {per_token / 1e6:.1f} MB/token: "
-              f"{100 * per_token * gpu_rate / (bw * 1e9):.0f}% of bandwidth")
+        print(
+            f"GPU read bandwidth {bw:.0f} GB/s; all-GPU decode reads {per_token / 1e6:.1f} MB/token: "
+            f"{100 * per_token * gpu_rate / (bw * 1e9):.0f}% of bandwidth"
+        )
         int4_kernel_check(bw, failures)
 
         from kimidoc.backends.local import load_local
 
         auto = load_local(path, context=context)  # the machine detected here, as `kimidoc ask --model DIR` plans it
-        print("detected machine:", auto.plan.machine.gpus, "GPU bytes,", auto.plan.machine.cpu, "RAM bytes; placement:", placement_report(auto))
+        print(
+            "detected machine:",
+            auto.plan.machine.gpus,
+            "GPU bytes,",
+            auto.plan.machine.cpu,
+            "RAM bytes; placement:",
+            placement_report(auto),
+        )
         auto_tokens, auto_rate = decode_rate(auto, prompt, args.tokens)
         same = sum(a == b for a, b in zip(auto_tokens, gpu_tokens))
         print(f"detected-machine run: {auto_rate:.1f} tokens/s, greedy tokens == all-GPU at {same}/{len(gpu_tokens)}")
@@ -175,8 +207,10 @@ def main() -> int:
             nf4_bytes = torch.cuda.memory_allocated() - before
             err = rel_err(nf4(x.cuda()), ref)
             _, nf4_rate = decode_rate(nf4, prompt, args.tokens)
-            print(f"NF4 shrink on GPU: relative logits error {err:.2e}, decode {nf4_rate:.1f} tokens/s, "
-                  f"GPU weights {nf4_bytes / 2**20:.0f} MiB vs {gpu_bytes / 2**20:.0f} MiB unshrunk")
+            print(
+                f"NF4 shrink on GPU: relative logits error {err:.2e}, decode {nf4_rate:.1f} tokens/s, "
+                f"GPU weights {nf4_bytes / 2**20:.0f} MiB vs {gpu_bytes / 2**20:.0f} MiB unshrunk"
+            )
             if not nf4_bytes < gpu_bytes:
                 failures.append("NF4 shrink did not reduce GPU memory")
             if not err < 0.5:

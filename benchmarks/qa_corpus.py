@@ -87,8 +87,16 @@ def _unruled_table(page: fitz.Page, top: float, rows: list[tuple[str, ...]], xs:
 
 
 def _save(doc: fitz.Document, path: Path, title: str) -> None:
-    doc.set_metadata({"title": title, "author": "kimidoc QA benchmark", "producer": "kimidoc qa_corpus",
-                      "creator": "kimidoc qa_corpus", "creationDate": _FIXED_DATE, "modDate": _FIXED_DATE})
+    doc.set_metadata(
+        {
+            "title": title,
+            "author": "kimidoc QA benchmark",
+            "producer": "kimidoc qa_corpus",
+            "creator": "kimidoc qa_corpus",
+            "creationDate": _FIXED_DATE,
+            "modDate": _FIXED_DATE,
+        }
+    )
     doc.save(path, garbage=4, deflate=True, no_new_id=True)
 
 
@@ -107,8 +115,13 @@ SEGMENTS = [  # segment, revenue 2025, revenue 2024, operating profit 2025, oper
     ("Fleet Software", 71.3, 58.4, 12.4, 9.0),
     ("Service Contracts", 47.9, 48.4, 1.3, 2.2),
 ]
-HEADCOUNT = [("Engineering", 412, 371), ("Manufacturing", 538, 552), ("Sales & Marketing", 127, 119),
-             ("Customer Support", 96, 88), ("Administration", 61, 58)]
+HEADCOUNT = [
+    ("Engineering", 412, 371),
+    ("Manufacturing", 538, 552),
+    ("Sales & Marketing", 127, 119),
+    ("Customer Support", 96, 88),
+    ("Administration", 61, 58),
+]
 
 
 def annual_report(path: Path) -> None:
@@ -116,19 +129,34 @@ def annual_report(path: Path) -> None:
     p1 = doc.new_page(width=A4.width, height=A4.height)
     y = _heading(p1, 72, "Halvorsen Marine Systems - Annual Report 2025", 16) + 14
     y = _heading(p1, y, "Letter from the Chief Executive", 12) + 8
-    y = _para(p1, y, (
-        "Dear shareholders, 2025 was the year our investment in software began to pay back. Group revenue rose to "
-        "$318.4 million from $287.9 million in 2024, an increase of 10.6%, and operating profit reached $41.2 million "
-        "(2024: $33.5 million). The order backlog at year end stood at $402.6 million, the highest in the company's "
-        "history, with harbour authorities in Rotterdam and Gdansk among the new customers."))
-    y = _para(p1, y, (
-        "In March the board appointed Ingrid Solberg as Chief Financial Officer, succeeding Tomas Berge, who retired "
-        "after eleven years with the company. Ingrid joined us from a listed shipping group where she led treasury "
-        "and investor relations. The board proposes a dividend of $0.84 per share, up from $0.70 a year earlier."))
-    y = _para(p1, y, (
-        "Our priorities for 2026 are to complete the integration of the Fleet Software platform with our sensor "
-        "range, to lift the margin of Service Contracts, which fell during the year, and to keep lead times below "
-        "eight weeks for every product line. I thank our employees for a demanding and successful year."))
+    y = _para(
+        p1,
+        y,
+        (
+            "Dear shareholders, 2025 was the year our investment in software began to pay back. Group revenue rose to "
+            "$318.4 million from $287.9 million in 2024, an increase of 10.6%, and operating profit reached $41.2 million "
+            "(2024: $33.5 million). The order backlog at year end stood at $402.6 million, the highest in the company's "
+            "history, with harbour authorities in Rotterdam and Gdansk among the new customers."
+        ),
+    )
+    y = _para(
+        p1,
+        y,
+        (
+            "In March the board appointed Ingrid Solberg as Chief Financial Officer, succeeding Tomas Berge, who retired "
+            "after eleven years with the company. Ingrid joined us from a listed shipping group where she led treasury "
+            "and investor relations. The board proposes a dividend of $0.84 per share, up from $0.70 a year earlier."
+        ),
+    )
+    y = _para(
+        p1,
+        y,
+        (
+            "Our priorities for 2026 are to complete the integration of the Fleet Software platform with our sensor "
+            "range, to lift the margin of Service Contracts, which fell during the year, and to keep lead times below "
+            "eight weeks for every product line. I thank our employees for a demanding and successful year."
+        ),
+    )
     _para(p1, y, "Marta Lindqvist, Chief Executive Officer, Bergen, 12 February 2026")
 
     p2 = doc.new_page(width=A4.width, height=A4.height)
@@ -138,10 +166,16 @@ def annual_report(path: Path) -> None:
     rows += [(s, f"{a:.1f}", f"{b:.1f}", f"{c:.1f}", f"{d:.1f}") for s, a, b, c, d in SEGMENTS]
     rows.append(("Total", *(f"{sum(r[k] for r in SEGMENTS):.1f}" for k in range(1, 5))))
     y = _ruled_table(p2, y, rows, [56, 186, 278, 370, 463, 556])
-    _para(p2, y, (
-        "Fleet Software was the fastest-growing segment, as 14 ferry operators moved their route planning to the "
-        "platform. Offshore Sensors remained the largest segment by revenue and profit. Service Contracts declined "
-        "slightly after two legacy maintenance agreements in the North Sea ended in the second quarter."), 10.5)
+    _para(
+        p2,
+        y,
+        (
+            "Fleet Software was the fastest-growing segment, as 14 ferry operators moved their route planning to the "
+            "platform. Offshore Sensors remained the largest segment by revenue and profit. Service Contracts declined "
+            "slightly after two legacy maintenance agreements in the North Sea ended in the second quarter."
+        ),
+        10.5,
+    )
 
     p3 = doc.new_page(width=A4.width, height=A4.height)
     y = _heading(p3, 72, "People and locations", 14) + 10
@@ -149,40 +183,71 @@ def annual_report(path: Path) -> None:
     rows = [("Department", "31 Dec 2025", "31 Dec 2024")] + [(d, str(a), str(b)) for d, a, b in HEADCOUNT]
     rows.append(("Total", f"{sum(a for _, a, _ in HEADCOUNT):,}", f"{sum(b for _, _, b in HEADCOUNT):,}"))
     y = _ruled_table(p3, y, rows, [56, 236, 346, 456])
-    _para(p3, y, (
-        "The new production facility in Stavanger opened on 18 September 2025 with capacity for 2,400 sensor units "
-        "per month. Manufacturing headcount fell as assembly moved there from the older plant in Haugesund, which "
-        "will close in 2026. Staff turnover was 7.8% (2024: 9.1%)."), 10.5)
+    _para(
+        p3,
+        y,
+        (
+            "The new production facility in Stavanger opened on 18 September 2025 with capacity for 2,400 sensor units "
+            "per month. Manufacturing headcount fell as assembly moved there from the older plant in Haugesund, which "
+            "will close in 2026. Staff turnover was 7.8% (2024: 9.1%)."
+        ),
+        10.5,
+    )
     _save(doc, path, "Halvorsen Marine Systems - Annual Report 2025")
 
 
 # -- (b) budget: tables without ruling lines ------------------------------------------------------
 
-DEPARTMENTS = [("Public Works", 14820, 15460), ("Parks & Recreation", 6275, 6540), ("Library Services", 3912, 3870),
-               ("Fire & Rescue", 11348, 12105), ("Planning & Permits", 2684, 2790)]
-PROJECTS = [("Riverside Bridge repair", "Apr 2026", "Nov 2026", 4750, "State grant"),
-            ("Library roof replacement", "Jun 2026", "Sep 2026", 865, "Reserves"),
-            ("North depot fleet", "Jan 2026", "Mar 2026", 1920, "Bonds"),
-            ("Maple Street water main", "Aug 2026", "May 2027", 3380, "Water fund")]
+DEPARTMENTS = [
+    ("Public Works", 14820, 15460),
+    ("Parks & Recreation", 6275, 6540),
+    ("Library Services", 3912, 3870),
+    ("Fire & Rescue", 11348, 12105),
+    ("Planning & Permits", 2684, 2790),
+]
+PROJECTS = [
+    ("Riverside Bridge repair", "Apr 2026", "Nov 2026", 4750, "State grant"),
+    ("Library roof replacement", "Jun 2026", "Sep 2026", 865, "Reserves"),
+    ("North depot fleet", "Jan 2026", "Mar 2026", 1920, "Bonds"),
+    ("Maple Street water main", "Aug 2026", "May 2027", 3380, "Water fund"),
+]
 
 
 def budget(path: Path) -> None:
     doc = fitz.open()
     p1 = doc.new_page(width=A4.width, height=A4.height)
     y = _heading(p1, 72, "Town of Eastbrook - Operating and Capital Budget 2026", 15) + 14
-    y = _para(p1, y, (
-        "This budget sets out the operating expenditure of each town department and the capital projects planned "
-        "for 2026. Figures are in thousands of US dollars. The 2025 column shows audited actual spending; the 2026 "
-        "column shows the adopted budget."), 10.5)
+    y = _para(
+        p1,
+        y,
+        (
+            "This budget sets out the operating expenditure of each town department and the capital projects planned "
+            "for 2026. Figures are in thousands of US dollars. The 2025 column shows audited actual spending; the 2026 "
+            "column shows the adopted budget."
+        ),
+        10.5,
+    )
     y = _heading(p1, y + 4, "Table 1. Operating expenditure by department ($ thousands)", 11) + 14
     rows = [("Department", "2025 Actual", "2026 Budget", "Change %")]
     rows += [(d, f"{a:,}", f"{b:,}", f"{(b - a) / a * 100:+.1f}") for d, a, b in DEPARTMENTS]
-    rows.append(("Total", f"{sum(a for _, a, _ in DEPARTMENTS):,}", f"{sum(b for _, _, b in DEPARTMENTS):,}",
-                 f"{(sum(b for *_, b in DEPARTMENTS) / sum(a for _, a, _ in DEPARTMENTS) - 1) * 100:+.1f}"))
+    rows.append(
+        (
+            "Total",
+            f"{sum(a for _, a, _ in DEPARTMENTS):,}",
+            f"{sum(b for _, _, b in DEPARTMENTS):,}",
+            f"{(sum(b for *_, b in DEPARTMENTS) / sum(a for _, a, _ in DEPARTMENTS) - 1) * 100:+.1f}",
+        )
+    )
     y = _unruled_table(p1, y, rows, [60, 330, 430, 520])
-    _para(p1, y + 6, (
-        "Fire & Rescue rises most, reflecting six additional firefighter posts at the Hollow Lane station. Library "
-        "Services falls because the mobile library van was retired in 2025 and not replaced."), 10.5)
+    _para(
+        p1,
+        y + 6,
+        (
+            "Fire & Rescue rises most, reflecting six additional firefighter posts at the Hollow Lane station. Library "
+            "Services falls because the mobile library van was retired in 2025 and not replaced."
+        ),
+        10.5,
+    )
 
     p2 = doc.new_page(width=A4.width, height=A4.height)
     y = _heading(p2, 72, "Table 2. Capital projects 2026", 11) + 14
@@ -192,68 +257,111 @@ def budget(path: Path) -> None:
     y_end = _unruled_table(p2, y, [r[:4] for r in rows], [60, 290, 370, 470])
     for i, r in enumerate(rows):
         p2.insert_text((486, y + i * 16), r[4], fontsize=10, fontname="hebo" if i == 0 else "helv")
-    y = _para(p2, y_end + 6, (
-        "The Riverside Bridge repair depends on the state grant being confirmed by March 2026; if it is not, the work "
-        "moves to 2027. The water main replacement on Maple Street will close the street to through traffic for "
-        "about ten weeks."), 10.5)
-    _para(p2, y, (
-        "This budget was prepared by the Finance Director, Priya Raman, and adopted by the town council on "
-        "9 December 2025 by a vote of 6 to 1. The property tax rate rises from 11.42 to 11.87 per thousand dollars "
-        "of assessed value."), 10.5)
+    y = _para(
+        p2,
+        y_end + 6,
+        (
+            "The Riverside Bridge repair depends on the state grant being confirmed by March 2026; if it is not, the work "
+            "moves to 2027. The water main replacement on Maple Street will close the street to through traffic for "
+            "about ten weeks."
+        ),
+        10.5,
+    )
+    _para(
+        p2,
+        y,
+        (
+            "This budget was prepared by the Finance Director, Priya Raman, and adopted by the town council on "
+            "9 December 2025 by a vote of 6 to 1. The property tax rate rises from 11.42 to 11.87 per thousand dollars "
+            "of assessed value."
+        ),
+        10.5,
+    )
     _save(doc, path, "Town of Eastbrook - Budget 2026")
 
 
 # -- (c) two-column paper ---------------------------------------------------------------------------
 
 PAPER_COLUMNS: list[list[list[str]]] = [  # pages -> columns -> paragraphs
-    [[
-        "1 Introduction",
-        ("Automatic speech recognition works well for the few languages with thousands of hours of transcribed "
-         "audio, and poorly for the rest. Most of the world's languages have little more than a Bible reading, a "
-         "radio archive without transcripts, and a handful of volunteers willing to record and correct speech."),
-        ("Dense transformer encoders spend the same computation on every frame, whether it carries speech, silence "
-         "or noise. In low-resource settings this is doubly wasteful: the model is too large for the data, and the "
-         "data is too noisy for the model. We ask whether routing each frame to a small subset of attention heads "
-         "can make training on little data both cheaper and more accurate."),
-    ], [
-        ("Our contributions are threefold. First, we describe a routing layer that selects attention heads per "
-         "frame with a learned gate and a load-balancing loss. Second, we release a corpus collected with "
-         "community partners, with consent records for every speaker. Third, we show that sparse routing lowers "
-         "word error rate on every language in the corpus, with the largest gains where data is scarcest."),
-        ("The rest of the paper describes the corpus and training setup (Section 2), the results (Section 3) and "
-         "the limitations of this study (Section 4)."),
-    ]],
-    [[
-        "2 Data and training",
-        ("We collected 1,846 hours of transcribed speech in 23 languages from 312 volunteer speakers, recorded on "
-         "mobile phones in quiet rooms and in the open. Each utterance was transcribed once and checked by a "
-         "second speaker of the language; utterances on which the two disagreed were discarded, about 6% of the "
-         "total. We hold out 40 speakers for testing, so no test speaker appears in training."),
-        ("The encoder has 94 million parameters in 16 layers, with 8 of 32 heads active per frame. We trained it "
-         "for 180,000 steps with a batch size of 256 utterances on 16 A100 GPUs, which took 5.5 days. The learning "
-         "rate warmed up over the first 8,000 steps to a peak of 0.0006 and then followed a cosine schedule."),
-    ], [
-        ("The dense baseline has the same width and depth and is trained with the same data, schedule and "
-         "tokenizer, so the only difference between the two systems is the routing layer. We decode both with "
-         "a beam of 8 and no external language model."),
-        "3 Results",
-        ("On the held-out speakers, word error rate fell from 21.7% for the dense baseline to 18.3% with sparse "
-         "routing, averaged over all 23 languages. Training throughput rose by 37% because inactive heads are "
-         "skipped. The gains were largest for the nine languages with under 40 hours of data each."),
-    ]],
-    [[
-        ("On the Swahili subset, the largest in the corpus with 212 hours, the sparse model reached a word error "
-         "rate of 24.9% against 29.4% for the baseline; on Yoruba it reached 31.2% against 33.0%. Gains were "
-         "smallest on tonal languages, where the gate tends to route pitch-bearing frames to the same few heads."),
-        "4 Limitations",
-        ("All recordings were read speech; spontaneous conversation remains untested. Speakers skew young and "
-         "urban, since recruitment went through university partners."),
-    ], [
-        "Acknowledgements",
-        ("This work was funded by the Lindgren Foundation under grant LF-2291. We thank the volunteer speakers and "
-         "the community coordinators in Nairobi, Ibadan and Accra, without whom the corpus would not exist."),
-        "Correspondence: Amara Nwosu, Department of Linguistics, University of Edinburgh.",
-    ]],
+    [
+        [
+            "1 Introduction",
+            (
+                "Automatic speech recognition works well for the few languages with thousands of hours of transcribed "
+                "audio, and poorly for the rest. Most of the world's languages have little more than a Bible reading, a "
+                "radio archive without transcripts, and a handful of volunteers willing to record and correct speech."
+            ),
+            (
+                "Dense transformer encoders spend the same computation on every frame, whether it carries speech, silence "
+                "or noise. In low-resource settings this is doubly wasteful: the model is too large for the data, and the "
+                "data is too noisy for the model. We ask whether routing each frame to a small subset of attention heads "
+                "can make training on little data both cheaper and more accurate."
+            ),
+        ],
+        [
+            (
+                "Our contributions are threefold. First, we describe a routing layer that selects attention heads per "
+                "frame with a learned gate and a load-balancing loss. Second, we release a corpus collected with "
+                "community partners, with consent records for every speaker. Third, we show that sparse routing lowers "
+                "word error rate on every language in the corpus, with the largest gains where data is scarcest."
+            ),
+            (
+                "The rest of the paper describes the corpus and training setup (Section 2), the results (Section 3) and "
+                "the limitations of this study (Section 4)."
+            ),
+        ],
+    ],
+    [
+        [
+            "2 Data and training",
+            (
+                "We collected 1,846 hours of transcribed speech in 23 languages from 312 volunteer speakers, recorded on "
+                "mobile phones in quiet rooms and in the open. Each utterance was transcribed once and checked by a "
+                "second speaker of the language; utterances on which the two disagreed were discarded, about 6% of the "
+                "total. We hold out 40 speakers for testing, so no test speaker appears in training."
+            ),
+            (
+                "The encoder has 94 million parameters in 16 layers, with 8 of 32 heads active per frame. We trained it "
+                "for 180,000 steps with a batch size of 256 utterances on 16 A100 GPUs, which took 5.5 days. The learning "
+                "rate warmed up over the first 8,000 steps to a peak of 0.0006 and then followed a cosine schedule."
+            ),
+        ],
+        [
+            (
+                "The dense baseline has the same width and depth and is trained with the same data, schedule and "
+                "tokenizer, so the only difference between the two systems is the routing layer. We decode both with "
+                "a beam of 8 and no external language model."
+            ),
+            "3 Results",
+            (
+                "On the held-out speakers, word error rate fell from 21.7% for the dense baseline to 18.3% with sparse "
+                "routing, averaged over all 23 languages. Training throughput rose by 37% because inactive heads are "
+                "skipped. The gains were largest for the nine languages with under 40 hours of data each."
+            ),
+        ],
+    ],
+    [
+        [
+            (
+                "On the Swahili subset, the largest in the corpus with 212 hours, the sparse model reached a word error "
+                "rate of 24.9% against 29.4% for the baseline; on Yoruba it reached 31.2% against 33.0%. Gains were "
+                "smallest on tonal languages, where the gate tends to route pitch-bearing frames to the same few heads."
+            ),
+            "4 Limitations",
+            (
+                "All recordings were read speech; spontaneous conversation remains untested. Speakers skew young and "
+                "urban, since recruitment went through university partners."
+            ),
+        ],
+        [
+            "Acknowledgements",
+            (
+                "This work was funded by the Lindgren Foundation under grant LF-2291. We thank the volunteer speakers and "
+                "the community coordinators in Nairobi, Ibadan and Accra, without whom the corpus would not exist."
+            ),
+            "Correspondence: Amara Nwosu, Department of Linguistics, University of Edinburgh.",
+        ],
+    ],
 ]
 
 
@@ -265,22 +373,50 @@ def paper(path: Path) -> None:
         page = doc.new_page(width=A4.width, height=A4.height)
         top = 60.0
         if n == 0:
-            _box(page, fitz.Rect(margin, 56, A4.width - margin, 100),
-                 "Sparse Attention Routing for Low-Resource Speech Recognition", 16, "hebo", align=1)
-            _box(page, fitz.Rect(margin, 100, A4.width - margin, 130),
-                 "Amara Nwosu, Kofi Mensah and Elin Strand", 11, align=1)
-            top = _box(page, fitz.Rect(margin + 40, 136, A4.width - margin - 40, 300), (
-                "Abstract. We route each audio frame to a few attention heads chosen by a learned gate, and train "
-                "speech recognisers for languages with little transcribed audio. Sparse routing trains faster than "
-                "a dense encoder of the same size and makes fewer errors on held-out speakers."), 10) + 16
+            _box(
+                page,
+                fitz.Rect(margin, 56, A4.width - margin, 100),
+                "Sparse Attention Routing for Low-Resource Speech Recognition",
+                16,
+                "hebo",
+                align=1,
+            )
+            _box(
+                page,
+                fitz.Rect(margin, 100, A4.width - margin, 130),
+                "Amara Nwosu, Kofi Mensah and Elin Strand",
+                11,
+                align=1,
+            )
+            top = (
+                _box(
+                    page,
+                    fitz.Rect(margin + 40, 136, A4.width - margin - 40, 300),
+                    (
+                        "Abstract. We route each audio frame to a few attention heads chosen by a learned gate, and train "
+                        "speech recognisers for languages with little transcribed audio. Sparse routing trains faster than "
+                        "a dense encoder of the same size and makes fewer errors on held-out speakers."
+                    ),
+                    10,
+                )
+                + 16
+            )
         page.insert_text((A4.width / 2 - 4, A4.height - 30), str(n + 1), fontsize=9, fontname="helv")
         for c, paragraphs in enumerate(columns):
             x0 = margin + c * (col_w + gutter)
             y = top
             for para in paragraphs:
                 heading = len(para) < 40
-                y = _box(page, fitz.Rect(x0, y, x0 + col_w, A4.height - 50), para, 10.5 if heading else 10,
-                         "hebo" if heading else "tiro") + 8
+                y = (
+                    _box(
+                        page,
+                        fitz.Rect(x0, y, x0 + col_w, A4.height - 50),
+                        para,
+                        10.5 if heading else 10,
+                        "hebo" if heading else "tiro",
+                    )
+                    + 8
+                )
     _save(doc, path, "Sparse Attention Routing for Low-Resource Speech Recognition")
 
 
@@ -305,22 +441,40 @@ def chart(path: Path) -> None:
     doc = fitz.open()
     p1 = doc.new_page(width=A4.width, height=A4.height)
     y = _heading(p1, 72, "Coastal Grid Cooperative - Wind generation 2025", 15) + 14
-    y = _para(p1, y, (
-        "The cooperative's 61 member communities own wind farms in four regions. The chart below compares each "
-        "region's generation in 2025 with 2024."), 10.5)
+    y = _para(
+        p1,
+        y,
+        (
+            "The cooperative's 61 member communities own wind farms in four regions. The chart below compares each "
+            "region's generation in 2025 with 2024."
+        ),
+        10.5,
+    )
     p1.insert_image(fitz.Rect(66, y, 546, y + 255), stream=png)
     y += 270
-    _para(p1, y, (
-        "In 2025 Northern Ridge generated 468 GWh, Coastal Plain 592 GWh, River Valley 275 GWh and Highlands "
-        "383 GWh. In 2024 the same regions generated 431, 610, 248 and 359 GWh. Coastal Plain produced less than "
-        "the year before because two of its turbines were out of service for gearbox replacement from May to "
-        "August."), 10.5)
+    _para(
+        p1,
+        y,
+        (
+            "In 2025 Northern Ridge generated 468 GWh, Coastal Plain 592 GWh, River Valley 275 GWh and Highlands "
+            "383 GWh. In 2024 the same regions generated 431, 610, 248 and 359 GWh. Coastal Plain produced less than "
+            "the year before because two of its turbines were out of service for gearbox replacement from May to "
+            "August."
+        ),
+        10.5,
+    )
     p2 = doc.new_page(width=A4.width, height=A4.height)
     y = _heading(p2, 72, "Capacity additions", 14) + 12
-    _para(p2, y, (
-        "Two 7.2 MW turbines at Kestrel Point in the River Valley region were commissioned on 2 June 2025, "
-        "bringing the cooperative's installed capacity to 318 MW. A further 21.6 MW at Gull Head is planned for "
-        "2027, subject to the outcome of the grid connection study."), 10.5)
+    _para(
+        p2,
+        y,
+        (
+            "Two 7.2 MW turbines at Kestrel Point in the River Valley region were commissioned on 2 June 2025, "
+            "bringing the cooperative's installed capacity to 318 MW. A further 21.6 MW at Gull Head is planned for "
+            "2027, subject to the outcome of the grid connection study."
+        ),
+        10.5,
+    )
     _save(doc, path, "Coastal Grid Cooperative - Wind generation 2025")
 
 
@@ -365,7 +519,7 @@ def scanned(path: Path) -> None:
 # -- (f) repository ------------------------------------------------------------------------------------
 
 TIDEWATCH = {
-    "README.md": '''# tidewatch
+    "README.md": """# tidewatch
 
 Polls tide gauges and raises an alert when the water level at a station passes a threshold.
 Readings are stored in SQLite and can be exported or served over HTTP.
@@ -385,8 +539,8 @@ Settings come from `tidewatch.toml`, then `TIDEWATCH_*` environment variables, t
 - 0.5.2: `export` writes JSON Lines when `--format jsonl` is given.
 - 0.5.0: the default poll interval was raised from 60 to 90 seconds, to stay inside the gauge API's rate limit.
 - 0.4.0: alerts are repeated at most once per cooldown period.
-''',
-    "pyproject.toml": '''[project]
+""",
+    "pyproject.toml": """[project]
 name = "tidewatch"
 version = "0.5.2"
 requires-python = ">=3.10"
@@ -394,7 +548,7 @@ dependencies = ["httpx>=0.27"]
 
 [project.scripts]
 tidewatch = "tidewatch.cli:main"
-''',
+""",
     "tidewatch/__init__.py": '''"""Tide gauge polling and alerts."""
 
 __version__ = "0.5.2"
@@ -561,8 +715,16 @@ def tables(folder: Path) -> None:
 
 # -- the corpus ------------------------------------------------------------------------------------------
 
-DOCUMENTS = ("annual_report_2025.pdf", "eastbrook_budget_2026.pdf", "speech_routing_paper.pdf", "wind_generation_2025.pdf",
-             "dunmore_memo_scan.pdf", "tidewatch", "parts_inventory.csv", "product_council_notes.md")
+DOCUMENTS = (
+    "annual_report_2025.pdf",
+    "eastbrook_budget_2026.pdf",
+    "speech_routing_paper.pdf",
+    "wind_generation_2025.pdf",
+    "dunmore_memo_scan.pdf",
+    "tidewatch",
+    "parts_inventory.csv",
+    "product_council_notes.md",
+)
 
 # Each question is asked over its own document plus this one, chosen to look alike (figures by
 # year, the same warehouse, the same product name) so retrieval must pick the right passage.

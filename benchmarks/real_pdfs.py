@@ -47,10 +47,17 @@ def convert(tool: str, path: str) -> dict:
                 doc = load(path)
             except DocumentError as exc:
                 ok = path in str(exc)
-                return {"outcome": "error" if ok else "crash", "error": str(exc)[:300], "seconds": time.perf_counter() - t0}
+                return {
+                    "outcome": "error" if ok else "crash",
+                    "error": str(exc)[:300],
+                    "seconds": time.perf_counter() - t0,
+                }
             text = doc.text()
             pages = doc.meta.get("pages", 0)
-            extra = {"degraded": sum(o.action == "degraded" for o in doc.skipped), "skipped": sum(o.action == "skipped" for o in doc.skipped)}
+            extra = {
+                "degraded": sum(o.action == "degraded" for o in doc.skipped),
+                "skipped": sum(o.action == "skipped" for o in doc.skipped),
+            }
         elif tool == "pymupdf4llm":
             import pymupdf4llm
 
@@ -65,7 +72,11 @@ def convert(tool: str, path: str) -> dict:
             extra = {}
     except Exception as exc:  # noqa: BLE001 - the outcome is the measurement
         outcome = "crash" if tool == "kimidoc" else "error"
-        return {"outcome": outcome, "error": f"{type(exc).__name__}: {str(exc)[:300]}", "seconds": time.perf_counter() - t0}
+        return {
+            "outcome": outcome,
+            "error": f"{type(exc).__name__}: {str(exc)[:300]}",
+            "seconds": time.perf_counter() - t0,
+        }
     return {"outcome": "ok", "pages": pages, "chars": len(text), "seconds": time.perf_counter() - t0, **extra}
 
 
@@ -86,7 +97,18 @@ def camelot_cases(tests: Path) -> list[tuple[Path, list[list[str]]]]:
     exec((tests / "data.py").read_text(), data)  # noqa: S102 - camelot's test data: plain lists
     out = []
     for block in (tests / "test_stream.py").read_text().split("\ndef ")[1:]:
-        tuned = ("table_areas", "table_regions", "columns=", "pages=", "edge_tol", "row_tol", "split_text", "flag_size", "strip_text", "layout_kwargs")
+        tuned = (
+            "table_areas",
+            "table_regions",
+            "columns=",
+            "pages=",
+            "edge_tol",
+            "row_tol",
+            "split_text",
+            "flag_size",
+            "strip_text",
+            "layout_kwargs",
+        )
         if 'flavor="stream"' not in block or any(k in block for k in tuned):
             continue
         names = re.findall(r"pd\.DataFrame\((data_\w+)\)", block)
@@ -104,7 +126,10 @@ def cell_recovery(tests: Path) -> None:
 
     from kimidoc.documents import load
 
-    tools = {"kimidoc": lambda p: load(p).text(), "pymupdf4llm": lambda p: pymupdf4llm.to_markdown(str(p), show_progress=False)}
+    tools = {
+        "kimidoc": lambda p: load(p).text(),
+        "pymupdf4llm": lambda p: pymupdf4llm.to_markdown(str(p), show_progress=False),
+    }
     totals = {t: [0, 0, 0.0] for t in tools}
     print(f"camelot stream cases; load average {os.getloadavg()[0]:.1f}")
     for path, rows in camelot_cases(tests):
@@ -150,7 +175,12 @@ class Runner:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--worker", self.tool], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1
+            [sys.executable, __file__, "--worker", self.tool],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            bufsize=1,
         )
 
     def run(self, path: str) -> dict:
@@ -193,20 +223,28 @@ def main() -> None:
     if args.camelot_tests:
         cell_recovery(args.camelot_tests)
         return
-    files = sorted(str(p) for folder in args.folders for p in folder.rglob("*") if p.suffix.lower() == ".pdf" and p.is_file())
+    files = sorted(
+        str(p) for folder in args.folders for p in folder.rglob("*") if p.suffix.lower() == ".pdf" and p.is_file()
+    )
     if args.limit and len(files) > args.limit:
         files = sorted(random.Random(0).sample(files, args.limit))
     tools = args.tools.split(",")
     runners = {t: Runner(t, args.timeout) for t in tools}
     results: dict[str, dict[str, dict]] = {t: {} for t in tools}
-    print(f"{len(files)} files, tools {', '.join(tools)}, timeout {args.timeout:.0f} s; load average {os.getloadavg()[0]:.1f}", flush=True)
+    print(
+        f"{len(files)} files, tools {', '.join(tools)}, timeout {args.timeout:.0f} s; load average {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
     started = time.time()
     try:
         for k, path in enumerate(files, 1):
             for t in tools:
                 results[t][path] = runners[t].run(path)
             if k % 25 == 0:
-                print(f"  {k}/{len(files)} files, {time.time() - started:.0f} s, load {os.getloadavg()[0]:.1f}", flush=True)
+                print(
+                    f"  {k}/{len(files)} files, {time.time() - started:.0f} s, load {os.getloadavg()[0]:.1f}",
+                    flush=True,
+                )
     finally:
         for r in runners.values():
             r.stop()

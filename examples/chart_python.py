@@ -30,7 +30,13 @@ def scripted_model(messages, tools):
     """K2.6's moves on this task, each computed from what the tools actually returned."""
     tool_outputs = [text_of(m["content"]) for m in messages if m["role"] == "tool"]
     if not tool_outputs:
-        return AssistantMessage(tool_calls=[ToolCall("functions.read_document:0", "read_document", json.dumps({"document": "report.pdf", "page": 2}))])
+        return AssistantMessage(
+            tool_calls=[
+                ToolCall(
+                    "functions.read_document:0", "read_document", json.dumps({"document": "report.pdf", "page": 2})
+                )
+            ]
+        )
     if len(tool_outputs) == 1:
         rows = re.findall(r"\|\s*(Q\d)\s*\|\s*([\d.]+)\s*\|\s*([\d.]+)\s*\|", tool_outputs[0])
         code = (
@@ -53,14 +59,24 @@ def main() -> None:
     ap.add_argument("--model")
     ap.add_argument("--weak-sandbox", action="store_true", help="run python without full isolation (non-root machines)")
     args = ap.parse_args()
-    backend = kimidoc.connect(model=args.model, endpoint=args.endpoint) if (args.endpoint or args.model) else Scripted(scripted_model)
+    backend = (
+        kimidoc.connect(model=args.model, endpoint=args.endpoint)
+        if (args.endpoint or args.model)
+        else Scripted(scripted_model)
+    )
     docs = load_many([PDF])
     tools = default_tools(docs, allow_weaker=args.weak_sandbox)
     agent = Agent(backend, tools=tools, documents=docs)
     result = agent.run(QUESTION)
     print(result.answer)
     print("Sources:", "; ".join(s.cite() for s in result.citations) or "none")
-    charts = [p for m in agent.messages if m["role"] == "tool" and isinstance(m["content"], list) for p in m["content"] if p.get("type") == "image_url"]
+    charts = [
+        p
+        for m in agent.messages
+        if m["role"] == "tool" and isinstance(m["content"], list)
+        for p in m["content"]
+        if p.get("type") == "image_url"
+    ]
     if charts:
         Path("chart.png").write_bytes(image_bytes(charts[-1]))
         print("The sandbox's chart is in chart.png")

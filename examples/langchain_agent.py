@@ -22,8 +22,9 @@ import argparse
 import json
 import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from langchain.agents import create_agent
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
@@ -85,16 +86,24 @@ def show(message: Any) -> None:
             print(f"assistant: {message.text}")
     elif isinstance(message, ToolMessage):
         text = message.text if isinstance(message.content, list) else str(message.content)
-        images = sum(1 for b in message.content if isinstance(b, dict) and b.get("type") == "image") if isinstance(message.content, list) else 0
+        images = (
+            sum(1 for b in message.content if isinstance(b, dict) and b.get("type") == "image")
+            if isinstance(message.content, list)
+            else 0
+        )
         status = " (error)" if message.status == "error" else ""
-        print(f"  <- {message.name}{status}: {text[:300]}{' [+%d image(s)]' % images if images else ''}")
+        print(f"  <- {message.name}{status}: {text[:300]}{f' [+{images} image(s)]' if images else ''}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("path", nargs="?", default=str(HERE / "data" / "report.pdf"), help="PDF, image, text file or repository")
+    parser.add_argument(
+        "path", nargs="?", default=str(HERE / "data" / "report.pdf"), help="PDF, image, text file or repository"
+    )
     parser.add_argument("question", nargs="?", default="How much did revenue grow in 2025? Check the arithmetic.")
-    parser.add_argument("--scripted", action="store_true", help="play the model's part with a Scripted plan (see the module docstring)")
+    parser.add_argument(
+        "--scripted", action="store_true", help="play the model's part with a Scripted plan (see the module docstring)"
+    )
     parser.add_argument("--model", help="local checkpoint directory, or the model name an endpoint serves")
     parser.add_argument("--endpoint", help="OpenAI-compatible base URL (vLLM, SGLang, Moonshot, OpenRouter)")
     parser.add_argument("--max-tokens", type=int, default=512)
@@ -108,7 +117,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"model: {model.model_name} | tools: {', '.join(t.name for t in tools)}")
     print(f"user: {args.question}")
     usage = {"input_tokens": 0, "output_tokens": 0}
-    for step in agent.stream({"messages": [HumanMessage(args.question)]}, {"recursion_limit": args.max_steps}, stream_mode="updates"):
+    for step in agent.stream(
+        {"messages": [HumanMessage(args.question)]}, {"recursion_limit": args.max_steps}, stream_mode="updates"
+    ):
         for update in step.values():
             for message in (update or {}).get("messages", []):
                 show(message)

@@ -18,7 +18,11 @@ from kimidoc.tools import document_tools
 
 ROOT = Path(__file__).resolve().parents[1]
 ap = argparse.ArgumentParser()
-ap.add_argument("paths", nargs="*", default=[str(ROOT / "examples" / "data" / "report.pdf"), str(ROOT / "examples" / "data" / "make_report.py")])
+ap.add_argument(
+    "paths",
+    nargs="*",
+    default=[str(ROOT / "examples" / "data" / "report.pdf"), str(ROOT / "examples" / "data" / "make_report.py")],
+)
 ap.add_argument("--endpoint")
 ap.add_argument("--model")
 ap.add_argument("--concurrency", type=int, default=8)
@@ -29,8 +33,16 @@ backend = kimidoc.connect(model=args.model, endpoint=args.endpoint)
 docs = [load(p) for p in args.paths]
 tasks = [f"Summarise {Path(d.path).name} in two sentences, citing it." for d in docs]
 # Sub-agent i gets tools over document i only.
-swarm = Swarm(backend, tools=lambda i: document_tools([docs[i]]), concurrency=args.concurrency, budget=Budget(max_steps=4), trace_dir=args.trace_dir)
+swarm = Swarm(
+    backend,
+    tools=lambda i: document_tools([docs[i]]),
+    concurrency=args.concurrency,
+    budget=Budget(max_steps=4),
+    trace_dir=args.trace_dir,
+)
 result = swarm.run(tasks)
 print(result.report())
 totals = result.totals()
-print(f"\n{totals['answered']}/{totals['agents']} answered; {totals['tool_calls']} tool calls; longest chain {totals['critical_steps']} steps")
+print(
+    f"\n{totals['answered']}/{totals['agents']} answered; {totals['tool_calls']} tool calls; longest chain {totals['critical_steps']} steps"
+)

@@ -14,8 +14,9 @@ from __future__ import annotations
 import base64
 import io
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 Message = dict[str, Any]
 ToolSchema = dict[str, Any]  # {"type": "function", "function": {"name", "description", "parameters"}}
@@ -37,7 +38,9 @@ class ToolCall:
         except json.JSONDecodeError as exc:
             raise ToolCallError(f"tool call {self.id} ({self.name}): arguments are not valid JSON: {exc}") from exc
         if not isinstance(value, dict):
-            raise ToolCallError(f"tool call {self.id} ({self.name}): arguments must be a JSON object, got {type(value).__name__}")
+            raise ToolCallError(
+                f"tool call {self.id} ({self.name}): arguments must be a JSON object, got {type(value).__name__}"
+            )
         return value
 
     def to_openai(self) -> dict[str, Any]:
@@ -70,7 +73,7 @@ class Usage:
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
-    def __add__(self, other: "Usage") -> "Usage":
+    def __add__(self, other: Usage) -> Usage:
         return Usage(
             self.prompt_tokens + other.prompt_tokens,
             self.completion_tokens + other.completion_tokens,
@@ -96,11 +99,8 @@ class AssistantMessage:
         return msg
 
     @classmethod
-    def from_message(cls, msg: Message) -> "AssistantMessage":
-        calls = [
-            ToolCall.from_openai(c)
-            for c in msg.get("tool_calls") or []
-        ]
+    def from_message(cls, msg: Message) -> AssistantMessage:
+        calls = [ToolCall.from_openai(c) for c in msg.get("tool_calls") or []]
         return cls(
             content=text_of(msg.get("content")),
             reasoning=msg.get("reasoning_content") or "",
@@ -156,7 +156,11 @@ def accumulate(deltas: Iterable[Delta]) -> AssistantMessage:
         cid, name, pieces = calls[index]
         args = "".join(pieces)
         if not cid or not name:
-            out.invalid_tool_calls.append(InvalidToolCall(raw=args, error="streamed tool call without id or name", id=cid, name=name, arguments=args))
+            out.invalid_tool_calls.append(
+                InvalidToolCall(
+                    raw=args, error="streamed tool call without id or name", id=cid, name=name, arguments=args
+                )
+            )
         else:
             out.tool_calls.append(ToolCall(cid, name, args))
     return out
@@ -190,7 +194,7 @@ def image_bytes(part: dict[str, Any]) -> bytes:
     return base64.b64decode(url.split(";base64,", 1)[1])
 
 
-def image_of(part: dict[str, Any]) -> "Any":
+def image_of(part: dict[str, Any]) -> Any:
     """Decode an inline image part to a PIL image."""
     from PIL import Image
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Iterable, TypeVar
+from collections.abc import Iterable
+from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 
@@ -22,6 +23,10 @@ def enabled() -> bool:
     return sys.stderr.isatty()
 
 
-def progress(iterable: Iterable[T] | None = None, *, desc: str, total: int | None = None, unit: str = "it", **kw: Any) -> Any:
+def progress(
+    iterable: Iterable[T] | None = None, *, desc: str, total: int | None = None, unit: str = "it", **kw: Any
+) -> Any:
     """A tqdm bar (disabled when progress is off); use as an iterable wrapper or context manager."""
-    return tqdm(iterable, desc=desc, total=total, unit=unit, disable=not enabled(), file=sys.stderr, dynamic_ncols=True, **kw)
+    return tqdm(
+        iterable, desc=desc, total=total, unit=unit, disable=not enabled(), file=sys.stderr, dynamic_ncols=True, **kw
+    )

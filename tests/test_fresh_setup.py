@@ -39,7 +39,9 @@ def readme_commands(readme: Path = REPO / "README.md") -> list[str]:
 def ci_command(script: Path = REPO / ".ci" / "run") -> str:
     """The one command line of ``.ci/run`` besides its shell preamble (shebang, comments, set, cd)."""
     lines = [ln.strip() for ln in script.read_text().splitlines()]
-    body = [ln for ln in lines if ln and not ln.startswith("#") and not ln.startswith("set ") and not ln.startswith("cd ")]
+    body = [
+        ln for ln in lines if ln and not ln.startswith("#") and not ln.startswith("set ") and not ln.startswith("cd ")
+    ]
     if len(body) != 1:
         raise ValueError(f"{script}: expected one command line besides 'set'/'cd', found {body}")
     return body[0]
@@ -69,12 +71,18 @@ def run_fresh(command: str, workdir: Path, source: Path = REPO) -> FreshRun:
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     # A new user's shell: no path into this checkout, and no KIMIDOC_FRESH_SETUP (the suite inside
     # would otherwise start fresh runs of its own).
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME", "KIMIDOC_FRESH_SETUP")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME", "KIMIDOC_FRESH_SETUP")
+    }
     env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
     env["VIRTUAL_ENV"] = str(venv)
     start = time.monotonic()
     with open(log, "wb") as out:
-        rc = subprocess.run(["bash", "-c", command], cwd=clone, env=env, stdout=out, stderr=subprocess.STDOUT, check=False).returncode
+        rc = subprocess.run(
+            ["bash", "-c", command], cwd=clone, env=env, stdout=out, stderr=subprocess.STDOUT, check=False
+        ).returncode
     seconds = time.monotonic() - start
     lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
     return FreshRun(command, rc, seconds, lines[-1] if lines else "", log)
@@ -85,7 +93,10 @@ def _report(i: int, run: FreshRun) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("KIMIDOC_FRESH_SETUP") != "1", reason="fresh clone + virtualenv per README command (many minutes); set KIMIDOC_FRESH_SETUP=1")
+@pytest.mark.skipif(
+    os.environ.get("KIMIDOC_FRESH_SETUP") != "1",
+    reason="fresh clone + virtualenv per README command (many minutes); set KIMIDOC_FRESH_SETUP=1",
+)
 @pytest.mark.parametrize("index", [1, 2])
 def test_readme_command_passes_alone_in_a_fresh_clone_and_virtualenv(index: int, tmp_path: Path) -> None:
     run = run_fresh(readme_commands()[index - 1], tmp_path)

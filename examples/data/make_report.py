@@ -8,8 +8,8 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-import pymupdf as fitz
 import matplotlib
+import pymupdf as fitz
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -26,7 +26,9 @@ def text_block(page: fitz.Page, y: float, title: str, body: str) -> float:
 
 
 def table(page: fitz.Page, top: float) -> None:
-    rows = [("Quarter", "Revenue 2025 ($M)", "Revenue 2024 ($M)")] + [(q, f"{a:.1f}", f"{b:.1f}") for q, a, b in QUARTERS]
+    rows = [("Quarter", "Revenue 2025 ($M)", "Revenue 2024 ($M)")] + [
+        (q, f"{a:.1f}", f"{b:.1f}") for q, a, b in QUARTERS
+    ]
     rows.append(("Total", f"{sum(a for _, a, _ in QUARTERS):.1f}", f"{sum(b for _, _, b in QUARTERS):.1f}"))
     xs, h = [56, 176, 356, 540], 22
     for i, row in enumerate(rows):
@@ -54,15 +56,27 @@ def chart_png() -> bytes:
 def main() -> None:
     doc = fitz.open()
     p1 = doc.new_page()
-    y = text_block(p1, 72, "Northwind Analytics - Annual Report 2025",
-                   "Northwind Analytics builds forecasting software for regional grocery chains.")
-    y = text_block(p1, y, "Summary",
-                   "Revenue grew 18% in 2025, to $42.7 million from $36.2 million in 2024. "
-                   "Growth came mostly from new customers in the Nordic region, which added 41 stores. "
-                   "Operating margin improved from 9.5% to 12.1%, and headcount rose from 212 to 248.")
-    text_block(p1, y, "Outlook",
-               "For 2026 the company expects revenue between $48 million and $51 million. "
-               "The main risk is the renewal of the contract with FreshWay, which provided 14% of 2025 revenue.")
+    y = text_block(
+        p1,
+        72,
+        "Northwind Analytics - Annual Report 2025",
+        "Northwind Analytics builds forecasting software for regional grocery chains.",
+    )
+    y = text_block(
+        p1,
+        y,
+        "Summary",
+        "Revenue grew 18% in 2025, to $42.7 million from $36.2 million in 2024. "
+        "Growth came mostly from new customers in the Nordic region, which added 41 stores. "
+        "Operating margin improved from 9.5% to 12.1%, and headcount rose from 212 to 248.",
+    )
+    text_block(
+        p1,
+        y,
+        "Outlook",
+        "For 2026 the company expects revenue between $48 million and $51 million. "
+        "The main risk is the renewal of the contract with FreshWay, which provided 14% of 2025 revenue.",
+    )
     p2 = doc.new_page()
     y = text_block(p2, 72, "Quarterly revenue", "Revenue by quarter, in millions of US dollars.")
     table(p2, y)

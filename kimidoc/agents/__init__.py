@@ -6,13 +6,13 @@
 """
 
 from kimidoc.agents.agent import DEFAULT_SYSTEM_PROMPT, Agent
-from kimidoc.agents.loop import AgentResult
-from kimidoc.agents.tool_context import ToolContext, current_tool_context, report_sources
 from kimidoc.agents.ask import ask, format_answer
 from kimidoc.agents.budget import Budget
 from kimidoc.agents.compaction import Compaction
 from kimidoc.agents.events import Event, EventCallback
+from kimidoc.agents.loop import AgentResult
 from kimidoc.agents.swarm import SubResult, SubTask, Swarm, SwarmResult, run_swarm, swarm_tool
+from kimidoc.agents.tool_context import ToolContext, current_tool_context, report_sources
 from kimidoc.agents.trace import TraceError, logical_events, read_trace
 
 __all__ = [

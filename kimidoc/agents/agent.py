@@ -8,14 +8,15 @@ The loop itself is :class:`kimidoc.agents.loop.AgentRun`; the context a tool see
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from kimidoc.agents.blobs import BlobStore, externalize, read_output_tool
 from kimidoc.agents.budget import Budget
 from kimidoc.agents.citations import source_to_dict
 from kimidoc.agents.compaction import Compaction
-from kimidoc.agents.events import EventCallback, Emitter
+from kimidoc.agents.events import Emitter, EventCallback
 from kimidoc.agents.loop import AgentResult, AgentRun
 from kimidoc.agents.packing import Packer, known_paths, pack_with_sources
 from kimidoc.agents.state import RunState, header_event
@@ -114,11 +115,13 @@ class Agent:
                 raise ValueError("Agent.run needs a task")
             self._run = self._begin(task)
         elif task is not None or not self._run.resuming:
-            raise ValueError("this agent has already run; create a new Agent for a new task, or Agent.resume(trace) to continue one")
+            raise ValueError(
+                "this agent has already run; create a new Agent for a new task, or Agent.resume(trace) to continue one"
+            )
         return await self._run.run()
 
     @classmethod
-    def from_trace(cls, trace_path: str | Path, backend: Backend, tools: Sequence[Any] = (), **kwargs: Any) -> "Agent":
+    def from_trace(cls, trace_path: str | Path, backend: Backend, tools: Sequence[Any] = (), **kwargs: Any) -> Agent:
         """An agent holding the state of the run recorded in ``trace_path``; ``run()`` continues it.
 
         The trace's system prompt, budget, compaction and sampling settings are used unless given here.
@@ -157,14 +160,20 @@ class Agent:
 
     def _begin(self, task: str) -> AgentRun:
         if self.trace_path is not None and has_events(self.trace_path):
-            raise FileExistsError(f"{self.trace_path}: a trace is already there; continue it with Agent.resume() or pick another trace_path")
+            raise FileExistsError(
+                f"{self.trace_path}: a trace is already there; continue it with Agent.resume() or pick another trace_path"
+            )
         content: Any = task
         packed: list[Source] = []
         if self.documents:
-            parts, packed = self.packer(self.documents, self.backend, int(self.backend.context_window * self.document_share), task)
+            parts, packed = self.packer(
+                self.documents, self.backend, int(self.backend.context_window * self.document_share), task
+            )
             parts = parts + [{"type": "text", "text": task}]
             content = parts if any(p.get("type") != "text" for p in parts) else "".join(p["text"] for p in parts)
-        messages = ([{"role": "system", "content": self.system_prompt}] if self.system_prompt else []) + [{"role": "user", "content": content}]
+        messages = ([{"role": "system", "content": self.system_prompt}] if self.system_prompt else []) + [
+            {"role": "user", "content": content}
+        ]
         header = header_event(
             agent=self.name,
             task=task,

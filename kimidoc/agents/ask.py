@@ -9,8 +9,9 @@ small to write a grounded answer (``backend.evidence_first``, the embedded defau
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from kimidoc.agents.agent import Agent, AgentResult
 from kimidoc.agents.budget import Budget
@@ -23,15 +24,27 @@ from kimidoc.documents.passages import Passage, header_and_row
 MODES = ("auto", "agent", "evidence")
 
 
-def ask(backend: Backend, documents: Sequence[Document], question: str, *, mode: str = "auto", tools: Callable[[], Sequence[Any]] | None = None,
-        budget: Budget | None = None, on_event: EventCallback | None = None, trace_path: str | Path | None = None,
-        sampling: dict[str, Any] | None = None) -> AgentResult:
+def ask(
+    backend: Backend,
+    documents: Sequence[Document],
+    question: str,
+    *,
+    mode: str = "auto",
+    tools: Callable[[], Sequence[Any]] | None = None,
+    budget: Budget | None = None,
+    on_event: EventCallback | None = None,
+    trace_path: str | Path | None = None,
+    sampling: dict[str, Any] | None = None,
+) -> AgentResult:
     """Answer ``question`` about ``documents``; ``tools`` makes the agent's tools (default: the document tools)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     if mode == "evidence" or (mode == "auto" and getattr(backend, "evidence_first", False)):
         if trace_path is not None:
-            print("kimidoc: no trace is written in evidence mode (one retrieval and one choice: nothing to resume)", file=sys.stderr)
+            print(
+                "kimidoc: no trace is written in evidence mode (one retrieval and one choice: nothing to resume)",
+                file=sys.stderr,
+            )
         return ask_with_evidence(documents, question, on_event=on_event)
     if tools is None:
         from kimidoc.tools import document_tools
@@ -39,8 +52,16 @@ def ask(backend: Backend, documents: Sequence[Document], question: str, *, mode:
         made: Sequence[Any] = document_tools(documents)
     else:
         made = tools()
-    agent = Agent(backend, tools=made, documents=documents, budget=budget, trace_path=trace_path, on_event=on_event,
-                  sampling=sampling, show_progress=False)
+    agent = Agent(
+        backend,
+        tools=made,
+        documents=documents,
+        budget=budget,
+        trace_path=trace_path,
+        on_event=on_event,
+        sampling=sampling,
+        show_progress=False,
+    )
     return agent.run(question)
 
 
@@ -69,14 +90,21 @@ def format_answer(result: Any) -> str:
             out.append("Nothing in the documents matches the question.")
         return "\n".join(out)
     if unsupported:
-        out.append(f"The model's answer could not be checked: {', '.join(unsupported)} appear(s) in none of the passages it read.")
+        out.append(
+            f"The model's answer could not be checked: {', '.join(unsupported)} appear(s) in none of the passages it read."
+        )
         out.append("Its answer, NOT verified:\n  " + result.answer.strip().replace("\n", "\n  "))
         if evidence:
             out.append("What the documents say:\n" + evidence)
         return "\n\n".join(out)
     out.append(result.answer.strip())
     if checked:
-        out.append("Found in the documents: " + "; ".join(f"{c.text} ({c.source.cite()}{', ' + c.how if c.how.startswith('derived') else ''})" for c in checked))
+        out.append(
+            "Found in the documents: "
+            + "; ".join(
+                f"{c.text} ({c.source.cite()}{', ' + c.how if c.how.startswith('derived') else ''})" for c in checked
+            )
+        )
     if result.evidence and result.citations_inferred:
         out.append("Evidence:\n" + evidence)
     cites = [s.cite() for s in result.citations]

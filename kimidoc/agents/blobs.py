@@ -79,7 +79,12 @@ def internalize(content: Any, store: BlobStore) -> Any:
     """The inverse of :func:`externalize`."""
     if not isinstance(content, list):
         return content
-    return [image_part(store.get(p["blob"]), p.get("mime", "image/png")) if isinstance(p, dict) and p.get("type") == "image_ref" else p for p in content]
+    return [
+        image_part(store.get(p["blob"]), p.get("mime", "image/png"))
+        if isinstance(p, dict) and p.get("type") == "image_ref"
+        else p
+        for p in content
+    ]
 
 
 def shorten(text: str, store: BlobStore, limit: int, preview: int) -> tuple[str, str | None]:
@@ -102,11 +107,15 @@ def read_output_tool(store: BlobStore, chunk: int) -> Tool:
         try:
             text = store.get(ref).decode("utf-8")
         except (KeyError, UnicodeDecodeError):
-            raise ValueError(f"unknown output reference {ref!r}; use a ref exactly as a shortened output gave it") from None
+            raise ValueError(
+                f"unknown output reference {ref!r}; use a ref exactly as a shortened output gave it"
+            ) from None
         offset = max(0, offset)
         piece = text[offset : offset + max(1, min(length, chunk))]
         end = offset + len(piece)
-        tail = f"\n[characters {offset:,}-{end:,} of {len(text):,}" + (f"; continue with offset={end}]" if end < len(text) else "; end of output]")
+        tail = f"\n[characters {offset:,}-{end:,} of {len(text):,}" + (
+            f"; continue with offset={end}]" if end < len(text) else "; end of output]"
+        )
         return piece + tail
 
     return Tool(
@@ -117,7 +126,12 @@ def read_output_tool(store: BlobStore, chunk: int) -> Tool:
             "properties": {
                 "ref": {"type": "string", "description": 'the reference the shortened output gave, "sha256:..."'},
                 "offset": {"type": "integer", "minimum": 0, "default": 0, "description": "first character to read"},
-                "length": {"type": "integer", "minimum": 1, "default": chunk, "description": f"characters to read, at most {chunk}"},
+                "length": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "default": chunk,
+                    "description": f"characters to read, at most {chunk}",
+                },
             },
             "required": ["ref"],
         },

@@ -29,7 +29,7 @@ class Budget:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Budget":
+    def from_dict(cls, data: dict[str, Any]) -> Budget:
         return cls(**{k: data[k] for k in ("max_steps", "max_tool_calls", "max_tokens", "max_wall_time") if k in data})
 
 

@@ -11,13 +11,15 @@ kept apart as unverified, never passed off as citations.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Iterable, Iterator
 
 from kimidoc.documents.base import Source
 
 _BRACKET = re.compile(r"\[([^\[\]\n]{1,400})\](?!\()")  # not a Markdown link's text
-_LABEL = re.compile(r"^\s*(?P<path>[^\s\[\]][^\[\]]*?)(?:\s+p(?:age|\.)\s*(?P<page>\d+))?(?::(?P<a>\d+)(?:\s*-\s*(?P<b>\d+))?)?\s*$")
+_LABEL = re.compile(
+    r"^\s*(?P<path>[^\s\[\]][^\[\]]*?)(?:\s+p(?:age|\.)\s*(?P<page>\d+))?(?::(?P<a>\d+)(?:\s*-\s*(?P<b>\d+))?)?\s*$"
+)
 _PATHISH = re.compile(r"[\\/]|\.[A-Za-z0-9]{1,8}$")
 
 
@@ -125,5 +127,9 @@ def source_to_dict(s: Source) -> dict:
 
 
 def source_from_dict(d: dict) -> Source:
-    return Source(d["path"], d.get("page"), tuple(d["lines"]) if d.get("lines") else None, tuple(d["bbox"]) if d.get("bbox") else None)
-
+    return Source(
+        d["path"],
+        d.get("page"),
+        tuple(d["lines"]) if d.get("lines") else None,
+        tuple(d["bbox"]) if d.get("bbox") else None,
+    )

@@ -9,8 +9,9 @@ transcript bigger than the summariser's share of the window is folded in chunks.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any
 
 from kimidoc.messages import AssistantMessage, Message, Usage, text_of
 
@@ -38,7 +39,9 @@ class Compaction:
 
     def __post_init__(self) -> None:
         if not 0 < self.trigger <= 1 or not 0 < self.summary_share < 1:
-            raise ValueError(f"Compaction.trigger must be in (0, 1] and summary_share in (0, 1), got {self.trigger}, {self.summary_share}")
+            raise ValueError(
+                f"Compaction.trigger must be in (0, 1] and summary_share in (0, 1), got {self.trigger}, {self.summary_share}"
+            )
         if self.keep_turns < 1:
             raise ValueError(f"Compaction.keep_turns must be at least 1, got {self.keep_turns}")
 
@@ -62,7 +65,9 @@ def ledger_of(message: Message) -> str | None:
     return None
 
 
-def choose_cut(messages: Sequence[Message], prefix: int, keep_turns: int, count: Callable[[Sequence[Message]], int], room: int) -> tuple[int, int] | None:
+def choose_cut(
+    messages: Sequence[Message], prefix: int, keep_turns: int, count: Callable[[Sequence[Message]], int], room: int
+) -> tuple[int, int] | None:
     """(first message to summarise, first message to keep), or None when nothing older can be folded.
 
     Keeps up to ``keep_turns`` recent turns, fewer when they alone would take more than ``room``
@@ -92,8 +97,14 @@ def transcript(messages: Sequence[Message], max_chars: int) -> list[str]:
                 lines.append(f"-> call {c['function']['name']} [{c['id']}] {c['function'].get('arguments') or ''}")
             block = "ASSISTANT: " + "\n".join(lines)
         elif role == "tool":
-            images = sum(1 for p in m["content"] if p.get("type") == "image_url") if isinstance(m.get("content"), list) else 0
-            block = f"TOOL RESULT {m.get('name', '')} [{m.get('tool_call_id', '')}]: {text_of(m.get('content'))}" + (f" (+{images} image(s))" if images else "")
+            images = (
+                sum(1 for p in m["content"] if p.get("type") == "image_url")
+                if isinstance(m.get("content"), list)
+                else 0
+            )
+            block = f"TOOL RESULT {m.get('name', '')} [{m.get('tool_call_id', '')}]: {text_of(m.get('content'))}" + (
+                f" (+{images} image(s))" if images else ""
+            )
         else:
             block = f"{str(role).upper()}: {text_of(m.get('content'))}"
         if len(block) > max_chars:
@@ -105,7 +116,15 @@ def transcript(messages: Sequence[Message], max_chars: int) -> list[str]:
 Ask = Callable[[list[Message]], Awaitable[AssistantMessage]]
 
 
-async def fold(ask: Ask, config: Compaction, task: str, ledger: str, blocks: list[str], count_tokens: Callable[[str], int], budget: int) -> tuple[str, Usage]:
+async def fold(
+    ask: Ask,
+    config: Compaction,
+    task: str,
+    ledger: str,
+    blocks: list[str],
+    count_tokens: Callable[[str], int],
+    budget: int,
+) -> tuple[str, Usage]:
     """Fold transcript blocks into the ledger, in as many summarisation calls as the budget needs."""
     usage = Usage()
     head = f"Task:\n{task}\n\nCurrent ledger:\n"
@@ -117,7 +136,13 @@ async def fold(ask: Ask, config: Compaction, task: str, ledger: str, blocks: lis
         nonlocal ledger, usage, chunk, used
         request = [
             {"role": "system", "content": config.prompt},
-            {"role": "user", "content": head + (ledger or "(empty)") + "\n\nTranscript of the turns to fold in:\n" + "\n\n".join(chunk)},
+            {
+                "role": "user",
+                "content": head
+                + (ledger or "(empty)")
+                + "\n\nTranscript of the turns to fold in:\n"
+                + "\n\n".join(chunk),
+            },
         ]
         reply = await ask(request)
         usage = usage + reply.usage
@@ -133,4 +158,3 @@ async def fold(ask: Ask, config: Compaction, task: str, ledger: str, blocks: lis
     if chunk:
         await flush()
     return ledger, usage
-

@@ -8,8 +8,9 @@ program needs to replay a run. They overlap but are not the same stream.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 # Event types:
 #   start        {task}                                   a run began (or resumed: {resumed: True})
@@ -24,7 +25,19 @@ from typing import Any, Callable
 #   swarm        {agents, ok, failed, tool_calls, ...}     a swarm finished
 #   stop         {reason, detail, answer, unsupported}    the run ended (unsupported: claims found in no passage)
 EVENT_TYPES = frozenset(
-    {"start", "step", "thinking", "content", "tool_call", "tool_result", "invalid_call", "compaction", "retry", "swarm", "stop"}
+    {
+        "start",
+        "step",
+        "thinking",
+        "content",
+        "tool_call",
+        "tool_result",
+        "invalid_call",
+        "compaction",
+        "retry",
+        "swarm",
+        "stop",
+    }
 )
 
 
@@ -64,4 +77,7 @@ class Emitter:
         except Exception as exc:  # a live view failing must not lose hours of work
             if not self._warned:
                 self._warned = True
-                warnings.warn(f"agent {self.agent}: event callback raised {type(exc).__name__}: {exc}; further errors are ignored", stacklevel=2)
+                warnings.warn(
+                    f"agent {self.agent}: event callback raised {type(exc).__name__}: {exc}; further errors are ignored",
+                    stacklevel=2,
+                )

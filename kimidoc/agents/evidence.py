@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
-from kimidoc.agents.events import EventCallback, Emitter
+from kimidoc.agents.events import Emitter, EventCallback
 from kimidoc.agents.loop import AgentResult
 from kimidoc.agents.verify import claim_spans, claims_in, verify
 from kimidoc.documents.base import Document
@@ -41,17 +41,40 @@ RUNNERS_UP = 4  # ranked candidates kept with the result, the answer first
 # What a question asks for, by its wording: the kinds of claim that can answer it.
 _WANTS: list[tuple[re.Pattern[str], tuple[str, ...]]] = [
     (re.compile(r"\b(percent|percentage|%|share|margin|rate|proportion|fraction)\b", re.I), ("percent",)),
-    (re.compile(r"\bhow much\b.*\b(grow|grew|rise|rose|increase|fall|fell|decrease|decline|change)", re.I), ("percent", "money")),
+    (
+        re.compile(r"\bhow much\b.*\b(grow|grew|rise|rose|increase|fall|fell|decrease|decline|change)", re.I),
+        ("percent", "money"),
+    ),
     (re.compile(r"\b(when|what date|which date|what year|which year|deadline|since when)\b", re.I), ("date", "year")),
-    (re.compile(r"\b(who|whom|which (?!year|date|month|day|time|port|version|number|value|size|level|amount|percentage|rate)[a-z]+|name)\b", re.I), ("name",)),
-    (re.compile(r"\b(how much|cost|price|revenue|sales|income|profit|spend|spent|budget|amount|paid|funding|salary|\$|€|£)\b", re.I), ("money",)),
-    (re.compile(r"\b(how many|number of|count|default|limit|maximum|minimum|max|min|size|timeout|port|version|value|threshold|how long|how old|how big|how large|headcount)\b", re.I), ("number", "money", "percent", "code")),
+    (
+        re.compile(
+            r"\b(who|whom|which (?!year|date|month|day|time|port|version|number|value|size|level|amount|percentage|rate)[a-z]+|name)\b",
+            re.I,
+        ),
+        ("name",),
+    ),
+    (
+        re.compile(
+            r"\b(how much|cost|price|revenue|sales|income|profit|spend|spent|budget|amount|paid|funding|salary|\$|€|£)\b",
+            re.I,
+        ),
+        ("money",),
+    ),
+    (
+        re.compile(
+            r"\b(how many|number of|count|default|limit|maximum|minimum|max|min|size|timeout|port|version|value|threshold|how long|how old|how big|how large|headcount)\b",
+            re.I,
+        ),
+        ("number", "money", "percent", "code"),
+    ),
 ]
 
 
 _ANY_FIGURE = ("number", "money", "percent", "date", "name")
 _FACTOID = re.compile(r"^\s*(what|which|who|when|where|how)\b", re.I)
-_OPEN = re.compile(r"^\s*(why|how (do|does|did|is|are|can|should)|describe|summari[sz]e|explain|compare|discuss|list)\b", re.I)
+_OPEN = re.compile(
+    r"^\s*(why|how (do|does|did|is|are|can|should)|describe|summari[sz]e|explain|compare|discuss|list)\b", re.I
+)
 
 
 def wanted(question: str) -> tuple[str, ...]:
@@ -111,7 +134,9 @@ def candidates(question: str, hits: Sequence[Hit], weights: dict[str, float] | N
                 continue  # nothing the question asks about stands near it: no answer, however well it fits the kind
             score = relevance + _kind_fit(kind, text, want) + context - (3.0 if echo else 0.0)
             named = _overlap(tokens(label), asked)
-            score += (2.0 * named if named else -1.5 if label else 0.0) + _counted(passage.text, at + len(text), kind, asked)
+            score += (2.0 * named if named else -1.5 if label else 0.0) + _counted(
+                passage.text, at + len(text), kind, asked
+            )
             score += 0.5 if _RANGE.fullmatch(text) else 0.0  # a range is the whole answer, either end only half
             if kind == "name":
                 score += _name_fit(text, want, asked, bool(_WHO.search(question)))
@@ -126,8 +151,10 @@ _ASSIGNED = re.compile(
 )
 _LITERAL = re.compile(r"\"[^\"]*\"|'[^']*'|[-+]?\d[\d_.]*(?:[eE][-+]?\d+)?|True|False|true|false")
 _WHO = re.compile(r"\bwho(m|se)?\b", re.I)
-_TITLES = frozenset("chief executive officer financial director report annual board president manager head committee council "
-                    "department section chapter figure table summary letter".split())
+_TITLES = frozenset(
+    "chief executive officer financial director report annual board president manager head committee council "
+    "department section chapter figure table summary letter".split()
+)
 
 
 def _spans(passage: Passage) -> list[tuple[str, str, int, str]]:
@@ -159,8 +186,10 @@ def _spans(passage: Passage) -> list[tuple[str, str, int, str]]:
 
 
 _CURRENCY = re.compile(r"[$€£]|\b(usd|eur|gbp|dollars?|euros?|pounds)\b", re.I)
-_UNIT_WORDS = frozenset("million billion thousand percent per cent m bn k mw gw kw mwh gwh kwh twh km kg t s ms h min usd eur gbp "
-                        "dollars euros pounds hours minutes seconds days weeks months years points pp".split())
+_UNIT_WORDS = frozenset(
+    "million billion thousand percent per cent m bn k mw gw kw mwh gwh kwh twh km kg t s ms h min usd eur gbp "
+    "dollars euros pounds hours minutes seconds days weeks months years points pp".split()
+)
 
 
 def _overlap(words: Sequence[str] | set[str], asked: dict[str, float]) -> float:
@@ -207,7 +236,9 @@ def _kind_fit(kind: str, text: str, want: tuple[str, ...]) -> float:
     return -3.0
 
 
-_RANGE = re.compile(r"\bbetween\s+\S{1,20}(?:\s(?:million|billion|thousand|percent))?\s+and\s+\S{1,20}?(?:\s(?:million|billion|thousand|percent))?(?=[\s,;.]|$)")
+_RANGE = re.compile(
+    r"\bbetween\s+\S{1,20}(?:\s(?:million|billion|thousand|percent))?\s+and\s+\S{1,20}?(?:\s(?:million|billion|thousand|percent))?(?=[\s,;.]|$)"
+)
 _CLAUSE = re.compile(r"[.;!?](?:\s|$)|,\s+(?:and|but|while|whereas|which)\b|\n")
 _FROM_TO = re.compile(r"\bfrom\s+(?P<a>[^,;]{1,40}?)\s+to\s+(?P<b>[^,;]{1,40}?)(?=[,;.]|\s+(?:in|and|by|for)\b|$)")
 _EARLIER = re.compile(r"\b(from|before|previous|prior|earlier|start|began|begin|initial|last year|old)\b", re.I)
@@ -240,7 +271,13 @@ def _context_fit(text: str, at: int, length: int, asked: dict[str, float], quest
     return fit
 
 
-def _cells(passage: Passage, table: tuple[list[str], list[str]], want: tuple[str, ...], asked: dict[str, float], relevance: float) -> list[Candidate]:
+def _cells(
+    passage: Passage,
+    table: tuple[list[str], list[str]],
+    want: tuple[str, ...],
+    asked: dict[str, float],
+    relevance: float,
+) -> list[Candidate]:
     """The cells of a table row: a cell answers when the question names its row (its other cells'
     words) and its column (the header); a column match alone says little in a table whose every
     row shares the header ("Revenue 2025" on each)."""
@@ -255,7 +292,11 @@ def _cells(passage: Passage, table: tuple[list[str], list[str]], want: tuple[str
             kind = "money"  # 9.4 under "Revenue ($M)" is an amount
         elif kind == "number" and re.search(r"%|\bpercent", header[i], re.I):
             kind = "percent"  # +4.2 under "Change %"
-        elif kind == "number" and want[:1] in (("money",), ("number",)) and _overlap(tokens(re.sub(r"\b(19|20)\d\d\b", "", header[i])), asked):
+        elif (
+            kind == "number"
+            and want[:1] in (("money",), ("number",))
+            and _overlap(tokens(re.sub(r"\b(19|20)\d\d\b", "", header[i])), asked)
+        ):
             kind = want[0]  # 14.2 under "Op. profit 2024" is the profit asked for, whatever its unit
         others = set(tokens(" ".join(c for j, c in enumerate(row) if j != i)))
         row_named = _overlap(others, asked)
@@ -298,7 +339,9 @@ def ground(index: Index, question: str) -> Grounded:
     return Grounded(answer, evidence[:EVIDENCE], chosen, ranked[:RUNNERS_UP])
 
 
-def ask_with_evidence(documents: Sequence[Document], question: str, *, on_event: EventCallback | None = None, name: str = "main") -> AgentResult:
+def ask_with_evidence(
+    documents: Sequence[Document], question: str, *, on_event: EventCallback | None = None, name: str = "main"
+) -> AgentResult:
     """Answer ``question`` evidence first (see the module doc)."""
     emit = Emitter(on_event, name)
     t0 = time.monotonic()
@@ -306,9 +349,22 @@ def ask_with_evidence(documents: Sequence[Document], question: str, *, on_event:
     emit("tool_call", 1, id="retrieve", name="search_documents", arguments=question, rerun=False)
     found = ground(Index.of(documents), question)
     preview = "; ".join(f"{p.cite()}" for p in found.evidence) or "no passage matches"
-    emit("tool_result", 1, id="retrieve", name="search_documents", preview=preview, is_error=False, ref=None, rerun=False)
+    emit(
+        "tool_result", 1, id="retrieve", name="search_documents", preview=preview, is_error=False, ref=None, rerun=False
+    )
     checked = verify(found.answer, found.evidence, question)
     cited = checked.sources() or [p.source for p in found.evidence[:1]]
     emit("stop", 1, reason="answer", detail="", answer=found.answer, unsupported=[c.text for c in checked.unsupported])
-    return AgentResult(found.answer, cited, "answer", 1, 0, Usage(), None, claims=checked.claims,
-                       evidence=found.evidence, citations_inferred=True, elapsed=time.monotonic() - t0)
+    return AgentResult(
+        found.answer,
+        cited,
+        "answer",
+        1,
+        0,
+        Usage(),
+        None,
+        claims=checked.claims,
+        evidence=found.evidence,
+        citations_inferred=True,
+        elapsed=time.monotonic() - t0,
+    )

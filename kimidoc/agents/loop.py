@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from kimidoc.agents.blobs import externalize, shorten
 from kimidoc.agents.budget import Stop, check_step, check_tool_calls, check_wall_time, wall_time_left
@@ -428,18 +429,44 @@ class AgentRun:
     def _stop(self, stop: Stop) -> AgentResult:
         return self._write_stop(stop.reason, stop.detail, "", [], [])
 
-    def _write_stop(self, reason: str, detail: str, answer: str, cited: list[Source], unverified: list[str], inferred: bool = False,
-                    claims: Sequence[Claim] = (), evidence: Sequence[Passage] = ()) -> AgentResult:
+    def _write_stop(
+        self,
+        reason: str,
+        detail: str,
+        answer: str,
+        cited: list[Source],
+        unverified: list[str],
+        inferred: bool = False,
+        claims: Sequence[Claim] = (),
+        evidence: Sequence[Passage] = (),
+    ) -> AgentResult:
         st = self.state
         ev = stop_event(
-            st, reason, detail, answer, [source_to_dict(s) for s in cited], unverified, inferred, self._elapsed(),
+            st,
+            reason,
+            detail,
+            answer,
+            [source_to_dict(s) for s in cited],
+            unverified,
+            inferred,
+            self._elapsed(),
             claims=[claim_to_dict(c) for c in claims],
-            evidence=[{"source": source_to_dict(p.source), "text": p.text, "kind": p.kind, "context": p.context} for p in evidence],
+            evidence=[
+                {"source": source_to_dict(p.source), "text": p.text, "kind": p.kind, "context": p.context}
+                for p in evidence
+            ],
         )
         self._record(ev)
         if self._trace is not None:
             self._trace.sync()
-        self._emit("stop", st.step, reason=reason, detail=detail, answer=answer, unsupported=[c.text for c in claims if not c.supported])
+        self._emit(
+            "stop",
+            st.step,
+            reason=reason,
+            detail=detail,
+            answer=answer,
+            unsupported=[c.text for c in claims if not c.supported],
+        )
         return self._result(ev)
 
     def _result(self, ev: dict[str, Any]) -> AgentResult:
@@ -455,7 +482,10 @@ class AgentRun:
             unverified_citations=list(ev.get("unverified", [])),
             citations_inferred=ev.get("citations_inferred", False),
             claims=[claim_from_dict(d) for d in ev.get("claims", [])],
-            evidence=[Passage(source_from_dict(d["source"]), d["text"], d["kind"], d.get("context", "")) for d in ev.get("evidence", [])],
+            evidence=[
+                Passage(source_from_dict(d["source"]), d["text"], d["kind"], d.get("context", ""))
+                for d in ev.get("evidence", [])
+            ],
             elapsed=ev.get("elapsed", 0.0),
             critical_steps=ev.get("critical_steps", 0),
             critical_seconds=ev.get("critical_seconds", 0.0),

@@ -8,7 +8,8 @@ budget, question) returning the message content parts and the sources they hold.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from kimidoc.backends.base import Backend
 from kimidoc.documents.base import Document, Source
@@ -16,7 +17,9 @@ from kimidoc.documents.base import Document, Source
 Packer = Callable[[Sequence[Document], Backend, int, str], tuple[list[dict[str, Any]], list[Source]]]
 
 
-def pack_with_sources(documents: Sequence[Document], backend: Backend, max_tokens: int, question: str = "") -> tuple[list[dict[str, Any]], list[Source]]:
+def pack_with_sources(
+    documents: Sequence[Document], backend: Backend, max_tokens: int, question: str = ""
+) -> tuple[list[dict[str, Any]], list[Source]]:
     """Content parts for ``documents`` within ``max_tokens`` (the backend's own counts), and the
     sources of every part they hold.
 

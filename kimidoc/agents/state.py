@@ -22,19 +22,44 @@ Event = dict[str, Any]  # one trace line; ``type`` says which of the kinds below
 
 
 def header_event(
-    agent: str, task: str, system_prompt: str, tools: list[dict[str, Any]], config: dict[str, Any],
-    documents: list[str], packed: list[dict[str, Any]], prefix: int, messages: list[Message],
+    agent: str,
+    task: str,
+    system_prompt: str,
+    tools: list[dict[str, Any]],
+    config: dict[str, Any],
+    documents: list[str],
+    packed: list[dict[str, Any]],
+    prefix: int,
+    messages: list[Message],
 ) -> Event:
     """The first line: what :meth:`RunState.from_header` rebuilds the run from."""
-    return {"type": "header", "version": TRACE_VERSION, "agent": agent, "task": task, "system_prompt": system_prompt,
-            "tools": tools, "config": config, "documents": documents, "packed": packed, "prefix": prefix,
-            "messages": messages, "t": time.time()}
+    return {
+        "type": "header",
+        "version": TRACE_VERSION,
+        "agent": agent,
+        "task": task,
+        "system_prompt": system_prompt,
+        "tools": tools,
+        "config": config,
+        "documents": documents,
+        "packed": packed,
+        "prefix": prefix,
+        "messages": messages,
+        "t": time.time(),
+    }
 
 
-def assistant_event(step: int, message: Message, usage: Usage, finish_reason: str | None, duration: float,
-                    invalid: list[dict[str, Any]]) -> Event:
-    ev: Event = {"type": "assistant", "step": step, "message": message, "usage": usage_to_dict(usage),
-                 "finish_reason": finish_reason, "duration": duration}
+def assistant_event(
+    step: int, message: Message, usage: Usage, finish_reason: str | None, duration: float, invalid: list[dict[str, Any]]
+) -> Event:
+    ev: Event = {
+        "type": "assistant",
+        "step": step,
+        "message": message,
+        "usage": usage_to_dict(usage),
+        "finish_reason": finish_reason,
+        "duration": duration,
+    }
     if invalid:
         ev["invalid"] = invalid
     return ev
@@ -47,10 +72,29 @@ def tool_start_event(step: int, index: int, call: ToolCall, rerun: bool) -> Even
     return ev
 
 
-def tool_result_event(step: int, index: int, call: ToolCall, content: Any, is_error: bool, duration: float, *,
-                      ref: str | None, sources: list[dict[str, Any]], chain: tuple[int, float] | None, rerun: bool) -> Event:
-    ev: Event = {"type": "tool_result", "step": step, "index": index, "id": call.id, "name": call.name,
-                 "content": content, "is_error": is_error, "duration": duration}
+def tool_result_event(
+    step: int,
+    index: int,
+    call: ToolCall,
+    content: Any,
+    is_error: bool,
+    duration: float,
+    *,
+    ref: str | None,
+    sources: list[dict[str, Any]],
+    chain: tuple[int, float] | None,
+    rerun: bool,
+) -> Event:
+    ev: Event = {
+        "type": "tool_result",
+        "step": step,
+        "index": index,
+        "id": call.id,
+        "name": call.name,
+        "content": content,
+        "is_error": is_error,
+        "duration": duration,
+    }
     if ref:
         ev["ref"] = ref
     if sources:
@@ -66,9 +110,19 @@ def feedback_event(step: int, content: str) -> Event:
     return {"type": "feedback", "step": step, "content": content}
 
 
-def compaction_event(step: int, prefix: int, keep: int, ledger: str, usage: Usage, tokens_before: int, tokens_after: int) -> Event:
-    return {"type": "compaction", "step": step, "prefix": prefix, "keep": keep, "ledger": ledger,
-            "usage": usage_to_dict(usage), "tokens_before": tokens_before, "tokens_after": tokens_after}
+def compaction_event(
+    step: int, prefix: int, keep: int, ledger: str, usage: Usage, tokens_before: int, tokens_after: int
+) -> Event:
+    return {
+        "type": "compaction",
+        "step": step,
+        "prefix": prefix,
+        "keep": keep,
+        "ledger": ledger,
+        "usage": usage_to_dict(usage),
+        "tokens_before": tokens_before,
+        "tokens_after": tokens_after,
+    }
 
 
 def retry_event(step: int, attempt: int, error: str) -> Event:
@@ -79,15 +133,38 @@ def resume_event(step: int) -> Event:
     return {"type": "resume", "step": step}
 
 
-def stop_event(state: RunState, reason: str, detail: str, answer: str, citations: list[dict[str, Any]],
-               unverified: list[str], inferred: bool, elapsed: float, *, claims: list[dict[str, Any]] = (),
-               evidence: list[dict[str, Any]] = ()) -> Event:
+def stop_event(
+    state: RunState,
+    reason: str,
+    detail: str,
+    answer: str,
+    citations: list[dict[str, Any]],
+    unverified: list[str],
+    inferred: bool,
+    elapsed: float,
+    *,
+    claims: list[dict[str, Any]] = (),
+    evidence: list[dict[str, Any]] = (),
+) -> Event:
     steps, seconds = state.critical_path
-    return {"type": "stop", "step": state.step, "reason": reason, "detail": detail, "answer": answer,
-            "citations": citations, "unverified": unverified, "citations_inferred": inferred,
-            "claims": list(claims), "evidence": list(evidence), "steps": state.step,
-            "tool_calls": state.tool_calls, "usage": usage_to_dict(state.usage), "critical_steps": steps,
-            "critical_seconds": seconds, "elapsed": elapsed}
+    return {
+        "type": "stop",
+        "step": state.step,
+        "reason": reason,
+        "detail": detail,
+        "answer": answer,
+        "citations": citations,
+        "unverified": unverified,
+        "citations_inferred": inferred,
+        "claims": list(claims),
+        "evidence": list(evidence),
+        "steps": state.step,
+        "tool_calls": state.tool_calls,
+        "usage": usage_to_dict(state.usage),
+        "critical_steps": steps,
+        "critical_seconds": seconds,
+        "elapsed": elapsed,
+    }
 
 
 @dataclass
@@ -114,7 +191,7 @@ class RunState:
     _session: list[float] = field(default_factory=lambda: [0.0, 0.0])  # first and last event time of this one
 
     @classmethod
-    def from_header(cls, header: dict[str, Any], store: BlobStore) -> "RunState":
+    def from_header(cls, header: dict[str, Any], store: BlobStore) -> RunState:
         messages = [{**m, "content": internalize(m.get("content"), store)} for m in header["messages"]]
         state = cls(messages=messages, prefix=header["prefix"], task=header["task"], store=store)
         state.sources.add(source_from_dict(d) for d in header.get("packed", []))
@@ -155,7 +232,10 @@ class RunState:
             self.final_reason = ev.get("finish_reason", "stop")
             if usage.prompt_tokens:
                 self.anchor = (len(self.messages), usage.prompt_tokens + usage.completion_tokens)
-            self.critical = [self.critical[0] + self.step_chain[0] + 1, self.critical[1] + self.step_chain[1] + ev.get("duration", 0.0)]
+            self.critical = [
+                self.critical[0] + self.step_chain[0] + 1,
+                self.critical[1] + self.step_chain[1] + ev.get("duration", 0.0),
+            ]
             self.step_chain = [0, 0.0]
         elif kind == "tool_start":
             self.started.add(ev["index"])

@@ -18,14 +18,15 @@ import asyncio
 import json
 import re
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from kimidoc.agents.agent import Agent, AgentResult
-from kimidoc.agents.tool_context import current_tool_context
 from kimidoc.agents.budget import Budget
 from kimidoc.agents.events import Event, EventCallback
+from kimidoc.agents.tool_context import current_tool_context
 from kimidoc.agents.toolset import agent_tools
 from kimidoc.agents.trace import TRACE_VERSION, TraceWriter, has_events, iter_trace, usage_to_dict
 from kimidoc.backends.base import Backend
@@ -70,8 +71,20 @@ class SubResult:
         return self.stop_reason == "answer"
 
     @classmethod
-    def of(cls, index: int, task: str, r: AgentResult) -> "SubResult":
-        return cls(index, task, r.stop_reason, r.answer, r.detail, r.steps, r.tool_calls, r.usage, r.citations, r.critical_steps, r.critical_seconds)
+    def of(cls, index: int, task: str, r: AgentResult) -> SubResult:
+        return cls(
+            index,
+            task,
+            r.stop_reason,
+            r.answer,
+            r.detail,
+            r.steps,
+            r.tool_calls,
+            r.usage,
+            r.citations,
+            r.critical_steps,
+            r.critical_seconds,
+        )
 
 
 @dataclass
@@ -192,7 +205,18 @@ class Swarm:
                 r = await self._one(i, subtasks[i], folder, emit, f"{parent}/sub-{i:04d}")
                 results[i] = r
                 if log is not None:
-                    log.write({"type": "subagent", "index": i, "stop_reason": r.stop_reason, "detail": r.detail, "steps": r.steps, "tool_calls": r.tool_calls, "critical_steps": r.critical_steps, "critical_seconds": r.critical_seconds})
+                    log.write(
+                        {
+                            "type": "subagent",
+                            "index": i,
+                            "stop_reason": r.stop_reason,
+                            "detail": r.detail,
+                            "steps": r.steps,
+                            "tool_calls": r.tool_calls,
+                            "critical_steps": r.critical_steps,
+                            "critical_seconds": r.critical_seconds,
+                        }
+                    )
                 bar.update(1)
 
         try:
@@ -218,14 +242,22 @@ class Swarm:
                 names = t.get("tools") if isinstance(t, dict) else None
                 unknown = [n for n in names or [] if n not in swarm._tool_names()]
                 if unknown:
-                    raise ValueError(f"sub-task {i + 1} asks for unknown tools {unknown}; available: {swarm._tool_names()}")
+                    raise ValueError(
+                        f"sub-task {i + 1} asks for unknown tools {unknown}; available: {swarm._tool_names()}"
+                    )
             ctx = current_tool_context()
             folder = None
             if ctx is not None and ctx.work_dir is not None:
                 folder = ctx.work_dir
             elif swarm.trace_dir is not None:
                 folder = swarm.trace_dir / re.sub(r"[^A-Za-z0-9_-]+", "_", ctx.call_id) if ctx else swarm.trace_dir
-            result = await swarm.arun(tasks, trace_dir=folder, on_event=ctx.emit if ctx else self.on_event, parent=ctx.agent if ctx else None, step=ctx.step if ctx else 0)
+            result = await swarm.arun(
+                tasks,
+                trace_dir=folder,
+                on_event=ctx.emit if ctx else self.on_event,
+                parent=ctx.agent if ctx else None,
+                step=ctx.step if ctx else 0,
+            )
             if ctx is not None:
                 ctx.chain = (result.critical_steps, result.critical_seconds)
                 ctx.sources.extend(result.citations)
@@ -239,7 +271,11 @@ class Swarm:
                     "type": "object",
                     "properties": {
                         "task": {"type": "string", "description": "the sub-task"},
-                        "tools": {"type": "array", "items": {"type": "string"}, "description": "names of the tools it may use (default: all)"},
+                        "tools": {
+                            "type": "array",
+                            "items": {"type": "string"},
+                            "description": "names of the tools it may use (default: all)",
+                        },
                         "max_steps": {"type": "integer", "minimum": 1},
                         "max_tool_calls": {"type": "integer", "minimum": 1},
                     },
@@ -256,7 +292,15 @@ class Swarm:
             ),
             parameters={
                 "type": "object",
-                "properties": {"tasks": {"type": "array", "items": item, "minItems": 1, "maxItems": self.max_tasks, "description": "the sub-tasks"}},
+                "properties": {
+                    "tasks": {
+                        "type": "array",
+                        "items": item,
+                        "minItems": 1,
+                        "maxItems": self.max_tasks,
+                        "description": "the sub-tasks",
+                    }
+                },
                 "required": ["tasks"],
             },
             fn=run_subagents,
@@ -271,9 +315,18 @@ class Swarm:
     def _tool_names(self) -> list[str]:
         return [t.name for t in self._tools_for(0, None)]
 
-    async def _one(self, index: int, sub: SubTask, folder: Path | None, emit: EventCallback | None, name: str) -> SubResult:
+    async def _one(
+        self, index: int, sub: SubTask, folder: Path | None, emit: EventCallback | None, name: str
+    ) -> SubResult:
         path = folder / f"sub-{index:04d}.jsonl" if folder is not None else None
-        common: dict[str, Any] = {**self.agent_options, "on_event": emit, "stream": False, "show_progress": False, "trace_fsync": False, "name": name}
+        common: dict[str, Any] = {
+            **self.agent_options,
+            "on_event": emit,
+            "stream": False,
+            "show_progress": False,
+            "trace_fsync": False,
+            "name": name,
+        }
         try:
             tools = self._tools_for(index, sub.tools)
             if path is not None and has_events(path):
@@ -299,12 +352,23 @@ class Swarm:
         if has_events(path):
             header = next(iter_trace(path), None)
             if header is not None and header.get("tasks") != tasks:
-                raise ValueError(f"{path}: this folder holds a swarm over different sub-tasks; resume it with the same tasks or use another folder")
+                raise ValueError(
+                    f"{path}: this folder holds a swarm over different sub-tasks; resume it with the same tasks or use another folder"
+                )
             writer = TraceWriter(path, fsync=False)
             writer.write({"type": "resume"})
             return writer
         writer = TraceWriter(path, fsync=False)
-        writer.write({"type": "header", "version": TRACE_VERSION, "swarm": self.name, "tasks": tasks, "concurrency": self.concurrency, "budget": self.budget.to_dict()})
+        writer.write(
+            {
+                "type": "header",
+                "version": TRACE_VERSION,
+                "swarm": self.name,
+                "tasks": tasks,
+                "concurrency": self.concurrency,
+                "budget": self.budget.to_dict(),
+            }
+        )
         return writer
 
 
@@ -314,12 +378,22 @@ def _subtask(item: str | SubTask | dict[str, Any], index: int, budget: Budget) -
     if isinstance(item, str):
         return SubTask(item)
     if isinstance(item, dict) and isinstance(item.get("task"), str):
-        limits = {k: item[k] for k in ("max_steps", "max_tool_calls", "max_tokens", "max_wall_time") if item.get(k) is not None}
-        return SubTask(item["task"], item.get("tools"), replace(budget, **limits) if limits else None, item.get("system_prompt"))
-    raise ValueError(f"sub-task {index + 1}: expected a string or an object with a 'task' string, got {json.dumps(item, default=str)[:200]}")
+        limits = {
+            k: item[k]
+            for k in ("max_steps", "max_tool_calls", "max_tokens", "max_wall_time")
+            if item.get(k) is not None
+        }
+        return SubTask(
+            item["task"], item.get("tools"), replace(budget, **limits) if limits else None, item.get("system_prompt")
+        )
+    raise ValueError(
+        f"sub-task {index + 1}: expected a string or an object with a 'task' string, got {json.dumps(item, default=str)[:200]}"
+    )
 
 
-def run_swarm(backend: Backend, tasks: Sequence[str | SubTask | dict[str, Any]], concurrency: int = 300, **kwargs: Any) -> SwarmResult:
+def run_swarm(
+    backend: Backend, tasks: Sequence[str | SubTask | dict[str, Any]], concurrency: int = 300, **kwargs: Any
+) -> SwarmResult:
     """Run one sub-agent per task, in parallel; ``kwargs`` as for :class:`Swarm`."""
     return Swarm(backend, concurrency=concurrency, **kwargs).run(tasks)
 

@@ -14,8 +14,9 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from kimidoc.messages import Usage
 
@@ -28,7 +29,9 @@ _INCIDENTAL = frozenset({"t", "duration", "rerun", "elapsed", "chain", "critical
 _BOOKKEEPING = frozenset({"tool_start", "resume", "retry"})
 
 
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # one encoder: json.dumps with options builds one per call
+_ENCODER = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":")
+)  # one encoder: json.dumps with options builds one per call
 
 
 class TraceError(ValueError):
@@ -116,7 +119,9 @@ def iter_trace(path: str | Path) -> Iterator[dict[str, Any]]:
             if not isinstance(event, dict) or "type" not in event:
                 raise TraceError(f"{path}:{lineno}: trace line is not an event object")
             if lineno == 1 and (event["type"] != "header" or event.get("version") != TRACE_VERSION):
-                raise TraceError(f"{path}:1: not a kimidoc trace of version {TRACE_VERSION} (first event {event['type']!r})")
+                raise TraceError(
+                    f"{path}:1: not a kimidoc trace of version {TRACE_VERSION} (first event {event['type']!r})"
+                )
             yield event
 
 
@@ -162,7 +167,11 @@ def logical_events(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def usage_to_dict(u: Usage) -> dict[str, int]:
-    return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "reasoning_tokens": u.reasoning_tokens}
+    return {
+        "prompt_tokens": u.prompt_tokens,
+        "completion_tokens": u.completion_tokens,
+        "reasoning_tokens": u.reasoning_tokens,
+    }
 
 
 def usage_from_dict(d: dict[str, int] | None) -> Usage:

@@ -16,14 +16,25 @@ passages by relevance), so inferred citations always point at text that holds th
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from kimidoc.agents.citations import source_from_dict, source_to_dict
 from kimidoc.documents.base import Source
 from kimidoc.documents.passages import Passage, header_and_row
 
-_SCALE = {"thousand": 1e3, "k": 1e3, "million": 1e6, "m": 1e6, "mn": 1e6, "mio": 1e6, "billion": 1e9, "bn": 1e9, "b": 1e9, "trillion": 1e12}
+_SCALE = {
+    "thousand": 1e3,
+    "k": 1e3,
+    "million": 1e6,
+    "m": 1e6,
+    "mn": 1e6,
+    "mio": 1e6,
+    "billion": 1e9,
+    "bn": 1e9,
+    "b": 1e9,
+    "trillion": 1e12,
+}
 _MONTHS = "January|February|March|April|May|June|July|August|September|October|November|December|Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec"
 _NUM = r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?"
 _SCALE_WORD = r"(?:\s?(?:thousand|million|billion|trillion|mn|bn|[kKmMbB])\b)?"
@@ -35,7 +46,9 @@ _CLAIM = re.compile(
     rf"|(?P<number>(?<![\w.$€£])[-+]?(?:{_NUM}){_SCALE_WORD}(?![\w%]|\.\d))"
 )
 _VALUE = re.compile(rf"(?<![\w])(?:{_NUM})")
-_NAME = re.compile(r"\b(?:[A-Z][a-z]+(?:[A-Z][a-z]+)+|[A-Z]{2,}[a-z]*|[A-Z][a-z'’]+)(?:[ -](?:[A-Z][a-z]+(?:[A-Z][a-z]+)*|[A-Z]{2,}|of|de|van|von)(?=[ -]?[A-Z]|\b))*")
+_NAME = re.compile(
+    r"\b(?:[A-Z][a-z]+(?:[A-Z][a-z]+)+|[A-Z]{2,}[a-z]*|[A-Z][a-z'’]+)(?:[ -](?:[A-Z][a-z]+(?:[A-Z][a-z]+)*|[A-Z]{2,}|of|de|van|von)(?=[ -]?[A-Z]|\b))*"
+)
 _COMMON_CAPS = frozenset(
     "The A An In On At For From By With As It Its This That These Those There Their They We Our You Your He She His Her "
     "I If So But And Or Not No Yes Answer Question Source Sources Evidence Page Revenue Total Table Figure Note See "
@@ -53,8 +66,13 @@ class Claim:
     how: str = ""  # "stated" | "rounded" | "derived: (42.7 - 36.2) / 36.2" | ""
 
     def to_dict(self) -> dict:
-        return {"text": self.text, "kind": self.kind, "supported": self.supported,
-                "source": self.source.cite() if self.source else None, "how": self.how}
+        return {
+            "text": self.text,
+            "kind": self.kind,
+            "supported": self.supported,
+            "source": self.source.cite() if self.source else None,
+            "how": self.how,
+        }
 
 
 @dataclass
@@ -97,7 +115,9 @@ def _figure(text: str) -> _Figure | None:
     decimals = len(digits.split(".")[1]) if "." in digits else 0
     tail = text[m.end() :].strip().lower().rstrip(".")
     scale = _SCALE.get(tail) if tail and tail not in ("%", "percent") else None
-    return _Figure(value, decimals, value * scale if scale else None, "%" in text or "percent" in tail or "cent" in tail)
+    return _Figure(
+        value, decimals, value * scale if scale else None, "%" in text or "percent" in tail or "cent" in tail
+    )
 
 
 def claims_in(answer: str, question: str = "") -> list[tuple[str, str]]:
@@ -201,10 +221,15 @@ def _date_key(text: str) -> tuple[int, int, int] | None:
 
 def _date_in(date: str, passage: str) -> bool:
     key = _date_key(date)
-    return key is not None and any(_date_key(m.group()) == key for m in _CLAIM.finditer(passage) if m.lastgroup == "date")
+    return key is not None and any(
+        _date_key(m.group()) == key for m in _CLAIM.finditer(passage) if m.lastgroup == "date"
+    )
 
 
-_HEADER_SCALE = re.compile(r"\(\s*(?:US)?[$€£]?\s*(?P<s>k|m|mn|bn|b|thousands?|millions?|billions?)\s*\)|\bin (?P<w>thousands|millions|billions)\b", re.I)
+_HEADER_SCALE = re.compile(
+    r"\(\s*(?:US)?[$€£]?\s*(?P<s>k|m|mn|bn|b|thousands?|millions?|billions?)\s*\)|\bin (?P<w>thousands|millions|billions)\b",
+    re.I,
+)
 
 
 def _column_scales(p: Passage) -> list[float | None]:
@@ -254,12 +279,14 @@ def _close(claimed: float, actual: float, decimals: int) -> str:
     """``stated`` when equal, ``rounded`` when ``actual`` rounds to ``claimed`` at the claim's precision."""
     if abs(claimed - actual) <= 1e-9 * max(1.0, abs(actual)):
         return "stated"
-    if abs(claimed - actual) < 0.5 * 10.0**-decimals and abs(actual) >= 10.0 ** -decimals:
+    if abs(claimed - actual) < 0.5 * 10.0**-decimals and abs(actual) >= 10.0**-decimals:
         return "rounded"
     return ""
 
 
-def _find_figure(claim: _Figure, passages: Sequence[Passage], figures: list[list[_Figure]]) -> tuple[Source, str] | None:
+def _find_figure(
+    claim: _Figure, passages: Sequence[Passage], figures: list[list[_Figure]]
+) -> tuple[Source, str] | None:
     for p, figs in zip(passages, figures):
         for f in figs:
             if claim.percent and not f.percent and "%" not in p.text:
@@ -307,8 +334,20 @@ def _derived(claim: _Figure, figs: list[_Figure]) -> str:
 
 def claim_to_dict(c: Claim) -> dict:
     """A claim as a trace records it (the source whole, so a resumed run gets it back)."""
-    return {"text": c.text, "kind": c.kind, "supported": c.supported, "how": c.how, "source": source_to_dict(c.source) if c.source else None}
+    return {
+        "text": c.text,
+        "kind": c.kind,
+        "supported": c.supported,
+        "how": c.how,
+        "source": source_to_dict(c.source) if c.source else None,
+    }
 
 
 def claim_from_dict(d: dict) -> Claim:
-    return Claim(d["text"], d["kind"], d["supported"], source_from_dict(d["source"]) if d.get("source") else None, d.get("how", ""))
+    return Claim(
+        d["text"],
+        d["kind"],
+        d["supported"],
+        source_from_dict(d["source"]) if d.get("source") else None,
+        d.get("how", ""),
+    )

@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import threading
 from abc import ABC, abstractmethod
-from typing import Any, AsyncIterator, Iterator, Protocol, Sequence, runtime_checkable
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 from kimidoc.messages import AssistantMessage, Delta, Message, ToolSchema, accumulate, estimate_tokens, text_of
 
@@ -39,13 +40,21 @@ class Backend(Protocol):
     name: str
     context_window: int
 
-    def complete(self, messages: Sequence[Message], tools: Sequence[ToolSchema] | None = None, **sampling: Any) -> AssistantMessage: ...
+    def complete(
+        self, messages: Sequence[Message], tools: Sequence[ToolSchema] | None = None, **sampling: Any
+    ) -> AssistantMessage: ...
 
-    def stream(self, messages: Sequence[Message], tools: Sequence[ToolSchema] | None = None, **sampling: Any) -> Iterator[Delta]: ...
+    def stream(
+        self, messages: Sequence[Message], tools: Sequence[ToolSchema] | None = None, **sampling: Any
+    ) -> Iterator[Delta]: ...
 
-    async def acomplete(self, messages: Sequence[Message], tools: Sequence[ToolSchema] | None = None, **sampling: Any) -> AssistantMessage: ...
+    async def acomplete(
+        self, messages: Sequence[Message], tools: Sequence[ToolSchema] | None = None, **sampling: Any
+    ) -> AssistantMessage: ...
 
-    def astream(self, messages: Sequence[Message], tools: Sequence[ToolSchema] | None = None, **sampling: Any) -> AsyncIterator[Delta]: ...
+    def astream(
+        self, messages: Sequence[Message], tools: Sequence[ToolSchema] | None = None, **sampling: Any
+    ) -> AsyncIterator[Delta]: ...
 
     def count_tokens(self, text: str) -> int: ...
 
@@ -64,21 +73,34 @@ class BaseBackend(ABC):
     evidence_first: bool = False
 
     @abstractmethod
-    def stream(self, messages: Sequence[Message], tools: Sequence[ToolSchema] | None = None, **sampling: Any) -> Iterator[Delta]:
-        ...
+    def stream(
+        self, messages: Sequence[Message], tools: Sequence[ToolSchema] | None = None, **sampling: Any
+    ) -> Iterator[Delta]: ...
 
-    def complete(self, messages: Sequence[Message], tools: Sequence[ToolSchema] | None = None, **sampling: Any) -> AssistantMessage:
+    def complete(
+        self, messages: Sequence[Message], tools: Sequence[ToolSchema] | None = None, **sampling: Any
+    ) -> AssistantMessage:
         return accumulate(self.stream(messages, tools, **sampling))
 
-    async def acomplete(self, messages: Sequence[Message], tools: Sequence[ToolSchema] | None = None, **sampling: Any) -> AssistantMessage:
+    async def acomplete(
+        self, messages: Sequence[Message], tools: Sequence[ToolSchema] | None = None, **sampling: Any
+    ) -> AssistantMessage:
         return await asyncio.to_thread(self.complete, list(messages), tools, **sampling)
 
-    def _stream_until(self, cancel: threading.Event, messages: Sequence[Message], tools: Sequence[ToolSchema] | None = None, **sampling: Any) -> Iterator[Delta]:
+    def _stream_until(
+        self,
+        cancel: threading.Event,
+        messages: Sequence[Message],
+        tools: Sequence[ToolSchema] | None = None,
+        **sampling: Any,
+    ) -> Iterator[Delta]:
         """:meth:`stream`, which a backend that can stop mid-call (the embedded engines) ends soon
         after ``cancel`` is set; by default the stream is only abandoned between deltas."""
         return self.stream(messages, tools, **sampling)
 
-    async def astream(self, messages: Sequence[Message], tools: Sequence[ToolSchema] | None = None, **sampling: Any) -> AsyncIterator[Delta]:
+    async def astream(
+        self, messages: Sequence[Message], tools: Sequence[ToolSchema] | None = None, **sampling: Any
+    ) -> AsyncIterator[Delta]:
         # Pull the sync stream in a worker thread so a slow backend never blocks the event loop;
         # a cancelled consumer sets ``stop``, and waits for the worker to see it.
         queue: asyncio.Queue[Any] = asyncio.Queue()
@@ -118,9 +140,15 @@ class BaseBackend(ABC):
 
         total = 0
         for m in messages:
-            total += 4 + self.count_tokens(text_of(m.get("content"))) + self.count_tokens(m.get("reasoning_content") or "")
+            total += (
+                4 + self.count_tokens(text_of(m.get("content"))) + self.count_tokens(m.get("reasoning_content") or "")
+            )
             for c in m.get("tool_calls") or []:
-                total += 4 + self.count_tokens(c["function"]["name"]) + self.count_tokens(c["function"].get("arguments") or "")
+                total += (
+                    4
+                    + self.count_tokens(c["function"]["name"])
+                    + self.count_tokens(c["function"].get("arguments") or "")
+                )
             if isinstance(m.get("content"), list):
                 total += sum(self._part_image_tokens(p) for p in m["content"] if p.get("type") == "image_url")
         if tools:

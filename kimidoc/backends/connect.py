@@ -36,7 +36,9 @@ PLACEMENT_OPTIONS = ("machine", "context", "disk_cache")
 def _no_placement(kw: dict[str, Any], backend: str) -> None:
     given = [k for k in PLACEMENT_OPTIONS if kw.get(k) is not None]
     if given:
-        raise ValueError(f"{', '.join(given)} place a local K2.6 checkpoint (model=DIR); they do not apply to {backend}")
+        raise ValueError(
+            f"{', '.join(given)} place a local K2.6 checkpoint (model=DIR); they do not apply to {backend}"
+        )
 
 
 def connect(model: str | None = None, endpoint: str | None = None, api_key: str | None = None, **kw: Any) -> Backend:
@@ -82,7 +84,9 @@ def _local(model: str, **kw: Any) -> Backend:
     if not path.exists():
         raise FileNotFoundError(f"model path {path} does not exist (KIMIDOC_MODEL or model=)")
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{path} is not a model checkpoint: no config.json inside (expected a K2.6 folder or a .gguf file)")
+        raise FileNotFoundError(
+            f"{path} is not a model checkpoint: no config.json inside (expected a K2.6 folder or a .gguf file)"
+        )
     from kimidoc.backends.local import LocalKimi
 
     return LocalKimi(path, **kw)
@@ -96,5 +100,7 @@ def _remote(endpoint: str, model: str | None, api_key: str | None, **kw: Any) ->
     if spec is not None:
         return OpenAICompatible(spec["base_url"], model or spec["model"], api_key, **kw)
     if "://" not in endpoint:
-        raise ValueError(f"endpoint {endpoint!r} is neither a URL (http://host:port/v1) nor one of: {', '.join(PROVIDERS)}")
+        raise ValueError(
+            f"endpoint {endpoint!r} is neither a URL (http://host:port/v1) nor one of: {', '.join(PROVIDERS)}"
+        )
     return OpenAICompatible(endpoint, model, api_key, **kw)

@@ -23,13 +23,14 @@ from __future__ import annotations
 import json
 import queue
 import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from kimidoc.backends.base import BaseBackend
 from kimidoc.chat.parser import KimiParser
-from kimidoc.chat.template import encode_chat, image_parts, declare_style_for
+from kimidoc.chat.template import declare_style_for, encode_chat, image_parts
 from kimidoc.chat.tokenizer import Tokenizer
 from kimidoc.messages import Delta, Message, ToolSchema, Usage, image_bytes
 from kimidoc.placement import DEFAULT_CONTEXT, Machine, machine_for
@@ -79,18 +80,29 @@ class _StopStrings:
 _DONE = object()
 
 
-def load_local(path: Path, machine: Machine | None = None, *, context: int = DEFAULT_CONTEXT, disk_cache: str | Path | None = None, **load_kwargs: Any) -> Any:
+def load_local(
+    path: Path,
+    machine: Machine | None = None,
+    *,
+    context: int = DEFAULT_CONTEXT,
+    disk_cache: str | Path | None = None,
+    **load_kwargs: Any,
+) -> Any:
     """The checkpoint at ``path`` loaded through its plan on ``machine`` (default: detected here);
     the vision tower too when the checkpoint has one."""
     from kimidoc.placement.runtime import load_placed
     from kimidoc.vision.multimodal import with_tower
 
     if "device" in load_kwargs:
-        raise ValueError("LocalKimi places the model by its plan: give machine=Machine(gpus=[...], cpu=...) instead of device=")
+        raise ValueError(
+            "LocalKimi places the model by its plan: give machine=Machine(gpus=[...], cpu=...) instead of device="
+        )
     if machine is None:
         machine = machine_for(disk_cache=disk_cache)
     elif disk_cache is not None and machine.disk is None:
-        raise ValueError(f"disk_cache={str(disk_cache)!r} needs a disk tier, but the machine has none (Machine(disk=...))")
+        raise ValueError(
+            f"disk_cache={str(disk_cache)!r} needs a disk tier, but the machine has none (Machine(disk=...))"
+        )
     return load_placed(path, machine, context=context, offload_folder=disk_cache, wrap=with_tower, **load_kwargs)
 
 
@@ -144,7 +156,11 @@ class LocalKimi(BaseBackend):
         self.path = Path(path)
         self.config = load_config(self.path)
         self.tokenizer = tokenizer or Tokenizer.load(self.path)
-        self.model = model if model is not None else load_local(self.path, machine, context=context, disk_cache=disk_cache, **load_kwargs)
+        self.model = (
+            model
+            if model is not None
+            else load_local(self.path, machine, context=context, disk_cache=disk_cache, **load_kwargs)
+        )
         self.plan = getattr(self.model, "plan", None)
         self._generate = generate_fn or generate
         self.thinking = thinking
@@ -168,7 +184,9 @@ class LocalKimi(BaseBackend):
         return self.tokenizer.count(text)
 
     def count_message_tokens(self, messages: Sequence[Message], tools: Sequence[ToolSchema] | None = None) -> int:
-        return len(encode_chat(self.tokenizer, messages, tools, thinking=self.thinking, declare_style=self.declare_style))
+        return len(
+            encode_chat(self.tokenizer, messages, tools, thinking=self.thinking, declare_style=self.declare_style)
+        )
 
     # ---- generation ---------------------------------------------------------------------------
     def _vision(self, messages: Sequence[Message]) -> Any:
@@ -176,7 +194,9 @@ class LocalKimi(BaseBackend):
         if not parts:
             return None
         if not hasattr(self.model, "encode_images"):
-            raise ValueError(f"{self.path}: this checkpoint has no vision tower, but the messages contain {len(parts)} image(s)")
+            raise ValueError(
+                f"{self.path}: this checkpoint has no vision tower, but the messages contain {len(parts)} image(s)"
+            )
         from kimidoc.vision.preprocess import preprocess
 
         return preprocess([image_bytes(p) for p in parts])
@@ -190,15 +210,25 @@ class LocalKimi(BaseBackend):
             raise ValueError(f"tool_choice {choice!r} needs tools, and none were given")
         if choice == "required":
             return self.tokenizer.encode("<|tool_calls_section_begin|>")
-        name = choice.get("function", {}).get("name") if isinstance(choice, dict) and choice.get("type") == "function" else None
+        name = (
+            choice.get("function", {}).get("name")
+            if isinstance(choice, dict) and choice.get("type") == "function"
+            else None
+        )
         if name is None:
-            raise ValueError(f"tool_choice must be 'auto', 'none', 'required' or {{'type': 'function', 'function': {{'name': ...}}}}, got {choice!r}")
+            raise ValueError(
+                f"tool_choice must be 'auto', 'none', 'required' or {{'type': 'function', 'function': {{'name': ...}}}}, got {choice!r}"
+            )
         if name not in names:
             raise ValueError(f"tool_choice names {name!r}, which is not among the tools ({', '.join(names)})")
         idx = sum(len(m.get("tool_calls") or []) for m in messages if m.get("role") == "assistant")
-        return self.tokenizer.encode(f"<|tool_calls_section_begin|><|tool_call_begin|>functions.{name}:{idx}<|tool_call_argument_begin|>")
+        return self.tokenizer.encode(
+            f"<|tool_calls_section_begin|><|tool_call_begin|>functions.{name}:{idx}<|tool_call_argument_begin|>"
+        )
 
-    def stream(self, messages: Sequence[Message], tools: Sequence[ToolSchema] | None = None, **sampling: Any) -> Iterator[Delta]:
+    def stream(
+        self, messages: Sequence[Message], tools: Sequence[ToolSchema] | None = None, **sampling: Any
+    ) -> Iterator[Delta]:
         """Sampling: ``temperature`` / ``top_p`` (K2.6's recommended 1.0 / 0.95 thinking, 0.6 / 0.95
         instant), ``top_k``, ``seed``, ``max_tokens``, ``stop``, ``thinking`` and ``tool_choice``
         (``required`` or a named function is honoured by writing the call's opening markup for the
@@ -210,7 +240,11 @@ class LocalKimi(BaseBackend):
             tools = None
         vision = self._vision(messages)
         prompt = encode_chat(
-            self.tokenizer, messages, tools, thinking=thinking, declare_style=self.declare_style,
+            self.tokenizer,
+            messages,
+            tools,
+            thinking=thinking,
+            declare_style=self.declare_style,
             image_tokens=vision.tokens_per_image if vision is not None else [],
         )
         room = self.context_window - len(prompt) - len(forced)
@@ -218,11 +252,16 @@ class LocalKimi(BaseBackend):
             raise ValueError(f"the prompt has {len(prompt)} tokens; the context window is {self.context_window}")
         names = {t["function"]["name"] for t in tools or [] if t.get("type") == "function" and t.get("function")}
         request = _Request(
-            prompt=prompt, vision=vision, forced=forced, thinking=thinking,
+            prompt=prompt,
+            vision=vision,
+            forced=forced,
+            thinking=thinking,
             max_tokens=min(int(sampling.get("max_tokens") or self.max_tokens), room),
             sample=dict(
                 temperature=float(_given(sampling, "temperature", 1.0 if thinking else 0.6)),
-                top_p=float(_given(sampling, "top_p", 0.95)), top_k=int(sampling.get("top_k") or 0), seed=sampling.get("seed"),
+                top_p=float(_given(sampling, "top_p", 0.95)),
+                top_k=int(sampling.get("top_k") or 0),
+                seed=sampling.get("seed"),
             ),
         )
         parser = KimiParser(thinking=thinking, tools=names, tokenizer=self.tokenizer)
@@ -242,8 +281,14 @@ class LocalKimi(BaseBackend):
 
             def run(ids: list[int], budget: int, stop_ids: frozenset[int]) -> list[int]:
                 return self._generate(
-                    self.model, ids, max_new_tokens=budget, stop_ids=tuple(stop_ids), on_token=emit,
-                    inputs_embeds=embeds, cache=self._cache, **req.sample,
+                    self.model,
+                    ids,
+                    max_new_tokens=budget,
+                    stop_ids=tuple(stop_ids),
+                    on_token=emit,
+                    inputs_embeds=embeds,
+                    cache=self._cache,
+                    **req.sample,
                 )
 
             ids = list(req.prompt)
@@ -253,7 +298,13 @@ class LocalKimi(BaseBackend):
                 ids += req.forced
             first_stops = self.stop_ids | {think_end} if req.forced and req.thinking else self.stop_ids
             out = run(ids, req.max_tokens, first_stops)
-            if not (req.forced and req.thinking) or not out or out[-1] not in first_stops or len(out) >= req.max_tokens or cancelled():
+            if (
+                not (req.forced and req.thinking)
+                or not out
+                or out[-1] not in first_stops
+                or len(out) >= req.max_tokens
+                or cancelled()
+            ):
                 return
             # Reasoning ended (or the turn did): close the reasoning and open the call for the model.
             body = out if out[-1] == think_end else out[:-1]
@@ -302,7 +353,11 @@ class LocalKimi(BaseBackend):
                 yield d
             ended = bool(generated) and generated[-1] in self.stop_ids
             finish = "tool_calls" if calls else "stop" if ended or stops.hit else "length"
-            usage = Usage(prompt_tokens=len(req.prompt), completion_tokens=len(generated), reasoning_tokens=parser.reasoning_tokens)
+            usage = Usage(
+                prompt_tokens=len(req.prompt),
+                completion_tokens=len(generated),
+                reasoning_tokens=parser.reasoning_tokens,
+            )
             yield Delta(finish_reason=finish, usage=usage)
         finally:
             cancel.set()

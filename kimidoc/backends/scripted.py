@@ -17,12 +17,13 @@ import asyncio
 import dataclasses
 import threading
 import time
-from typing import Any, AsyncIterator, Callable, Iterator, Sequence, Union
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from typing import Any
 
 from kimidoc.backends.base import BaseBackend
 from kimidoc.messages import AssistantMessage, Delta, Message, ToolCallDelta, ToolSchema, Usage, accumulate
 
-Turn = Union[AssistantMessage, Message, str]
+Turn = AssistantMessage | Message | str
 TurnFn = Callable[[Sequence[Message], Sequence[ToolSchema] | None], Turn]
 
 
@@ -41,7 +42,10 @@ def split_into_deltas(msg: AssistantMessage, chunk: int) -> list[Delta]:
     out += [Delta(content=msg.content[i : i + n]) for i in range(0, len(msg.content), n)]
     for idx, call in enumerate(msg.tool_calls):
         out.append(Delta(tool_calls=[ToolCallDelta(index=idx, id=call.id, name=call.name)]))
-        out += [Delta(tool_calls=[ToolCallDelta(index=idx, arguments=call.arguments[i : i + n])]) for i in range(0, len(call.arguments), n)]
+        out += [
+            Delta(tool_calls=[ToolCallDelta(index=idx, arguments=call.arguments[i : i + n])])
+            for i in range(0, len(call.arguments), n)
+        ]
     finish = msg.finish_reason if msg.finish_reason != "stop" or not msg.tool_calls else "tool_calls"
     out.append(Delta(invalid_tool_calls=list(msg.invalid_tool_calls), finish_reason=finish, usage=msg.usage))
     return out
@@ -85,7 +89,9 @@ class Scripted(BaseBackend):
             self.calls.append(list(messages))
             if self._fn is None:
                 if self._next >= len(self._turns):
-                    raise ScriptExhausted(f"scripted backend has only {len(self._turns)} turns; call {self._next + 1} asked for another")
+                    raise ScriptExhausted(
+                        f"scripted backend has only {len(self._turns)} turns; call {self._next + 1} asked for another"
+                    )
                 turn = self._turns[self._next]
                 self._next += 1
         if self._fn is not None:
@@ -98,7 +104,9 @@ class Scripted(BaseBackend):
         if not msg.usage.total_tokens:
             usage = Usage(
                 prompt_tokens=self.count_message_tokens(messages, tools),
-                completion_tokens=self.count_tokens(msg.content + msg.reasoning + "".join(c.arguments for c in msg.tool_calls)),
+                completion_tokens=self.count_tokens(
+                    msg.content + msg.reasoning + "".join(c.arguments for c in msg.tool_calls)
+                ),
                 reasoning_tokens=self.count_tokens(msg.reasoning),
             )
             msg = dataclasses.replace(msg, usage=usage)  # never alter a turn the caller may reuse
@@ -106,7 +114,9 @@ class Scripted(BaseBackend):
         decode = msg.usage.completion_tokens / self.tokens_per_second if self.tokens_per_second else 0.0
         return deltas, decode / max(1, len(deltas) - 1)
 
-    def stream(self, messages: Sequence[Message], tools: Sequence[ToolSchema] | None = None, **sampling: Any) -> Iterator[Delta]:
+    def stream(
+        self, messages: Sequence[Message], tools: Sequence[ToolSchema] | None = None, **sampling: Any
+    ) -> Iterator[Delta]:
         deltas, gap = self._plan(messages, tools)
         if self.latency:
             time.sleep(self.latency)
@@ -115,7 +125,9 @@ class Scripted(BaseBackend):
                 time.sleep(gap)
             yield d
 
-    async def astream(self, messages: Sequence[Message], tools: Sequence[ToolSchema] | None = None, **sampling: Any) -> AsyncIterator[Delta]:
+    async def astream(
+        self, messages: Sequence[Message], tools: Sequence[ToolSchema] | None = None, **sampling: Any
+    ) -> AsyncIterator[Delta]:
         deltas, gap = self._plan(messages, tools)
         if self.latency:
             await asyncio.sleep(self.latency)
@@ -124,10 +136,11 @@ class Scripted(BaseBackend):
                 await asyncio.sleep(gap)
             yield d
 
-    async def acomplete(self, messages: Sequence[Message], tools: Sequence[ToolSchema] | None = None, **sampling: Any) -> AssistantMessage:
+    async def acomplete(
+        self, messages: Sequence[Message], tools: Sequence[ToolSchema] | None = None, **sampling: Any
+    ) -> AssistantMessage:
         deltas, gap = self._plan(messages, tools)
         wait = self.latency + gap * (len(deltas) - 1)
         if wait:
             await asyncio.sleep(wait)
         return accumulate(deltas)
-

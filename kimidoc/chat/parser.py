@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 
 from kimidoc.chat.tokenizer import Tokenizer
 from kimidoc.messages import AssistantMessage, Delta, InvalidToolCall, ToolCallDelta, accumulate
@@ -55,7 +55,9 @@ class KimiParser:
     reasoning (K2-Thinking writes the tag itself). ``tools``: names of the declared tools; a call to any other name is invalid.
     """
 
-    def __init__(self, *, thinking: bool = True, tools: Collection[str] | None = None, tokenizer: Tokenizer | None = None) -> None:
+    def __init__(
+        self, *, thinking: bool = True, tools: Collection[str] | None = None, tokenizer: Tokenizer | None = None
+    ) -> None:
         self.tools = set(tools) if tools is not None else None
         self.mode = REASONING if thinking else START
         self._buf = ""  # text not yet lexed: a possible partial marker at its end
@@ -213,7 +215,12 @@ class KimiParser:
         call_id = "".join(self._id).strip()
         args = "".join(self._args).strip()
         if not _CALL_ID.fullmatch(call_id):
-            self._invalid(raw, f"malformed tool call id {call_id!r} (expected functions.NAME:IDX)", call_id=call_id or None, args=args)
+            self._invalid(
+                raw,
+                f"malformed tool call id {call_id!r} (expected functions.NAME:IDX)",
+                call_id=call_id or None,
+                args=args,
+            )
             return
         name = tool_name_from_id(call_id)
         if self.tools is not None and name not in self.tools:
@@ -226,25 +233,41 @@ class KimiParser:
             self._invalid(raw, f"arguments of {name} are not valid JSON: {exc}", call_id=call_id, name=name, args=args)
             return
         if not isinstance(value, dict):
-            self._invalid(raw, f"arguments of {name} must be a JSON object, got {type(value).__name__}", call_id=call_id, name=name, args=args)
+            self._invalid(
+                raw,
+                f"arguments of {name} must be a JSON object, got {type(value).__name__}",
+                call_id=call_id,
+                name=name,
+                args=args,
+            )
             return
         self._out.append(Delta(tool_calls=[ToolCallDelta(index=self._index, id=call_id, name=name, arguments=args)]))
         self._index += 1
 
-    def _invalid(self, raw: str, error: str, *, call_id: str | None = None, name: str | None = None, args: str | None = None) -> None:
+    def _invalid(
+        self, raw: str, error: str, *, call_id: str | None = None, name: str | None = None, args: str | None = None
+    ) -> None:
         if call_id is None and self._id:
             call_id = "".join(self._id).strip() or None
             name = tool_name_from_id(call_id) if call_id else None
         if args is None and self._args:
             args = "".join(self._args).strip()
-        self._out.append(Delta(invalid_tool_calls=[InvalidToolCall(raw=raw, error=error, id=call_id, name=name, arguments=args)]))
+        self._out.append(
+            Delta(invalid_tool_calls=[InvalidToolCall(raw=raw, error=error, id=call_id, name=name, arguments=args)])
+        )
         self._raw, self._id, self._args = [], [], []
 
     def _flush_stray(self) -> None:
         stray = "".join(self._stray)
         self._stray = []
         if stray.strip():
-            self._out.append(Delta(invalid_tool_calls=[InvalidToolCall(raw=stray, error="text inside the tool-call section outside any call")]))
+            self._out.append(
+                Delta(
+                    invalid_tool_calls=[
+                        InvalidToolCall(raw=stray, error="text inside the tool-call section outside any call")
+                    ]
+                )
+            )
 
     def _take(self) -> list[Delta]:
         out, self._out = _merge(self._out), []
@@ -256,8 +279,12 @@ def _merge(deltas: Iterable[Delta]) -> list[Delta]:
     merged: list[Delta] = []
     for d in deltas:
         prev = merged[-1] if merged else None
-        if prev is not None and not (prev.tool_calls or prev.invalid_tool_calls or d.tool_calls or d.invalid_tool_calls):
-            if (prev.content and d.content and not prev.reasoning and not d.reasoning) or (prev.reasoning and d.reasoning and not prev.content and not d.content):
+        if prev is not None and not (
+            prev.tool_calls or prev.invalid_tool_calls or d.tool_calls or d.invalid_tool_calls
+        ):
+            if (prev.content and d.content and not prev.reasoning and not d.reasoning) or (
+                prev.reasoning and d.reasoning and not prev.content and not d.content
+            ):
                 prev.content += d.content
                 prev.reasoning += d.reasoning
                 continue

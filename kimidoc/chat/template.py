@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Callable, Iterable, Literal, Sequence, Union
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Literal
 
 from kimidoc.chat.tokenizer import Tokenizer
 from kimidoc.chat.tool_declare import declare_tools
@@ -35,7 +36,7 @@ _HEADER = {"user": "<|im_user|>", "assistant": "<|im_assistant|>"}
 DeclareStyle = Literal["typescript", "json"]
 CallIds = Literal["verbatim", "kimi"]
 Segment = tuple[str, bool]  # (text, is a special token)
-ImageTokens = Union[Sequence[int], Callable[[dict[str, Any]], int], None]
+ImageTokens = Sequence[int] | Callable[[dict[str, Any]], int] | None
 
 
 class ChatTemplateError(ValueError):
@@ -102,7 +103,9 @@ def _call_ids(messages: Sequence[Message], call_ids: CallIds) -> tuple[dict[tupl
             try:
                 name = call["function"]["name"]
             except (KeyError, TypeError):
-                raise ChatTemplateError(f"messages[{i}].tool_calls[{j}]: expected {{'id', 'function': {{'name', 'arguments'}}}}") from None
+                raise ChatTemplateError(
+                    f"messages[{i}].tool_calls[{j}]: expected {{'id', 'function': {{'name', 'arguments'}}}}"
+                ) from None
             original = call.get("id") or ""
             keep = call_ids == "verbatim" or _CALL_ID.fullmatch(original)
             new = original if keep else f"functions.{name}:{idx}"
@@ -170,7 +173,11 @@ def render_segments(
                     out.special("<|tool_call_begin|>")
                     out.text(per_call[(i, j)])
                     out.special("<|tool_call_argument_begin|>")
-                    out.text(args if isinstance(args, str) else json.dumps(args if args is not None else {}, ensure_ascii=False))
+                    out.text(
+                        args
+                        if isinstance(args, str)
+                        else json.dumps(args if args is not None else {}, ensure_ascii=False)
+                    )
                     out.special("<|tool_call_end|>")
                 out.special("<|tool_calls_section_end|>")
         elif role == "tool":
@@ -210,10 +217,18 @@ def render(
     ``call_ids="kimi"`` rewrites foreign tool-call ids to ``functions.NAME:IDX`` (see the module
     docstring); the default writes them verbatim, as the official template does.
     """
-    return "".join(text for text, _ in render_segments(
-        messages, tools, thinking=thinking, preserve_thinking=preserve_thinking,
-        add_generation_prompt=add_generation_prompt, declare_style=declare_style, call_ids=call_ids,
-    ))
+    return "".join(
+        text
+        for text, _ in render_segments(
+            messages,
+            tools,
+            thinking=thinking,
+            preserve_thinking=preserve_thinking,
+            add_generation_prompt=add_generation_prompt,
+            declare_style=declare_style,
+            call_ids=call_ids,
+        )
+    )
 
 
 def image_parts(messages: Iterable[Message]) -> list[dict[str, Any]]:
@@ -245,8 +260,13 @@ def encode_chat(
     vision token. ``image_tokens`` gives those counts (a list in image order, or a function of the
     part); by default they come from each image's size (:mod:`kimidoc.vision.budget`)."""
     segments = render_segments(
-        messages, tools, thinking=thinking, preserve_thinking=preserve_thinking,
-        add_generation_prompt=add_generation_prompt, declare_style=declare_style, call_ids=call_ids,
+        messages,
+        tools,
+        thinking=thinking,
+        preserve_thinking=preserve_thinking,
+        add_generation_prompt=add_generation_prompt,
+        declare_style=declare_style,
+        call_ids=call_ids,
     )
     images = image_parts(messages)
     if image_tokens is None:

@@ -19,9 +19,9 @@ import json
 import os
 import re
 import threading
+from collections.abc import Iterable, Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 import tiktoken
 
@@ -138,7 +138,9 @@ def _long_runs(window: str, max_run: int) -> Iterator[tuple[int, int]]:
             yield lo, hi
 
 
-def split_long_runs(text: str, max_run: int = MAX_NO_WHITESPACES_CHARS, window: int = TIKTOKEN_MAX_ENCODE_CHARS) -> Iterator[str]:
+def split_long_runs(
+    text: str, max_run: int = MAX_NO_WHITESPACES_CHARS, window: int = TIKTOKEN_MAX_ENCODE_CHARS
+) -> Iterator[str]:
     """The official cuts: ``window``-character windows, then each same-class run (whitespace or
     not) cut every ``max_run`` characters from its start, exactly as ``tokenization_kimi.py``'s
     ``_split_whitespaces_or_nonwhitespaces`` does."""
@@ -169,12 +171,14 @@ class Tokenizer:
         self.special_names: dict[int, str] = dict(block)
         self.n_ranks = n_ranks
         self.vocab_size = max(max(block) + 1, n_ranks)
-        self._enc = tiktoken.Encoding(name=name, pat_str=PAT_STR, mergeable_ranks=ranks, special_tokens=self.special_tokens)
+        self._enc = tiktoken.Encoding(
+            name=name, pat_str=PAT_STR, mergeable_ranks=ranks, special_tokens=self.special_tokens
+        )
         self._special_bytes = {i: t.encode("utf-8") for i, t in block.items()}
 
     # ---- construction -------------------------------------------------------------------------
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> "Tokenizer":
+    def load(cls, path: str | os.PathLike[str]) -> Tokenizer:
         """From a checkpoint directory (or the ``tiktoken.model`` file inside it); cached per file."""
         p = Path(path)
         directory = p.parent if p.is_file() else p
@@ -216,7 +220,9 @@ class Tokenizer:
             pieces = split_long_runs(text)
         ids: list[int] = []
         for piece in pieces:
-            ids.extend(self._enc.encode(piece, allowed_special="all") if allow_special else self._enc.encode_ordinary(piece))
+            ids.extend(
+                self._enc.encode(piece, allowed_special="all") if allow_special else self._enc.encode_ordinary(piece)
+            )
         return ids
 
     def encode_ordinary(self, text: str) -> list[int]:
@@ -250,7 +256,7 @@ class Tokenizer:
     def decode(self, ids: Iterable[int]) -> str:
         return self.decode_bytes(ids).decode("utf-8", errors="replace")
 
-    def stream_decoder(self) -> "StreamDecoder":
+    def stream_decoder(self) -> StreamDecoder:
         return StreamDecoder(self)
 
 
@@ -285,7 +291,9 @@ def _load_cached(model_path: str, mtime_ns: int, size: int) -> Tokenizer:
         elif len(ranks) <= SPECIAL_BASE:
             names = {i: t for t, i in SPECIAL_TOKENS.items()}
         else:
-            raise TokenizerError(f"{model.parent}: no tokenizer_config.json to name the special tokens of a {len(ranks)}-rank vocabulary")
+            raise TokenizerError(
+                f"{model.parent}: no tokenizer_config.json to name the special tokens of a {len(ranks)}-rank vocabulary"
+            )
         return Tokenizer(ranks, names, name=model.parent.name or "kimi")
 
 

@@ -8,7 +8,8 @@ values) follows the official ``tool_declaration_ts`` encoder, because the model 
 from __future__ import annotations
 
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from kimidoc.messages import ToolSchema
 
@@ -20,7 +21,15 @@ _CONSTRAINT_KEYS = {
     "integer": ("maximum", "minimum"),
     "array": ("maxItems", "minItems"),
 }
-_UNION_NAMES = {"string": "string", "number": "number", "integer": "number", "boolean": "boolean", "null": "null", "object": "{}", "array": "Array<any>"}
+_UNION_NAMES = {
+    "string": "string",
+    "number": "number",
+    "integer": "number",
+    "boolean": "boolean",
+    "null": "null",
+    "object": "{}",
+    "array": "Array<any>",
+}
 
 
 class ToolDeclarationError(ValueError):
@@ -148,7 +157,9 @@ def function_declaration(function: dict[str, Any]) -> str:
     refs = _Schemas(f"tool {name!r}")
     params = function.get("parameters") or {}
     if not isinstance(params, dict):
-        raise ToolDeclarationError(f"tool {name!r}: parameters must be a JSON schema object, got {type(params).__name__}")
+        raise ToolDeclarationError(
+            f"tool {name!r}: parameters must be a JSON schema object, got {type(params).__name__}"
+        )
     signature = _object(params, "", refs)
     interfaces = []
     if refs.self_ref:
@@ -159,10 +170,18 @@ def function_declaration(function: dict[str, Any]) -> str:
         interfaces.append(f"interface parameters {{{chr(10) + inner + chr(10) if inner else ''}}}")
         signature = "parameters"
     for def_name, def_schema in list(refs.defs.items()):
-        doc = comment_lines(def_schema["description"], "") + "\n" if isinstance(def_schema, dict) and def_schema.get("description") else ""
+        doc = (
+            comment_lines(def_schema["description"], "") + "\n"
+            if isinstance(def_schema, dict) and def_schema.get("description")
+            else ""
+        )
         interfaces.append(f"{doc}interface {def_name} {_type(def_schema, '', refs)}")
     description = function.get("description")
-    parts = ["\n".join(interfaces), comment_lines(description, "") if description else "", f"type {name} = (_: {signature}) => any;"]
+    parts = [
+        "\n".join(interfaces),
+        comment_lines(description, "") if description else "",
+        f"type {name} = (_: {signature}) => any;",
+    ]
     return "\n".join(p for p in parts if p)
 
 

@@ -36,5 +36,3 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as exc:  # a backend, checkpoint or sandbox that failed: named, not a traceback
         print(f"kimidoc {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_NO_ANSWER
-
-

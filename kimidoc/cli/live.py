@@ -53,13 +53,19 @@ class LiveView:
             self.console.print(f"{who}[{style}]← {escape(d['name'])}[/{style}] {escape(preview)}")
         elif e.type == "invalid_call":
             self._switch("tool")
-            self.console.print(f"{who}[red]unreadable tool call sent back to the model:[/red] {escape(str(d.get('errors')))[:200]}")
+            self.console.print(
+                f"{who}[red]unreadable tool call sent back to the model:[/red] {escape(str(d.get('errors')))[:200]}"
+            )
         elif e.type == "compaction":
             self._switch("note")
-            self.console.print(f"[yellow]compacted the conversation: {d.get('tokens_before'):,} → {d.get('tokens_after'):,} tokens[/yellow]")
+            self.console.print(
+                f"[yellow]compacted the conversation: {d.get('tokens_before'):,} → {d.get('tokens_after'):,} tokens[/yellow]"
+            )
         elif e.type == "retry":
             self._switch("note")
-            self.console.print(f"[yellow]backend error, retry {d.get('attempt')} in {d.get('wait', 0):.1f}s: {escape(str(d.get('error')))[:200]}[/yellow]")
+            self.console.print(
+                f"[yellow]backend error, retry {d.get('attempt')} in {d.get('wait', 0):.1f}s: {escape(str(d.get('error')))[:200]}[/yellow]"
+            )
         elif e.type == "stop" and e.agent == "main":
             self._switch("stop")
             if d.get("unsupported"):
@@ -67,4 +73,6 @@ class LiveView:
                 self.console.print(f"[bold red]not found in any passage read: {escape(found)}[/bold red]")
         elif e.type == "swarm":
             self._switch("note")
-            self.console.print(f"[cyan]swarm: {d.get('agents')} sub-agents, {d.get('ok', d.get('answered'))} answered, {d.get('failed')} failed[/cyan]")
+            self.console.print(
+                f"[cyan]swarm: {d.get('agents')} sub-agents, {d.get('ok', d.get('answered'))} answered, {d.get('failed')} failed[/cyan]"
+            )

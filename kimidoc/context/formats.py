@@ -10,8 +10,8 @@ keeps its prefix when only later documents change.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 from xml.sax.saxutils import escape, quoteattr
 
 from kimidoc.documents.base import Document, Omission, Part
@@ -78,7 +78,9 @@ class Renderer:
         if self.xml:
             return Block("".join(out), images, markers, first_image)
         title = unit_cite(head) + (" (folder tree)" if head.meta.get("role") == "tree" else "")
-        return Block(f"## {title}\n\n" + "\n\n".join(s.rstrip("\n") for s in out) + "\n\n", images, markers, first_image)
+        return Block(
+            f"## {title}\n\n" + "\n\n".join(s.rstrip("\n") for s in out) + "\n\n", images, markers, first_image
+        )
 
     def _part(self, part: Part) -> str:
         if self.xml:
@@ -90,7 +92,9 @@ class Renderer:
         text = _numbered(part.text) if self.line_numbers and part.kind == "text" else part.text
         lang = part.meta["language"]
         if self.xml:
-            return f"<file source={quoteattr(part.source.cite())} language={quoteattr(lang)}>\n{escape(text)}\n</file>\n"
+            return (
+                f"<file source={quoteattr(part.source.cite())} language={quoteattr(lang)}>\n{escape(text)}\n</file>\n"
+            )
         if part.kind == "table" or lang in ("markdown", "text") and not self.line_numbers:
             return text
         fence = _fence(text)
@@ -99,13 +103,13 @@ class Renderer:
     def _compressed(self, part: Part, view: str) -> str:
         what = "folders" if part.meta.get("role") == "tree" else "signatures"
         if self.xml:
-            return f"<file source={quoteattr(part.source.cite())} view=\"{what}\">\n{escape(view)}\n</file>\n"
+            return f'<file source={quoteattr(part.source.cite())} view="{what}">\n{escape(view)}\n</file>\n'
         fence = _fence(view)
         return f"## {part.source.cite()} ({what} only; read the rest with the document tools)\n\n{fence}\n{view}\n{fence}\n\n"
 
     def _image(self, part: Part, index: int) -> str:
         if self.xml:
-            return f"<image id=\"{index}\" source={quoteattr(part.source.cite())} width=\"{part.width}\" height=\"{part.height}\">{escape(part.text)}</image>\n"
+            return f'<image id="{index}" source={quoteattr(part.source.cite())} width="{part.width}" height="{part.height}">{escape(part.text)}</image>\n'
         label = part.text.replace("]", ")").replace("[", "(").replace("\n", " ")
         return f"![{label}](image:{index} {part.source.cite()})"
 
@@ -122,7 +126,7 @@ class Renderer:
 
     def omitted_header(self) -> str:
         if self.xml:
-            return "<omitted note=\"not in this context; read with the document tools\">\n"
+            return '<omitted note="not in this context; read with the document tools">\n'
         return "# Not included (read these with the document tools)\n\n"
 
     def omitted_item(self, line: str) -> str:
@@ -135,8 +139,14 @@ class Renderer:
 def mergeable(a: Omission, b: Omission) -> bool:
     """True when ``b`` is the page right after ``a`` in the same file, left out the same way."""
     ma, mb = _PAGE.match(a.source), _PAGE.match(b.source)
-    return bool(ma and mb and ma["doc"] == mb["doc"] and int(mb["page"]) == int(ma["page"]) + 1
-                and a.action == b.action and a.reason == b.reason)
+    return bool(
+        ma
+        and mb
+        and ma["doc"] == mb["doc"]
+        and int(mb["page"]) == int(ma["page"]) + 1
+        and a.action == b.action
+        and a.reason == b.reason
+    )
 
 
 def omission_lines(omissions: Sequence[Omission]) -> list[str]:

@@ -15,9 +15,10 @@ units are removed from the end until that total is within the budget.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 from kimidoc.context.formats import Block, Renderer, mergeable, omission_lines, unit_cite
 from kimidoc.documents.base import Document, DocumentError, Omission, Part, Source
@@ -89,8 +90,17 @@ def pack_documents(
     omitted_lines: int = 400,
 ) -> PackResult:
     """Pack already-loaded ``documents`` into ``budget`` tokens (see :func:`pack_paths`)."""
-    return _pack(((d, d.parts) for d in documents), budget, fmt=fmt, counter=counter, image_tokens=image_tokens,
-                 backend=backend, images=images, line_numbers=line_numbers, omitted_lines=omitted_lines)
+    return _pack(
+        ((d, d.parts) for d in documents),
+        budget,
+        fmt=fmt,
+        counter=counter,
+        image_tokens=image_tokens,
+        backend=backend,
+        images=images,
+        line_numbers=line_numbers,
+        omitted_lines=omitted_lines,
+    )
 
 
 def pack_paths(
@@ -116,11 +126,22 @@ def pack_paths(
     the reason. ``images=False`` keeps only image captions (for text-only output). ``load_options``
     go to :func:`kimidoc.documents.load` (``dpi``, ``ignore``, ``max_file_bytes``...).
     """
-    return _pack(_stream(paths, password, load_options), budget, fmt=fmt, counter=counter, image_tokens=image_tokens,
-                 backend=backend, images=images, line_numbers=line_numbers, omitted_lines=omitted_lines)
+    return _pack(
+        _stream(paths, password, load_options),
+        budget,
+        fmt=fmt,
+        counter=counter,
+        image_tokens=image_tokens,
+        backend=backend,
+        images=images,
+        line_numbers=line_numbers,
+        omitted_lines=omitted_lines,
+    )
 
 
-def counters(counter: TokenCounter | None = None, image_tokens: ImageTokens | None = None, backend: Any = None) -> tuple[TokenCounter, ImageTokens]:
+def counters(
+    counter: TokenCounter | None = None, image_tokens: ImageTokens | None = None, backend: Any = None
+) -> tuple[TokenCounter, ImageTokens]:
     """The text and image token counters to use: explicit ones, else the backend's, else defaults
     (~3 bytes a token, never under; K2.6's image formula)."""
     if backend is not None:
@@ -128,7 +149,9 @@ def counters(counter: TokenCounter | None = None, image_tokens: ImageTokens | No
     return counter or estimate_tokens, image_tokens or k26_image_tokens
 
 
-def _stream(paths: Sequence[str | os.PathLike[str]], password: str | None, options: dict[str, Any]) -> Iterator[tuple[Document, Iterable[Part]]]:
+def _stream(
+    paths: Sequence[str | os.PathLike[str]], password: str | None, options: dict[str, Any]
+) -> Iterator[tuple[Document, Iterable[Part]]]:
     from kimidoc.documents import load
     from kimidoc.documents.detect import kind_of
 
@@ -141,7 +164,9 @@ def _stream(paths: Sequence[str | os.PathLike[str]], password: str | None, optio
 
                 doc = Document(name, "pdf")
                 pdf_opts = {k: v for k, v in options.items() if k in ("pages", "dpi", "render_pages", "engine")}
-                parts = iter_pdf_parts(p, password=password, display=name, skipped=doc.skipped, meta=doc.meta, **pdf_opts)
+                parts = iter_pdf_parts(
+                    p, password=password, display=name, skipped=doc.skipped, meta=doc.meta, **pdf_opts
+                )
                 first = next(parts, None)  # opens the file now, so a bad one is reported here
                 yield doc, _chain(first, parts)
             else:
@@ -172,8 +197,18 @@ def _units(parts: Iterable[Part], images: bool = True) -> Iterator[list[Part]]:
         yield group
 
 
-def _pack(streams: Iterable[tuple[Document, Iterable[Part]]], budget: int, *, fmt: str, counter: TokenCounter | None,
-          image_tokens: ImageTokens | None, backend: Any, images: bool, line_numbers: bool, omitted_lines: int) -> PackResult:
+def _pack(
+    streams: Iterable[tuple[Document, Iterable[Part]]],
+    budget: int,
+    *,
+    fmt: str,
+    counter: TokenCounter | None,
+    image_tokens: ImageTokens | None,
+    backend: Any,
+    images: bool,
+    line_numbers: bool,
+    omitted_lines: int,
+) -> PackResult:
     if budget <= 0:
         raise ValueError(f"budget must be a positive number of tokens, got {budget}")
     count, image_count = counters(counter, image_tokens, backend)
@@ -263,7 +298,9 @@ def _pack(streams: Iterable[tuple[Document, Iterable[Part]]], budget: int, *, fm
     # Make room for the list of what was left out, then check the real count of the real text;
     # units leave from the end, so the image markers of those that stay keep their numbers.
     while True:
-        omitted = [o for i in range(len(docs)) for o in [d[2] for d in sorted(x for x in drops if x[0] == i)] + docs[i].skipped]
+        omitted = [
+            o for i in range(len(docs)) for o in [d[2] for d in sorted(x for x in drops if x[0] == i)] + docs[i].skipped
+        ]
         text, imgs, markers = _assemble(r, docs, chosen, omitted, omitted_lines)
         pieces_cost = sum(count(piece) for piece, _ in _pieces(text, markers)) if imgs else 0
         total = max(count(text), pieces_cost) + sum(image_count(p.width, p.height) for p in imgs)
@@ -271,7 +308,9 @@ def _pack(streams: Iterable[tuple[Document, Iterable[Part]]], budget: int, *, fm
             break
         if not chosen:
             if omitted_lines == 0:
-                raise ValueError(f"a budget of {budget} tokens cannot hold even the frame of the context ({total} tokens)")
+                raise ValueError(
+                    f"a budget of {budget} tokens cannot hold even the frame of the context ({total} tokens)"
+                )
             omitted_lines //= 2  # even the list of what was left out is too long: shorten it
             continue
         deficit = total - budget
@@ -284,8 +323,18 @@ def _pack(streams: Iterable[tuple[Document, Iterable[Part]]], budget: int, *, fm
     return PackResult(text, imgs, total, budget, fmt, [u.cite for u in chosen], omitted, markers, sources)
 
 
-def _plan(groups: list[list[Part]], blocks: list[Block], full: list[int], doc: int, seq: int, header: int, room: int,
-          r: Renderer, block_cost: Callable[[Block], int], line_cost: Callable[[Omission], int]) -> list[Any]:
+def _plan(
+    groups: list[list[Part]],
+    blocks: list[Block],
+    full: list[int],
+    doc: int,
+    seq: int,
+    header: int,
+    room: int,
+    r: Renderer,
+    block_cost: Callable[[Block], int],
+    line_cost: Callable[[Omission], int],
+) -> list[Any]:
     """Decide a whole in-memory document: start from every unit at its shortest (signatures, or
     dropped when it has none), then take units in full, in order, while they fit in ``room``;
     if even the short views do not fit, drop them from the end. Returns, in order, the units to
@@ -328,7 +377,9 @@ def _plan(groups: list[list[Part]], blocks: list[Block], full: list[int], doc: i
     return out
 
 
-def _assemble(r: Renderer, docs: list[Document], chosen: list[_Unit], omitted: list[Omission], omitted_lines: int) -> tuple[str, list[Part], list[str]]:
+def _assemble(
+    r: Renderer, docs: list[Document], chosen: list[_Unit], omitted: list[Omission], omitted_lines: int
+) -> tuple[str, list[Part], list[str]]:
     out = [r.preamble()]
     imgs: list[Part] = []
     markers: list[str] = []

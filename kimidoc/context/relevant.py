@@ -8,7 +8,7 @@ left with whole pages and files as usual.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from kimidoc.documents.base import Document, Source
 from kimidoc.documents.retrieve import Index
@@ -16,7 +16,9 @@ from kimidoc.documents.retrieve import Index
 HEADING = "# Passages most relevant to the question (best first; cite their labels)"
 
 
-def relevant_passages(documents: Sequence[Document], question: str, budget: int, count: Callable[[str], int], most: int = 40) -> tuple[str, list[Source]]:
+def relevant_passages(
+    documents: Sequence[Document], question: str, budget: int, count: Callable[[str], int], most: int = 40
+) -> tuple[str, list[Source]]:
     """The block of the best passages for ``question`` within ``budget`` tokens (by ``count``), and
     their sources; ("", []) when no passage shares a term with the question or none fits."""
     rows: list[str] = []

@@ -7,8 +7,8 @@ page for files too big to hold; ``load_many(paths)`` loads several in order.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 from kimidoc.documents.base import Document, DocumentError, Omission, Part, PartKind, Source
 from kimidoc.documents.detect import kind_of
@@ -46,12 +46,20 @@ def load(
     if p.is_dir():
         from kimidoc.documents.repo import MAX_FILE_BYTES, MAX_FILES, load_repository
 
-        return load_repository(p, display=name, ignore=ignore, max_file_bytes=max_file_bytes or MAX_FILE_BYTES, max_files=max_files or MAX_FILES)
+        return load_repository(
+            p,
+            display=name,
+            ignore=ignore,
+            max_file_bytes=max_file_bytes or MAX_FILE_BYTES,
+            max_files=max_files or MAX_FILES,
+        )
     kind = _kind(p, name)
     if kind == "pdf":
         from kimidoc.documents.pdf import load_pdf
 
-        return load_pdf(p, password=password, display=name, pages=pages, dpi=dpi, render_pages=render_pages, engine=engine, ocr=ocr)
+        return load_pdf(
+            p, password=password, display=name, pages=pages, dpi=dpi, render_pages=render_pages, engine=engine, ocr=ocr
+        )
     if kind == "image":
         from kimidoc.documents.images import load_image
 
@@ -61,7 +69,9 @@ def load(
     return load_text(p, display=name)
 
 
-def iter_parts(path: PathLike, *, password: str | None = None, skipped: list[Omission] | None = None, **options) -> Iterator[Part]:
+def iter_parts(
+    path: PathLike, *, password: str | None = None, skipped: list[Omission] | None = None, **options
+) -> Iterator[Part]:
     """The parts of ``path`` as a stream: a PDF is read one page at a time (bounded memory, for
     files of any length); other kinds are loaded whole (they are bounded by their size caps).
     Pages or files the loader leaves out are appended to ``skipped`` when given."""
@@ -79,7 +89,9 @@ def iter_parts(path: PathLike, *, password: str | None = None, skipped: list[Omi
 
 def load_many(paths: Sequence[PathLike], *, password: str | None = None, **options) -> list[Document]:
     """:func:`load` for each path, in the order given (with a progress bar for many paths)."""
-    return [load(p, password=password, **options) for p in progress(paths, desc="loading", unit="doc", total=len(paths))]
+    return [
+        load(p, password=password, **options) for p in progress(paths, desc="loading", unit="doc", total=len(paths))
+    ]
 
 
 def _kind(p: Path, name: str) -> str:

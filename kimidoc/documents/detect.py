@@ -21,8 +21,13 @@ _MAGIC = (
 )
 # Bytes that never occur in text files; tab, newlines, form feed, backspace and escape do.
 _CONTROL = bytes(set(range(32)) - {8, 9, 10, 12, 13, 27})
-_BOMS = ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
-         (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+_BOMS = (
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
 
 
 def kind_of(path: Path, head: bytes | None = None) -> str:

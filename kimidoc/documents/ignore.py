@@ -5,13 +5,25 @@ matching, including last-match-wins within a file)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from pathspec import GitIgnoreSpec
 
 # Never useful in a context: version-control internals, caches and installed dependencies.
-ALWAYS = (".git/", ".hg/", ".svn/", "__pycache__/", "*.pyc", "node_modules/", ".venv/", ".tox/", ".mypy_cache/", ".pytest_cache/", ".DS_Store")
+ALWAYS = (
+    ".git/",
+    ".hg/",
+    ".svn/",
+    "__pycache__/",
+    "*.pyc",
+    "node_modules/",
+    ".venv/",
+    ".tox/",
+    ".mypy_cache/",
+    ".pytest_cache/",
+    ".DS_Store",
+)
 
 
 class IgnoreRules:
@@ -21,7 +33,9 @@ class IgnoreRules:
         self._root = root
         self._specs: dict[str, tuple[GitIgnoreSpec, str]] = {}  # dir under root ("" = root) -> (spec, its file)
         # Rules from above the root: (spec, prefix that makes a root-relative path relative to the spec's folder, file).
-        self._outer: list[tuple[GitIgnoreSpec, str, str]] = [(GitIgnoreSpec.from_lines(list(ALWAYS) + list(extra)), "", "built-in and extra patterns")]
+        self._outer: list[tuple[GitIgnoreSpec, str, str]] = [
+            (GitIgnoreSpec.from_lines(list(ALWAYS) + list(extra)), "", "built-in and extra patterns")
+        ]
         self._outer += _enclosing_rules(root.resolve())
 
     def enter(self, rel_dir: str) -> None:
@@ -45,7 +59,7 @@ class IgnoreRules:
             entry = self._specs.get(base)
             if entry is None:
                 continue
-            hit = entry[0].check_file(target[len(base) + 1:] if base else target).include
+            hit = entry[0].check_file(target[len(base) + 1 :] if base else target).include
             if hit is not None:
                 decision = entry[1] if hit else None
         return decision

@@ -10,9 +10,9 @@ from pathlib import Path
 from PIL import Image, ImageSequence, UnidentifiedImageError
 
 from kimidoc.documents.base import Document, DocumentError, Part, Source
+from kimidoc.documents.render import to_png
 from kimidoc.vision.budget import target_size
 from kimidoc.vision.images import to_rgb
-from kimidoc.documents.render import to_png
 
 SVG_DPI = 144
 
@@ -45,8 +45,15 @@ def _part(img: Image.Image, source: Source, caption: str) -> Part:
     tw, th = target_size(frame.width, frame.height)
     if (tw, th) != frame.size:
         frame = frame.resize((tw, th), Image.Resampling.BICUBIC)  # as K2.6's own processor
-    return Part("image", source, text=caption, image=to_png(frame), width=frame.width, height=frame.height,
-                meta={"original_size": (img.width, img.height)})
+    return Part(
+        "image",
+        source,
+        text=caption,
+        image=to_png(frame),
+        width=frame.width,
+        height=frame.height,
+        meta={"original_size": (img.width, img.height)},
+    )
 
 
 def _svg(path: Path, name: str) -> Document:

@@ -10,8 +10,9 @@ paragraph breaks (by vertical gap) are marked for the Markdown-ish text.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import Any, Collection, Sequence, TypeVar
+from typing import Any, TypeVar
 
 Box = tuple[float, float, float, float]
 T = TypeVar("T")
@@ -28,7 +29,9 @@ class Segment:
     vertical: bool = False  # written up or down the page (margin stamps, rotated labels)
 
 
-def line_segments(page_dict: dict[str, Any], links: Sequence[tuple[Box, str]] = (), exclude: Sequence[Box] = ()) -> tuple[list[Segment], list[Segment]]:
+def line_segments(
+    page_dict: dict[str, Any], links: Sequence[tuple[Box, str]] = (), exclude: Sequence[Box] = ()
+) -> tuple[list[Segment], list[Segment]]:
     """Segments of the page's text lines, and separately those whose centre lies in an ``exclude``
     box (tables and figures, whose text is kept with them). Spans under a link become ``[text](uri)``."""
     segments: list[Segment] = []
@@ -109,7 +112,7 @@ def _linked(pieces: list[tuple[str, str | None]]) -> str:
             text += pieces[j][0]
             j += 1
         if uri and text.strip():
-            lead, core, trail = text[: len(text) - len(text.lstrip())], text.strip(), text[len(text.rstrip()):]
+            lead, core, trail = text[: len(text) - len(text.lstrip())], text.strip(), text[len(text.rstrip()) :]
             out.append(f"{lead}[{core}]({uri}){trail}")
         else:
             out.append(text)
@@ -117,7 +120,14 @@ def _linked(pieces: list[tuple[str, str | None]]) -> str:
     return "".join(out)
 
 
-def reading_order(items: Sequence[T], boxes: Sequence[Box], *, font: float = 10.0, floats: Collection[int] = (), aside: Collection[int] = ()) -> list[T]:
+def reading_order(
+    items: Sequence[T],
+    boxes: Sequence[Box],
+    *,
+    font: float = 10.0,
+    floats: Collection[int] = (),
+    aside: Collection[int] = (),
+) -> list[T]:
     """``items`` (with their ``boxes``, given in the PDF's own content order) in reading order.
 
     Columns are taken apart only on clear evidence (:func:`columns`): then each band between the
@@ -263,7 +273,7 @@ def _text_columns(cols: list[tuple[float, float]], boxes: Sequence[Box], width: 
             members[k].append(b)
     widths = []
     spans = []
-    for (c0, c1), mem in zip(cols, members):
+    for mem in members:
         if len(mem) < 3:
             return False
         left, right = min(b[0] for b in mem), max(b[2] for b in mem)
@@ -336,7 +346,12 @@ def to_text(segments: Sequence[Segment], body: float) -> str:
         text = f"{'#' * level} {seg.text}" if level else seg.text
         if prev is not None:
             gap = seg.bbox[1] - prev.bbox[3]
-            same_line = not seg.vertical and not prev.vertical and seg.bbox[0] >= prev.bbox[2] and _same_line(prev.bbox, seg.bbox)
+            same_line = (
+                not seg.vertical
+                and not prev.vertical
+                and seg.bbox[0] >= prev.bbox[2]
+                and _same_line(prev.bbox, seg.bbox)
+            )
             if same_line and not level and not heading_level(prev, body):
                 out.append(" " + text)
                 prev = seg
@@ -360,4 +375,14 @@ def union(boxes: Sequence[Box]) -> Box:
     return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
 
 
-__all__ = ["Segment", "line_segments", "partition", "reading_order", "columns", "body_size", "heading_level", "to_text", "union"]
+__all__ = [
+    "Segment",
+    "line_segments",
+    "partition",
+    "reading_order",
+    "columns",
+    "body_size",
+    "heading_level",
+    "to_text",
+    "union",
+]

@@ -12,8 +12,8 @@ repository's folder, as the document tools print it).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Sequence
 
 from kimidoc.documents.base import Document, Part, Source
 
@@ -57,7 +57,9 @@ def part_passages(source: Source, part: Part, max_chars: int = MAX_CHARS) -> Ite
     if part.kind == "table":
         yield from _table_rows(source, part.text)
     elif source.lines is not None and source.page is None:
-        yield from _line_chunks(source, part.text, "code" if part.meta.get("language") not in (None, "text", "markdown") else "text")
+        yield from _line_chunks(
+            source, part.text, "code" if part.meta.get("language") not in (None, "text", "markdown") else "text"
+        )
     else:
         yield from _paragraphs(source, part.text, max_chars)
 
@@ -109,7 +111,9 @@ def _table_rows(source: Source, table: str) -> Iterator[Passage]:
     for k, row in enumerate(rows[1:], 1):
         # A CSV file's table: row k is line k after the header's (a quoted field holding a line break
         # would shift this; such files are rare and the citation stays within the table).
-        where = source if source.lines is None else Source(source.path, lines=(source.lines[0] + k, source.lines[0] + k))
+        where = (
+            source if source.lines is None else Source(source.path, lines=(source.lines[0] + k, source.lines[0] + k))
+        )
         yield Passage(where, f"{header.strip()}\n{row.strip()}", "table")
 
 

@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import inspect
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import pymupdf
 
@@ -44,8 +45,15 @@ MAX_TABLE_WORDS = 3000  # an "aligned" region this large is a page of prose or a
 CLUSTER_CELL = 8.0  # paths closer than about this (points) belong to one drawing
 PAGE_SECONDS = 15.0  # optional stages (tables, figures, OCR) do not start once a page has used this
 
-_TABLES_TAKE_LAYOUT = "use_layout" in inspect.signature(pymupdf.table.find_tables).parameters  # PyMuPDF >= 1.27: skip its layout model
-_TEXT_FLAGS = pymupdf.TEXT_PRESERVE_LIGATURES | pymupdf.TEXT_PRESERVE_WHITESPACE | pymupdf.TEXT_MEDIABOX_CLIP | pymupdf.TEXT_DEHYPHENATE
+_TABLES_TAKE_LAYOUT = (
+    "use_layout" in inspect.signature(pymupdf.table.find_tables).parameters
+)  # PyMuPDF >= 1.27: skip its layout model
+_TEXT_FLAGS = (
+    pymupdf.TEXT_PRESERVE_LIGATURES
+    | pymupdf.TEXT_PRESERVE_WHITESPACE
+    | pymupdf.TEXT_MEDIABOX_CLIP
+    | pymupdf.TEXT_DEHYPHENATE
+)
 
 
 def open_pdf(path: Path, *, password: str | None = None, display: str | None = None) -> pymupdf.Document:
@@ -148,7 +156,16 @@ def iter_pdf_parts(
                 if engine == "pymupdf4llm":
                     parts = _pymupdf4llm_parts(doc, page, name, dpi=dpi, render_page=render_pages)
                 else:
-                    parts = page_parts(page, name, dpi=dpi, tables=tables, figures=figures, render_page=render_pages, ocr=ocr, notes=notes)
+                    parts = page_parts(
+                        page,
+                        name,
+                        dpi=dpi,
+                        tables=tables,
+                        figures=figures,
+                        render_page=render_pages,
+                        ocr=ocr,
+                        notes=notes,
+                    )
             except Exception as exc:  # a damaged page (or one its renderer rejects) must not cost the others
                 if skipped is None:
                     raise DocumentError(f"{name} p.{n}: cannot be read ({exc})") from exc
@@ -165,7 +182,9 @@ def load_pdf(path: Path, *, password: str | None = None, display: str | None = N
     """The whole PDF as a :class:`Document` (see :func:`iter_pdf_parts` for ``options``)."""
     name = display or str(path)
     doc = Document(name, "pdf")
-    doc.parts = list(iter_pdf_parts(path, password=password, display=name, skipped=doc.skipped, meta=doc.meta, **options))
+    doc.parts = list(
+        iter_pdf_parts(path, password=password, display=name, skipped=doc.skipped, meta=doc.meta, **options)
+    )
     return doc
 
 
@@ -198,7 +217,9 @@ def page_parts(
     if tables or figures:
         drawings = page.get_cdrawings()
         if len(drawings) > MAX_PATHS:
-            notes.append(f"{len(drawings)} vector paths (over {MAX_PATHS}): tables and vector figures not searched, the page is read as text")
+            notes.append(
+                f"{len(drawings)} vector paths (over {MAX_PATHS}): tables and vector figures not searched, the page is read as text"
+            )
             drawings = []
         elif turn is not None:
             drawings = [dict(d, rect=pymupdf.Rect(d["rect"]) * turn) for d in drawings]
@@ -232,7 +253,9 @@ def page_parts(
         parts = _ocr_parts(page, name, ocr, notes) if ocr and _in_time(deadline, notes, "OCR") else []
         return parts + [_render_part(page, name, None, dpi, caption, scanned=True)]
 
-    items: list[Any] = list(segments) + [("table", b, md) for b, md in found_tables] + [("figure", b) for b in figure_boxes]
+    items: list[Any] = (
+        list(segments) + [("table", b, md) for b, md in found_tables] + [("figure", b) for b in figure_boxes]
+    )
     boxes = [s.bbox for s in segments] + table_boxes + figure_boxes
     floats = range(len(segments), len(items))
     # Vertical lines on a page of horizontal text are margin stamps and labels: read after the
@@ -248,7 +271,14 @@ def page_parts(
         if run:
             text = layout.to_text(run, body)
             meta = {"links": [u for _, u in links if u in text]} if links else {}
-            parts.append(Part("text", Source(name, page=n, bbox=_rounded(layout.union([s.bbox for s in run]))), text=text, meta=meta))
+            parts.append(
+                Part(
+                    "text",
+                    Source(name, page=n, bbox=_rounded(layout.union([s.bbox for s in run]))),
+                    text=text,
+                    meta=meta,
+                )
+            )
             run.clear()
 
     for item in ordered:
@@ -315,7 +345,9 @@ def _ocr_parts(page: pymupdf.Page, name: str, engine: str, notes: list[str]) -> 
     return [Part("text", Source(name, page=page.number + 1, bbox=_rounded(bbox)), text=text, meta={"ocr": picked})]
 
 
-def _pymupdf4llm_parts(doc: pymupdf.Document, page: pymupdf.Page, name: str, *, dpi: int, render_page: bool) -> list[Part]:
+def _pymupdf4llm_parts(
+    doc: pymupdf.Document, page: pymupdf.Page, name: str, *, dpi: int, render_page: bool
+) -> list[Part]:
     import pymupdf4llm
 
     (chunk,) = pymupdf4llm.to_markdown(doc, pages=[page.number], page_chunks=True, show_progress=False)
@@ -328,7 +360,9 @@ def _pymupdf4llm_parts(doc: pymupdf.Document, page: pymupdf.Page, name: str, *, 
     return parts
 
 
-def _tables(page: pymupdf.Page, drawings: list[dict[str, Any]], segments: list[layout.Segment], body: float, notes: list[str]) -> list[tuple[layout.Box, str]]:
+def _tables(
+    page: pymupdf.Page, drawings: list[dict[str, Any]], segments: list[layout.Segment], body: float, notes: list[str]
+) -> list[tuple[layout.Box, str]]:
     """Ruled tables (where the drawings have lines) and unruled ones (where text lines align in
     columns), each as (displayed bbox, Markdown). The finder works in displayed coordinates."""
     kw = {"use_layout": False} if _TABLES_TAKE_LAYOUT else {}
@@ -339,10 +373,15 @@ def _tables(page: pymupdf.Page, drawings: list[dict[str, Any]], segments: list[l
         nonlocal words
         if words is None:
             turn = page.rotation_matrix
-            words = [(tuple(pymupdf.Rect(w[:4]) * turn), w[4], (w[5], w[6], w[7])) for w in page.get_text("words", flags=_TEXT_FLAGS)]
+            words = [
+                (tuple(pymupdf.Rect(w[:4]) * turn), w[4], (w[5], w[6], w[7]))
+                for w in page.get_text("words", flags=_TEXT_FLAGS)
+            ]
         return tables_mod.cell_texts([row.cells for row in table.rows], words)
 
-    ruled = [pymupdf.Rect(d["rect"]) for d in drawings if any(item[0] in ("l", "re", "qu") for item in d.get("items", ()))]
+    ruled = [
+        pymupdf.Rect(d["rect"]) for d in drawings if any(item[0] in ("l", "re", "qu") for item in d.get("items", ()))
+    ]
     if sum(len(d.get("items", ())) for d in drawings) >= MIN_TABLE_LINES and ruled:
         # Only look where the rules are: the finder's cost is the characters it has to place.
         clip = pymupdf.Rect(layout.union([tuple(r) for r in ruled])) + (-3, -3, 3, 3)
@@ -352,7 +391,10 @@ def _tables(page: pymupdf.Page, drawings: list[dict[str, Any]], segments: list[l
             rows = cells(table)
             if tables_mod.coarse(rows):  # rules between groups of rows: the rows are in the text
                 box = pymupdf.Rect(table.bbox) + (-1, -1, 1, 1)
-                by_text = [(t, tables_mod.tidy(cells(t))) for t in page.find_tables(clip=box & page.rect, strategy="text", **kw).tables]
+                by_text = [
+                    (t, tables_mod.tidy(cells(t)))
+                    for t in page.find_tables(clip=box & page.rect, strategy="text", **kw).tables
+                ]
                 by_text = [(t, g) for t, g in by_text if tables_mod.looks_like_table(g)]
                 if by_text:
                     out += [(tuple(t.bbox), tables_mod.markdown(g)) for t, g in by_text]
@@ -373,7 +415,13 @@ def _tables(page: pymupdf.Page, drawings: list[dict[str, Any]], segments: list[l
     return out
 
 
-def _figures(page: pymupdf.Page, drawings: list[dict[str, Any]], tables: list[layout.Box], area: float, turn: pymupdf.Matrix | None) -> list[layout.Box]:
+def _figures(
+    page: pymupdf.Page,
+    drawings: list[dict[str, Any]],
+    tables: list[layout.Box],
+    area: float,
+    turn: pymupdf.Matrix | None,
+) -> list[layout.Box]:
     boxes: list[pymupdf.Rect] = []
     for info in page.get_image_info():
         r = pymupdf.Rect(info["bbox"]) * turn if turn is not None else pymupdf.Rect(info["bbox"])
@@ -430,9 +478,18 @@ def _blank(drawing: dict[str, Any]) -> bool:
     return drawing.get("type") == "f" and tuple(drawing.get("fill") or ()) == (1.0, 1.0, 1.0)
 
 
-def _render_part(page: pymupdf.Page, name: str, clip: layout.Box | None, dpi: int, caption: str, *, scanned: bool = False, page_render: bool = False) -> Part:
-    from kimidoc.vision.budget import target_size
+def _render_part(
+    page: pymupdf.Page,
+    name: str,
+    clip: layout.Box | None,
+    dpi: int,
+    caption: str,
+    *,
+    scanned: bool = False,
+    page_render: bool = False,
+) -> Part:
     from kimidoc.documents.render import render_page, to_png
+    from kimidoc.vision.budget import target_size
 
     region = pymupdf.Rect(clip) if clip is not None else page.rect
     # Never render more pixels than the vision tower keeps: lower the dpi to its target size.

@@ -15,7 +15,9 @@ from PIL import Image
 Box = tuple[float, float, float, float]
 
 
-def render_page(pdf: Any, page_number: int, *, dpi: int = 144, clip: Box | None = None, password: str | None = None) -> Image.Image:
+def render_page(
+    pdf: Any, page_number: int, *, dpi: int = 144, clip: Box | None = None, password: str | None = None
+) -> Image.Image:
     """Render 1-based ``page_number`` of ``pdf`` (a path or an open ``pymupdf.Document``) to an RGB image.
 
     ``clip`` is a region in page points (x0, y0, x1, y1), as stored in a part's ``Source.bbox``.
@@ -38,7 +40,9 @@ def render_page(pdf: Any, page_number: int, *, dpi: int = 144, clip: Box | None 
         if clip is not None:
             rect = pymupdf.Rect(clip) & page.rect
             if rect.is_empty:
-                raise DocumentError(f"{doc.name or 'pdf'} p.{page_number}: region {tuple(clip)} lies outside the page {tuple(page.rect)}")
+                raise DocumentError(
+                    f"{doc.name or 'pdf'} p.{page_number}: region {tuple(clip)} lies outside the page {tuple(page.rect)}"
+                )
         pix = page.get_pixmap(dpi=dpi, clip=rect, alpha=False)
         return Image.frombytes("RGB", (pix.width, pix.height), pix.samples)
     finally:

@@ -13,9 +13,9 @@ import errno
 import os
 import stat as stat_mod
 from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 from kimidoc.documents.base import Document, DocumentError, Omission, Part, Source
 from kimidoc.documents.detect import SNIFF, decode, is_binary, kind_of
@@ -56,7 +56,11 @@ def load_repository(
     entries: list[_Entry] = []
     languages: Counter[str] = Counter()
     files: list[Part] = []
-    for entry in progress(_walk(root, IgnoreRules(root, ignore), doc.skipped, entries), desc=f"reading {Path(name).name or name}", unit="file"):
+    for entry in progress(
+        _walk(root, IgnoreRules(root, ignore), doc.skipped, entries),
+        desc=f"reading {Path(name).name or name}",
+        unit="file",
+    ):
         if len(files) >= max_files:
             doc.skipped.append(Omission(entry.rel, f"over the {max_files}-file limit"))
             entry.note = "skipped: file limit"
@@ -68,9 +72,20 @@ def load_repository(
     tree = _tree(Path(name).name or name, entries)
     doc.meta.update(tree=tree, languages=dict(languages.most_common()), files=len(files))
     summary = ", ".join(f"{lang} {n}" for lang, n in languages.most_common(12))
-    header = f"{len(files)} text files read" + (f" ({summary})" if summary else "") + (f"; {_plural(len(doc.skipped), 'path')} skipped" if doc.skipped else "")
+    header = (
+        f"{len(files)} text files read"
+        + (f" ({summary})" if summary else "")
+        + (f"; {_plural(len(doc.skipped), 'path')} skipped" if doc.skipped else "")
+    )
     dirs_only = _tree(Path(name).name or name, entries, dirs_only=True)
-    doc.parts = [Part("text", Source(name), text=f"{header}\n{tree}", meta={"role": "tree", "compressed": f"{header}\n{dirs_only}"})] + files
+    doc.parts = [
+        Part(
+            "text",
+            Source(name),
+            text=f"{header}\n{tree}",
+            meta={"role": "tree", "compressed": f"{header}\n{dirs_only}"},
+        )
+    ] + files
     return doc
 
 

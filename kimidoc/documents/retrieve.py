@@ -17,8 +17,8 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
 
 from kimidoc.documents.base import Document
 from kimidoc.documents.passages import Passage, passages
@@ -31,10 +31,32 @@ _STOP = frozenset(
     "there their they them than then into over under about per not no yes if so such i you we our your he she his her".split()
 )
 # Irregular forms of verbs common in reports, folded to one token so "grew" finds "grow".
-_IRREGULAR = {"grew": "grow", "grown": "grow", "growth": "grow", "rose": "rise", "risen": "rise", "fell": "fall",
-              "fallen": "fall", "spent": "spend", "sold": "sell", "paid": "pay", "led": "lead", "began": "begin",
-              "begun": "begin", "built": "build", "bought": "buy", "won": "win", "lost": "lose", "made": "make",
-              "held": "hold", "took": "take", "taken": "take", "gave": "give", "given": "give", "hired": "hire"}
+_IRREGULAR = {
+    "grew": "grow",
+    "grown": "grow",
+    "growth": "grow",
+    "rose": "rise",
+    "risen": "rise",
+    "fell": "fall",
+    "fallen": "fall",
+    "spent": "spend",
+    "sold": "sell",
+    "paid": "pay",
+    "led": "lead",
+    "began": "begin",
+    "begun": "begin",
+    "built": "build",
+    "bought": "buy",
+    "won": "win",
+    "lost": "lose",
+    "made": "make",
+    "held": "hold",
+    "took": "take",
+    "taken": "take",
+    "gave": "give",
+    "given": "give",
+    "hired": "hire",
+}
 
 
 def tokens(text: str) -> list[str]:
@@ -52,15 +74,37 @@ def tokens(text: str) -> list[str]:
 
 
 # Reports say the same change many ways; one term each lets "grow" find "an increase of 10.6%".
-_SAME = {"increas": "grow", "increase": "grow", "rise": "grow", "ris": "grow", "climb": "grow", "gain": "grow",
-         "declin": "fall", "decline": "fall", "decreas": "fall", "decrease": "fall", "drop": "fall", "dropp": "fall"}
+_SAME = {
+    "increas": "grow",
+    "increase": "grow",
+    "rise": "grow",
+    "ris": "grow",
+    "climb": "grow",
+    "gain": "grow",
+    "declin": "fall",
+    "decline": "fall",
+    "decreas": "fall",
+    "decrease": "fall",
+    "drop": "fall",
+    "dropp": "fall",
+}
 
 
 def _stem(word: str) -> str:
     if word in _IRREGULAR:
         word = _IRREGULAR[word]
     else:
-        for suffix, keep in (("ies", "y"), ("sses", "ss"), ("ions", ""), ("ion", ""), ("ing", ""), ("ed", ""), ("es", ""), ("s", ""), ("e", "")):
+        for suffix, keep in (
+            ("ies", "y"),
+            ("sses", "ss"),
+            ("ions", ""),
+            ("ion", ""),
+            ("ing", ""),
+            ("ed", ""),
+            ("es", ""),
+            ("s", ""),
+            ("e", ""),
+        ):
             if word.endswith(suffix) and len(word) - len(suffix) >= 3 and not word.endswith("ss"):
                 word = word[: len(word) - len(suffix)] + keep
                 break
@@ -83,10 +127,12 @@ class Index:
         self._df: Counter[str] | None = None  # document frequencies, counted when first asked
         self._bm25 = bm25s.BM25()
         # An empty document list cannot be indexed; a placeholder term keeps search() uniform.
-        self._bm25.index([tokens(f"{p.context} {p.text}") or ["\0"] for p in self.passages] or [["\0"]], show_progress=False)
+        self._bm25.index(
+            [tokens(f"{p.context} {p.text}") or ["\0"] for p in self.passages] or [["\0"]], show_progress=False
+        )
 
     @classmethod
-    def of(cls, documents: Iterable[Document]) -> "Index":
+    def of(cls, documents: Iterable[Document]) -> Index:
         return cls(passages(documents))
 
     def weights(self, terms: Iterable[str]) -> dict[str, float]:
@@ -106,7 +152,9 @@ class Index:
     def search(self, query: str, k: int = 5, where: Callable[[Passage], bool] | None = None) -> list[Hit]:
         """The ``k`` best passages for ``query`` (best first, ties in reading order), only those
         sharing a term with it, optionally only those ``where`` accepts."""
-        scored = [(s, i) for i, s in enumerate(self.scores(query)) if s > 0 and (where is None or where(self.passages[i]))]
+        scored = [
+            (s, i) for i, s in enumerate(self.scores(query)) if s > 0 and (where is None or where(self.passages[i]))
+        ]
         scored.sort(key=lambda x: (-x[0], x[1]))
         return [Hit(self.passages[i], s) for s, i in scored[:k]]
 

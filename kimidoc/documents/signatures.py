@@ -67,7 +67,7 @@ def _python(text: str) -> str:
                     out.append(f"L{n}: {line.rstrip()}")
             docstring = ast.get_docstring(node)
             if docstring:
-                out.append(f"L{node.body[0].lineno}: {'    ' * (depth + 1)}\"\"\"{docstring.strip().splitlines()[0]}\"\"\"")
+                out.append(f'L{node.body[0].lineno}: {"    " * (depth + 1)}"""{docstring.strip().splitlines()[0]}"""')
             if isinstance(node, ast.ClassDef):
                 visit(node.body, depth + 1)
 

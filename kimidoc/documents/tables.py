@@ -42,7 +42,9 @@ def markdown(rows: Sequence[Sequence[str | None]]) -> str:
     return "\n".join(lines)
 
 
-def cell_texts(grid: Sequence[Sequence[Box | None]], words: Sequence[tuple[Box, str, tuple[int, int, int]]]) -> list[list[str | None]]:
+def cell_texts(
+    grid: Sequence[Sequence[Box | None]], words: Sequence[tuple[Box, str, tuple[int, int, int]]]
+) -> list[list[str | None]]:
     """The text of each cell of ``grid`` (rows of cell boxes, None where a merged cell covers the
     slot): the ``words`` (box, text, MuPDF's (block, line, word) numbers) whose centre lies in the
     cell, in MuPDF's order, joined by spaces within a text line and by newlines across lines."""
@@ -75,7 +77,9 @@ def coarse(rows: Sequence[Sequence[str | None]]) -> bool:
         return False
     stacked = sum(c.count("\n") >= 2 for c in filled)
     # A cell that a merged slot extends over three or more columns, holding a row of values.
-    spread = sum(1 for row in rows for j, c in enumerate(row) if c and len(c.split()) >= 4 and row[j + 1 : j + 3] == [None, None])
+    spread = sum(
+        1 for row in rows for j, c in enumerate(row) if c and len(c.split()) >= 4 and row[j + 1 : j + 3] == [None, None]
+    )
     return stacked + spread >= 0.3 * len(filled) or spread >= 3
 
 

@@ -130,11 +130,7 @@ class TextConfig:
         return self.rope.softmax_scale(self.qk_head_dim)
 
     def is_moe_layer(self, index: int) -> bool:
-        return (
-            self.n_routed_experts > 0
-            and index >= self.first_k_dense_replace
-            and index % self.moe_layer_freq == 0
-        )
+        return self.n_routed_experts > 0 and index >= self.first_k_dense_replace and index % self.moe_layer_freq == 0
 
 
 @dataclass(frozen=True)

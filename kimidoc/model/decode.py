@@ -26,7 +26,9 @@ from .model import DecoderLayer, KimiForCausalLM
 from .moe import MoE
 
 
-def _layer(layer: DecoderLayer, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: LatentCache) -> torch.Tensor:
+def _layer(
+    layer: DecoderLayer, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: LatentCache
+) -> torch.Tensor:
     attn = layer.self_attn
     q_nope, q_pe, latent = attn.project(layer.input_layernorm(x), cos, sin, cache)
     x = x + attn.o_proj(attn._absorbed(q_nope, q_pe, latent))

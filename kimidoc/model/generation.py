@@ -82,11 +82,15 @@ def _id_list(input_ids: Sequence[int] | torch.Tensor) -> list[int]:
     if isinstance(input_ids, torch.Tensor):
         shape = tuple(input_ids.shape)
         if input_ids.dtype.is_floating_point or input_ids.dtype.is_complex or input_ids.dtype == torch.bool:
-            raise TypeError(f"generate: input_ids must hold integer token ids, got a {input_ids.dtype} tensor of shape {shape}")
+            raise TypeError(
+                f"generate: input_ids must hold integer token ids, got a {input_ids.dtype} tensor of shape {shape}"
+            )
         if input_ids.dim() == 2 and shape[0] == 1:
             input_ids = input_ids[0]
         if input_ids.dim() != 1:
-            raise ValueError(f"generate: input_ids must be one sequence (a list, a 1-D tensor or a [1, T] tensor), got a tensor of shape {shape}; generate one prompt at a time")
+            raise ValueError(
+                f"generate: input_ids must be one sequence (a list, a 1-D tensor or a [1, T] tensor), got a tensor of shape {shape}; generate one prompt at a time"
+            )
         return [int(t) for t in input_ids.tolist()]
     if isinstance(input_ids, (str, bytes)) or not isinstance(input_ids, Sequence):
         raise TypeError(f"generate: input_ids must be a list of token ids or a tensor, got {type(input_ids).__name__}")
@@ -95,7 +99,9 @@ def _id_list(input_ids: Sequence[int] | torch.Tensor) -> list[int]:
         try:
             ids.append(operator.index(t))  # ints, numpy integers, 0-d integer tensors
         except TypeError:
-            raise TypeError(f"generate: input_ids must be token ids (integers), found {t!r} ({type(t).__name__})") from None
+            raise TypeError(
+                f"generate: input_ids must be token ids (integers), found {t!r} ({type(t).__name__})"
+            ) from None
     return ids
 
 

@@ -164,7 +164,9 @@ def to_kernel_layout(u: torch.Tensor, device: torch.device | str = "cpu") -> tor
     return torch.ops.aten._convert_weight_to_int4pack_for_cpu(u.to(torch.int32).contiguous(), 1)
 
 
-def int4_matmul(x: torch.Tensor, weight: torch.Tensor, scale_zeros: torch.Tensor, group_size: int = GROUP_SIZE) -> torch.Tensor:
+def int4_matmul(
+    x: torch.Tensor, weight: torch.Tensor, scale_zeros: torch.Tensor, group_size: int = GROUP_SIZE
+) -> torch.Tensor:
     """``x @ W.T`` for a kernel-layout INT4 weight; ``x`` is ``[M, in]`` in ``scale_zeros.dtype``."""
     if x.device.type == "cuda":
         return torch.ops.aten._weight_int4pack_mm(x, weight, group_size, scale_zeros)
@@ -179,7 +181,9 @@ class Int4Linear(torch.nn.Module):
     they are exact in either).
     """
 
-    def __init__(self, packed: PackedInt4, compute_dtype: torch.dtype = torch.bfloat16, device: torch.device | str = "cpu"):
+    def __init__(
+        self, packed: PackedInt4, compute_dtype: torch.dtype = torch.bfloat16, device: torch.device | str = "cpu"
+    ):
         super().__init__()
         self.out_features, self.in_features = packed.weight_shape
         self.group_size = packed.group_size

@@ -19,8 +19,8 @@ from __future__ import annotations
 import json
 import re
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -74,7 +74,9 @@ def _check_quantized_names(weight_map: dict[str, str], config: KimiConfig, index
     if not packed:
         return False
     if config.quantization is None:
-        raise CheckpointError(f"{index_file}: tensor {packed[0]} is INT4-packed but config.json has no quantization_config")
+        raise CheckpointError(
+            f"{index_file}: tensor {packed[0]} is INT4-packed but config.json has no quantization_config"
+        )
     for name in packed:
         if ".mlp.experts." not in name:
             raise CheckpointError(
@@ -93,7 +95,9 @@ def materialize(model: nn.Module, device: torch.device) -> None:
     for module in model.modules():
         for name, p in list(module._parameters.items()):
             if p is not None and p.is_meta:
-                module._parameters[name] = nn.Parameter(torch.empty(p.shape, dtype=p.dtype, device=device), requires_grad=False)
+                module._parameters[name] = nn.Parameter(
+                    torch.empty(p.shape, dtype=p.dtype, device=device), requires_grad=False
+                )
         for name, b in list(module._buffers.items()):
             if b is not None and b.is_meta:
                 module._buffers[name] = torch.empty(b.shape, dtype=b.dtype, device=device)
@@ -188,7 +192,9 @@ def load(
         with ShardReader(shard) as reader:
             for name in by_file[file]:
                 if name not in reader.tensors:
-                    raise CheckpointError(f"{shard}: tensor {name} is listed in {index_file.name} but not in this shard")
+                    raise CheckpointError(
+                        f"{shard}: tensor {name} is listed in {index_file.name} but not in this shard"
+                    )
                 _fill(reader, name, slots[name])
 
     for bank in text.expert_banks():

@@ -10,8 +10,8 @@ name (``model.embed_tokens.weight``, ``model.layers.N.self_attn.q_a_proj.weight`
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 from torch import nn
@@ -45,7 +45,9 @@ class DecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: LatentCache | None, form: str) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: LatentCache | None, form: str
+    ) -> torch.Tensor:
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache, form)
         return x + self.mlp(self.post_attention_layernorm(x))
 
@@ -62,7 +64,9 @@ class KimiModel(nn.Module):
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.rotary = Rotary(config.rope, config.qk_rope_head_dim)
 
-    def forward(self, inputs_embeds: torch.Tensor, cache: LatentCache | None = None, form: str = "auto") -> torch.Tensor:
+    def forward(
+        self, inputs_embeds: torch.Tensor, cache: LatentCache | None = None, form: str = "auto"
+    ) -> torch.Tensor:
         t = inputs_embeds.shape[1]
         start = cache.length if cache is not None else 0
         positions = torch.arange(start, start + t, device=inputs_embeds.device)
@@ -105,7 +109,9 @@ class KimiForCausalLM(nn.Module):
             make = lambda: DenseExperts(*args)  # noqa: E731
         with default_dtype(dtype):
             self.model = KimiModel(config, make)
-            self.lm_head = None if config.tie_word_embeddings else Linear(config.hidden_size, config.vocab_size, bias=False)
+            self.lm_head = (
+                None if config.tie_word_embeddings else Linear(config.hidden_size, config.vocab_size, bias=False)
+            )
 
     @property
     def dtype(self) -> torch.dtype:
@@ -124,7 +130,12 @@ class KimiForCausalLM(nn.Module):
     def new_cache(self, batch_size: int = 1, capacity: int = 0, dtype: torch.dtype | None = None) -> LatentCache:
         c = self.config
         return LatentCache(
-            c.num_hidden_layers, c.latent_dim, batch_size=batch_size, capacity=capacity, dtype=dtype or self.dtype, device=self.device
+            c.num_hidden_layers,
+            c.latent_dim,
+            batch_size=batch_size,
+            capacity=capacity,
+            dtype=dtype or self.dtype,
+            device=self.device,
         )
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -58,7 +58,9 @@ class Router(nn.Module):
         self.topk_group = config.topk_group
         self.norm_topk_prob = config.norm_topk_prob
         self.routed_scaling_factor = config.routed_scaling_factor
-        self.weight = nn.Parameter(torch.empty(self.num_experts, config.hidden_size, dtype=torch.float32), requires_grad=False)
+        self.weight = nn.Parameter(
+            torch.empty(self.num_experts, config.hidden_size, dtype=torch.float32), requires_grad=False
+        )
         self.register_buffer("e_score_correction_bias", torch.zeros(self.num_experts, dtype=torch.float32))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -146,7 +148,11 @@ class DenseExperts(ExpertBank):
         return linear(F.silu(gate) * up, self.down[e])
 
     def expert_weights(self, e: int) -> dict[str, torch.Tensor]:
-        return {"gate_proj": self.gate_up[e, : self.width], "up_proj": self.gate_up[e, self.width :], "down_proj": self.down[e]}
+        return {
+            "gate_proj": self.gate_up[e, : self.width],
+            "up_proj": self.gate_up[e, self.width :],
+            "down_proj": self.down[e],
+        }
 
     def checkpoint_slots(self, prefix: str) -> dict[str, Slot]:
         slots = {}
@@ -175,10 +181,18 @@ class Int4Experts(ExpertBank):
         self.compute_dtype = compute_dtype
         dev = torch.device(device)
         wdtype = int4.kernel_weight_dtype(dev)
-        self.register_buffer("gate_up", torch.empty(num_experts, *int4.kernel_weight_shape(2 * width, hidden, dev), dtype=wdtype))
-        self.register_buffer("gate_up_scale_zeros", torch.empty(num_experts, hidden // group_size, 2 * width, 2, dtype=compute_dtype))
-        self.register_buffer("down", torch.empty(num_experts, *int4.kernel_weight_shape(hidden, width, dev), dtype=wdtype))
-        self.register_buffer("down_scale_zeros", torch.empty(num_experts, width // group_size, hidden, 2, dtype=compute_dtype))
+        self.register_buffer(
+            "gate_up", torch.empty(num_experts, *int4.kernel_weight_shape(2 * width, hidden, dev), dtype=wdtype)
+        )
+        self.register_buffer(
+            "gate_up_scale_zeros", torch.empty(num_experts, hidden // group_size, 2 * width, 2, dtype=compute_dtype)
+        )
+        self.register_buffer(
+            "down", torch.empty(num_experts, *int4.kernel_weight_shape(hidden, width, dev), dtype=wdtype)
+        )
+        self.register_buffer(
+            "down_scale_zeros", torch.empty(num_experts, width // group_size, hidden, 2, dtype=compute_dtype)
+        )
         # Stored 0..15 values of a gate or up weight waiting for its partner before fused conversion.
         self._pending: dict[tuple[int, str], torch.Tensor] = {}
 
@@ -249,7 +263,9 @@ class Int4Experts(ExpertBank):
                 slots[base + "weight_packed"] = Slot(
                     (out_f, in_f // 8), lambda t, e=e, p=proj: self._fill_packed(e, p, t), dtype=torch.int32
                 )
-                slots[base + "weight_scale"] = Slot((out_f, in_f // g), lambda t, e=e, p=proj: self._fill_scale(e, p, t))
+                slots[base + "weight_scale"] = Slot(
+                    (out_f, in_f // g), lambda t, e=e, p=proj: self._fill_scale(e, p, t)
+                )
                 slots[base + "weight_shape"] = Slot(
                     (2,), lambda t, n=base + "weight_shape", p=proj: self._check_shape(n, p, t), dtype=torch.int32
                 )

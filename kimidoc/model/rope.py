@@ -28,7 +28,9 @@ def inverse_frequencies(rope: RopeConfig, dim: int) -> torch.Tensor:
     interpolation = 1.0 / (rope.factor * pos_freqs)
 
     def correction_dim(rotations: float) -> float:
-        return (dim * math.log(rope.original_max_position_embeddings / (rotations * 2 * math.pi))) / (2 * math.log(rope.theta))
+        return (dim * math.log(rope.original_max_position_embeddings / (rotations * 2 * math.pi))) / (
+            2 * math.log(rope.theta)
+        )
 
     low, high = correction_dim(rope.beta_fast), correction_dim(rope.beta_slow)
     if rope.truncate:

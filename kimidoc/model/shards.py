@@ -93,13 +93,17 @@ class ShardReader:
         """Read tensor ``name`` into the contiguous CPU tensor ``out`` (same dtype and size)."""
         info = self.tensors[name]
         if out.numel() * out.element_size() != info.nbytes:
-            raise CheckpointError(f"{self.path}: tensor {name} holds {info.nbytes} bytes, expected {out.numel() * out.element_size()}")
+            raise CheckpointError(
+                f"{self.path}: tensor {name} holds {info.nbytes} bytes, expected {out.numel() * out.element_size()}"
+            )
         if info.nbytes:
             view = memoryview(out.reshape(-1).view(torch.uint8).numpy())
             self._file.seek(info.start)
             got = self._file.readinto(view)
             if got != info.nbytes:
-                raise CheckpointError(f"{self.path}: truncated shard: tensor {name} cut short ({got} of {info.nbytes} bytes)")
+                raise CheckpointError(
+                    f"{self.path}: truncated shard: tensor {name} cut short ({got} of {info.nbytes} bytes)"
+                )
         return out
 
     def read(self, name: str) -> torch.Tensor:
@@ -109,7 +113,7 @@ class ShardReader:
     def close(self) -> None:
         self._file.close()
 
-    def __enter__(self) -> "ShardReader":
+    def __enter__(self) -> ShardReader:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -8,9 +8,9 @@ slots (their names equal the official ones); a module that stores weights in ano
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn

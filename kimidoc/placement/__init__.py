@@ -11,6 +11,16 @@ from kimidoc.placement.inventory import TensorSpec, inventory_from_checkpoint, i
 from kimidoc.placement.plan import DEFAULT_CONTEXT, DoesNotFit, Machine, Plan, parse_bytes, parse_gpus, plan
 
 __all__ = [
-    "DEFAULT_CONTEXT", "DoesNotFit", "Machine", "Plan", "TensorSpec", "inventory_from_checkpoint", "inventory_from_config",
-    "machine_for", "parse_bytes", "parse_gpus", "plan", "read_config",
+    "DEFAULT_CONTEXT",
+    "DoesNotFit",
+    "Machine",
+    "Plan",
+    "TensorSpec",
+    "inventory_from_checkpoint",
+    "inventory_from_config",
+    "machine_for",
+    "parse_bytes",
+    "parse_gpus",
+    "plan",
+    "read_config",
 ]

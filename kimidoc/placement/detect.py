@@ -36,7 +36,9 @@ def available_ram() -> int:
     try:
         import psutil
     except ImportError as e:
-        raise RuntimeError("cannot tell how much RAM is free (no /proc/meminfo, no psutil): pass a RAM budget (--cpu-memory)") from e
+        raise RuntimeError(
+            "cannot tell how much RAM is free (no /proc/meminfo, no psutil): pass a RAM budget (--cpu-memory)"
+        ) from e
     return int(psutil.virtual_memory().available)
 
 

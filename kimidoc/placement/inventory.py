@@ -13,9 +13,10 @@ import json
 import math
 import re
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from kimidoc.model.config import QuantConfig, quantization_of
 
@@ -25,7 +26,18 @@ K26_CONFIG = Path(__file__).resolve().parents[1] / "data" / "kimi-k2.6-config.js
 DTYPE_BYTES = {"BF16": 2, "F16": 2, "F32": 4, "I32": 4, "I64": 8, "U8": 1, "I8": 1, "F8_E4M3": 1, "BOOL": 1}
 
 # What a tensor is for: placement treats each kind differently.
-KINDS = ("embed", "lm_head", "norm", "attention", "dense_mlp", "router", "shared_expert", "routed_expert", "vision", "projector")
+KINDS = (
+    "embed",
+    "lm_head",
+    "norm",
+    "attention",
+    "dense_mlp",
+    "router",
+    "shared_expert",
+    "routed_expert",
+    "vision",
+    "projector",
+)
 
 
 @dataclass(frozen=True)
@@ -84,7 +96,14 @@ def inventory_from_config(config: dict[str, Any]) -> list[TensorSpec]:
     freq = tc.get("moe_layer_freq", 1)
     out: list[TensorSpec] = []
 
-    def add(name: str, shape: tuple[int, ...], kind: str, layer: int | None = None, expert: int | None = None, dtype: str = "BF16") -> None:
+    def add(
+        name: str,
+        shape: tuple[int, ...],
+        kind: str,
+        layer: int | None = None,
+        expert: int | None = None,
+        dtype: str = "BF16",
+    ) -> None:
         full = prefix + name
         if kind == "routed_expert" and q is not None and not _ignored(full, q) and name.endswith(".weight"):
             g = q.group_size
@@ -124,7 +143,11 @@ def inventory_from_config(config: dict[str, Any]) -> list[TensorSpec]:
             for proj, shape in (("gate_proj", (w, h)), ("up_proj", (w, h)), ("down_proj", (h, w))):
                 add(f"{m}shared_experts.{proj}.weight", shape, "shared_expert", i)
         for e in range(n_experts):
-            for proj, shape in (("gate_proj", (moe_inter, h)), ("up_proj", (moe_inter, h)), ("down_proj", (h, moe_inter))):
+            for proj, shape in (
+                ("gate_proj", (moe_inter, h)),
+                ("up_proj", (moe_inter, h)),
+                ("down_proj", (h, moe_inter)),
+            ):
                 add(f"{m}experts.{e}.{proj}.weight", shape, "routed_expert", i, e)
     add("model.norm.weight", (h,), "norm")
     add("lm_head.weight", (vocab, h), "lm_head")
@@ -139,22 +162,42 @@ def _vision_inventory(vc: dict[str, Any], text_hidden: int) -> list[TensorSpec]:
     out = [
         TensorSpec("vision_tower.patch_embed.proj.weight", (d, 3, p, p), "BF16", "vision"),
         TensorSpec("vision_tower.patch_embed.proj.bias", (d,), "BF16", "vision"),
-        TensorSpec("vision_tower.patch_embed.pos_emb.weight", (vc.get("init_pos_emb_height", 64), vc.get("init_pos_emb_width", 64), d), "BF16", "vision"),
+        TensorSpec(
+            "vision_tower.patch_embed.pos_emb.weight",
+            (vc.get("init_pos_emb_height", 64), vc.get("init_pos_emb_width", 64), d),
+            "BF16",
+            "vision",
+        ),
     ]
     for i in range(layers):
         b = f"vision_tower.encoder.blocks.{i}."
         for name, shape in (
-            ("norm0.weight", (d,)), ("norm0.bias", (d,)), ("wqkv.weight", (3 * d, d)), ("wqkv.bias", (3 * d,)),
-            ("wo.weight", (d, d)), ("wo.bias", (d,)), ("norm1.weight", (d,)), ("norm1.bias", (d,)),
-            ("mlp.fc0.weight", (inter, d)), ("mlp.fc0.bias", (inter,)), ("mlp.fc1.weight", (d, inter)), ("mlp.fc1.bias", (d,)),
+            ("norm0.weight", (d,)),
+            ("norm0.bias", (d,)),
+            ("wqkv.weight", (3 * d, d)),
+            ("wqkv.bias", (3 * d,)),
+            ("wo.weight", (d, d)),
+            ("wo.bias", (d,)),
+            ("norm1.weight", (d,)),
+            ("norm1.bias", (d,)),
+            ("mlp.fc0.weight", (inter, d)),
+            ("mlp.fc0.bias", (inter,)),
+            ("mlp.fc1.weight", (d, inter)),
+            ("mlp.fc1.bias", (d,)),
         ):
             out.append(TensorSpec(b + name, shape, "BF16", "vision", i))
-    out += [TensorSpec("vision_tower.encoder.final_layernorm.weight", (d,), "BF16", "vision"), TensorSpec("vision_tower.encoder.final_layernorm.bias", (d,), "BF16", "vision")]
+    out += [
+        TensorSpec("vision_tower.encoder.final_layernorm.weight", (d,), "BF16", "vision"),
+        TensorSpec("vision_tower.encoder.final_layernorm.bias", (d,), "BF16", "vision"),
+    ]
     merged = d * mh * mw
     for name, shape in (
-        ("mm_projector.pre_norm.weight", (d,)), ("mm_projector.pre_norm.bias", (d,)),
-        ("mm_projector.proj.0.weight", (merged, merged)), ("mm_projector.proj.0.bias", (merged,)),
-        ("mm_projector.proj.2.weight", (text_hidden, merged)), ("mm_projector.proj.2.bias", (text_hidden,)),
+        ("mm_projector.pre_norm.weight", (d,)),
+        ("mm_projector.pre_norm.bias", (d,)),
+        ("mm_projector.proj.0.weight", (merged, merged)),
+        ("mm_projector.proj.0.bias", (merged,)),
+        ("mm_projector.proj.2.weight", (text_hidden, merged)),
+        ("mm_projector.proj.2.bias", (text_hidden,)),
     ):
         out.append(TensorSpec(name, shape, "BF16", "projector"))
     return out

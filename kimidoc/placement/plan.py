@@ -16,15 +16,29 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from kimidoc.placement.inventory import TensorSpec, _text_config, inventory_from_checkpoint, iter_units, read_config
 
-Device = Union[int, str]
+Device = int | str
 
 GiB = 1024**3
-_UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9, "t": 1e12, "tb": 1e12,
-          "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1e3,
+    "kb": 1e3,
+    "m": 1e6,
+    "mb": 1e6,
+    "g": 1e9,
+    "gb": 1e9,
+    "t": 1e12,
+    "tb": 1e12,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "tib": 1024**4,
+}
 
 # bitsandbytes storage per BF16 parameter when a part must shrink: int8 keeps one fp32 scale per row
 # (negligible), NF4 packs two weights per byte plus an fp32 absmax per 64-weight block.
@@ -136,7 +150,13 @@ class Plan:
         One sequence's decode walks the layers in order, so the tiers' times add up."""
         t = 0.0
         for dev, b in self.bytes_read_per_token().items():
-            bw = self.machine.disk_bandwidth if dev == "disk" else self.machine.cpu_bandwidth if dev == "cpu" else self.machine.gpu_bandwidth
+            bw = (
+                self.machine.disk_bandwidth
+                if dev == "disk"
+                else self.machine.cpu_bandwidth
+                if dev == "cpu"
+                else self.machine.gpu_bandwidth
+            )
             t += b / bw
         return 1.0 / t if t else float("inf")
 
@@ -254,14 +274,18 @@ def plan(
         gpu_free = [round(free[i] / GiB, 1) for i in range(len(machine.gpus))]
         disk_free = "off" if machine.disk is None else f"{free['disk'] / GiB:.1f} GiB"
         needed, offered = total_need, offered_bytes(machine)
-        short = (f"{_gib(needed - offered)} short" if needed > offered
-                 else "enough in total, but no single device has room for this part")
+        short = (
+            f"{_gib(needed - offered)} short"
+            if needed > offered
+            else "enough in total, but no single device has room for this part"
+        )
         raise DoesNotFit(
             f"the model does not fit: it needs {_gib(needed)} (weights {_gib(needed - cache_total)} + latent cache "
             f"{_gib(cache_total)} at {context:,} tokens) and this machine offers {_gib(offered)} ({budgets_text(machine)}): "
             f"{short}. {unit} ({need / GiB:.2f} GiB) fits nowhere: free GPU {gpu_free} GiB, "
             f"CPU {free['cpu'] / GiB:.1f} GiB, disk {disk_free}; raise a budget, add a disk tier, shorten the context or pass shrink",
-            needed=needed, offered=offered,
+            needed=needed,
+            offered=offered,
         )
 
     # Layers are cut into contiguous slices, one per GPU, in proportion to GPU size (weights of the
@@ -281,7 +305,9 @@ def plan(
     for unit in [u for u in unit_bytes if unit_kind[u] in ("vision", "projector", "embed")]:
         put(unit, gpus + ["cpu", "disk"])
     # Routed experts, hottest first; each tries its layer's GPU, then any GPU, then RAM, then disk.
-    experts = sorted((u for u in unit_bytes if unit_kind[u] == "routed_expert"), key=lambda u: (-freq[_expert_of(u)], _spread_key(u)))
+    experts = sorted(
+        (u for u in unit_bytes if unit_kind[u] == "routed_expert"), key=lambda u: (-freq[_expert_of(u)], _spread_key(u))
+    )
     for unit in experts:
         layer = _expert_of(unit)[0]
         home = layer_gpu.get(layer)
@@ -289,7 +315,20 @@ def plan(
         put(unit, list(dict.fromkeys(order)))
 
     tensors = {s.name: placed[u] for u, group in unit_tensors.items() for s in group}
-    p = Plan(placed, unit_bytes, unit_kind, tensors, cache_per_token, cache_device, context, shrink, machine, freq, warnings, quantize_experts)
+    p = Plan(
+        placed,
+        unit_bytes,
+        unit_kind,
+        tensors,
+        cache_per_token,
+        cache_device,
+        context,
+        shrink,
+        machine,
+        freq,
+        warnings,
+        quantize_experts,
+    )
     p._vocab = tc["vocab_size"]
     return p
 
@@ -298,7 +337,17 @@ def _unit_kind(group: list[TensorSpec]) -> str:
     kinds = {s.kind for s in group} - {"norm"}
     if not kinds:
         return "lm_head" if any(s.layer is None for s in group) else "norm"
-    for k in ("routed_expert", "attention", "dense_mlp", "shared_expert", "router", "lm_head", "embed", "vision", "projector"):
+    for k in (
+        "routed_expert",
+        "attention",
+        "dense_mlp",
+        "shared_expert",
+        "router",
+        "lm_head",
+        "embed",
+        "vision",
+        "projector",
+    ):
         if k in kinds:
             return "shared_expert" if k == "router" else k  # a layer's router travels with its shared expert
     return kinds.pop()
@@ -313,7 +362,13 @@ def resident_bytes(s: TensorSpec, shrink: str | None = None, quantize_experts: b
     if quantize_experts and s.kind == "routed_expert" and len(s.shape) == 2 and s.dtype in ("BF16", "F16", "F32"):
         return math.ceil(s.numel * QUANTIZED_EXPERT_BYTES_PER_PARAM)
     # kv_b_proj stays BF16: absorbed MLA decode reads its weight directly, not through a linear.
-    if shrink and s.kind in SHRINKABLE and len(s.shape) == 2 and s.dtype == "BF16" and not s.name.endswith("kv_b_proj.weight"):
+    if (
+        shrink
+        and s.kind in SHRINKABLE
+        and len(s.shape) == 2
+        and s.dtype == "BF16"
+        and not s.name.endswith("kv_b_proj.weight")
+    ):
         return math.ceil(s.numel * SHRINK_BYTES_PER_PARAM[shrink])
     return s.nbytes
 
@@ -352,7 +407,9 @@ def _spread_key(unit: str) -> tuple[int, int]:
     return expert, layer
 
 
-def _expert_freq(tc: dict[str, Any], unit_kind: dict[str, str], given: dict[tuple[int, int], float] | None) -> dict[tuple[int, int], float]:
+def _expert_freq(
+    tc: dict[str, Any], unit_kind: dict[str, str], given: dict[tuple[int, int], float] | None
+) -> dict[tuple[int, int], float]:
     uniform = tc["num_experts_per_tok"] / tc["n_routed_experts"]
     out = {}
     for u, k in unit_kind.items():
@@ -388,16 +445,29 @@ def plan_for_checkpoint(
     if machine.disk is not None:
         if disk_cache_bytes is None:
             first = next(s for s in specs if s.kind == "routed_expert")
-            one = sum(resident_bytes(s, None, quantize_experts) for s in specs if s.kind == "routed_expert" and (s.layer, s.expert) == (first.layer, first.expert))
+            one = sum(
+                resident_bytes(s, None, quantize_experts)
+                for s in specs
+                if s.kind == "routed_expert" and (s.layer, s.expert) == (first.layer, first.expert)
+            )
             disk_cache_bytes = default_cache_bytes(config, one)
         if disk_cache_bytes >= machine.cpu:
             raise DoesNotFit(
                 f"the disk tier's expert cache ({disk_cache_bytes:,} bytes) must be smaller than the RAM budget ({machine.cpu:,} bytes): "
                 f"{disk_cache_bytes - machine.cpu:,} bytes short before any weight is placed",
-                needed=disk_cache_bytes, offered=machine.cpu,
+                needed=disk_cache_bytes,
+                offered=machine.cpu,
             )
         machine = Machine(**{**machine.__dict__, "cpu": machine.cpu - disk_cache_bytes})
-    p = plan(config, specs, machine, context=context, shrink=shrink, expert_freq=expert_freq, quantize_experts=quantize_experts)
+    p = plan(
+        config,
+        specs,
+        machine,
+        context=context,
+        shrink=shrink,
+        expert_freq=expert_freq,
+        quantize_experts=quantize_experts,
+    )
     p.disk_cache_bytes = disk_cache_bytes
     refuse_disk_resident(p)
     return p
@@ -415,5 +485,6 @@ def refuse_disk_resident(p: Plan) -> None:
         f"the model does not fit: {_gib(need)} of parts that every token (or image) reads would be on the disk tier "
         f"({', '.join(first)}{', ...' if len(on_disk) > 3 else ''}), and only routed experts may live there; "
         f"RAM/GPU are {_gib(need)} short ({budgets_text(p.machine)}). Raise the RAM/GPU budgets, shorten the context or pass shrink",
-        needed=need, offered=0,
+        needed=need,
+        offered=0,
     )

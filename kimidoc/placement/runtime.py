@@ -28,19 +28,29 @@ from kimidoc.model.moe import DenseExperts, ExpertBank, Int4Experts, MoE
 from kimidoc.model.shards import CheckpointError
 from kimidoc.placement.inventory import read_config
 from kimidoc.placement.plan import (
-    DEFAULT_CONTEXT, OFF_PATH, Device, Machine, Plan, default_cache_bytes, plan_for_checkpoint, refuse_disk_resident,
+    DEFAULT_CONTEXT,
+    OFF_PATH,
+    Device,
+    Machine,
+    Plan,
+    default_cache_bytes,
+    plan_for_checkpoint,
+    refuse_disk_resident,
 )
 from kimidoc.placement.quantize import QuantizedOnLoad
 from kimidoc.placement.tiered import BankFactory, ExpertCache, TieredExperts, torch_device
 
 
-
-def bank_factory(template: ExpertBank, *, quantize: bool = False, compute_dtype: torch.dtype = torch.bfloat16) -> BankFactory:
+def bank_factory(
+    template: ExpertBank, *, quantize: bool = False, compute_dtype: torch.dtype = torch.bfloat16
+) -> BankFactory:
     """Banks of ``template``'s class, dtype and kernel settings, for any number of experts; with
     ``quantize``, INT4 banks filled from ``template``'s float weights (see :mod:`.quantize`)."""
     if quantize:
         if not isinstance(template, DenseExperts):
-            raise ValueError("quantize_experts=True is for checkpoints with BF16 routed experts; these are already INT4")
+            raise ValueError(
+                "quantize_experts=True is for checkpoints with BF16 routed experts; these are already INT4"
+            )
 
         def make_quantized(n: int, device: torch.device) -> ExpertBank:
             with torch.device(device):
@@ -48,10 +58,16 @@ def bank_factory(template: ExpertBank, *, quantize: bool = False, compute_dtype:
 
         return make_quantized
     if isinstance(template, Int4Experts):
+
         def make_int4(n: int, device: torch.device) -> ExpertBank:
             with torch.device(device):  # the bank allocates on the default device; ``device`` picks its kernel layout
                 return Int4Experts(
-                    n, template.hidden, template.width, group_size=template.group_size, compute_dtype=template.compute_dtype, device=device
+                    n,
+                    template.hidden,
+                    template.width,
+                    group_size=template.group_size,
+                    compute_dtype=template.compute_dtype,
+                    device=device,
                 )
 
         return make_int4
@@ -87,16 +103,23 @@ def main_device(p: Plan) -> Device:
     devices = {dev for unit, dev in p.units.items() if p.unit_kind[unit] not in per_token}
     embed = {dev for unit, dev in p.units.items() if p.unit_kind[unit] == "embed"}
     if embed - devices - {"cpu"}:
-        raise NotImplementedError(f"the plan puts the embedding table on {sorted(map(str, embed))}; it must be in RAM or on the main device")
+        raise NotImplementedError(
+            f"the plan puts the embedding table on {sorted(map(str, embed))}; it must be in RAM or on the main device"
+        )
     if len(devices) != 1:
-        spread = {str(d): sorted(u for u, dv in p.units.items() if dv == d and p.unit_kind[u] not in per_token)[:3] for d in devices}
+        spread = {
+            str(d): sorted(u for u, dv in p.units.items() if dv == d and p.unit_kind[u] not in per_token)[:3]
+            for d in devices
+        }
         raise NotImplementedError(
             f"the plan puts attention/dense parts on several devices {spread}; this runtime keeps them on one device "
             "(give that device more memory, a shorter context, or shrink='nf4')"
         )
     dev = devices.pop()
     if dev == "disk":
-        raise NotImplementedError("the plan puts attention/dense parts on the disk tier; only routed experts may live on disk")
+        raise NotImplementedError(
+            "the plan puts attention/dense parts on the disk tier; only routed experts may live on disk"
+        )
     return dev
 
 
@@ -112,7 +135,9 @@ def experts_by_layer(p: Plan) -> dict[int, dict[int, Device]]:
 def _check_devices(p: Plan) -> None:
     gpus = sorted({d for d in p.units.values() if isinstance(d, int)})
     if gpus and not torch.cuda.is_available():
-        raise RuntimeError(f"the plan places parts on GPU {gpus} but CUDA is not available here; plan for this machine (gpus=[])")
+        raise RuntimeError(
+            f"the plan places parts on GPU {gpus} but CUDA is not available here; plan for this machine (gpus=[])"
+        )
     if gpus and max(gpus) >= torch.cuda.device_count():
         raise RuntimeError(f"the plan uses GPU {max(gpus)} but only {torch.cuda.device_count()} are visible")
 
@@ -155,14 +180,22 @@ def load_placed(
     config = read_config(path)
     if isinstance(where, Machine):
         p = plan_for_checkpoint(
-            path, where, context=context, shrink=shrink, expert_freq=expert_freq, disk_cache_bytes=disk_cache_bytes,
-            quantize_experts=quantize_experts, vision=vision,
+            path,
+            where,
+            context=context,
+            shrink=shrink,
+            expert_freq=expert_freq,
+            disk_cache_bytes=disk_cache_bytes,
+            quantize_experts=quantize_experts,
+            vision=vision,
         )
         disk_cache_bytes = p.disk_cache_bytes
     else:
         p = where
         if shrink is not None and shrink != p.shrink:
-            raise ValueError(f"shrink={shrink!r} differs from the plan's shrink={p.shrink!r}; plan with the shrink you run")
+            raise ValueError(
+                f"shrink={shrink!r} differs from the plan's shrink={p.shrink!r}; plan with the shrink you run"
+            )
         if quantize_experts and not p.quantize_experts:
             raise ValueError("quantize_experts=True but the plan was made without it; plan with quantize_experts=True")
     _check_devices(p)
@@ -170,9 +203,13 @@ def load_placed(
     main = main_device(p)
     vision_devices = {d for u, d in p.units.items() if p.unit_kind[u] in OFF_PATH}
     if vision and not vision_devices and config.get("vision_config"):
-        raise ValueError("a wrap (vision tower) was given but the plan has no vision parts: plan with plan_for_checkpoint(..., vision=True)")
+        raise ValueError(
+            "a wrap (vision tower) was given but the plan has no vision parts: plan with plan_for_checkpoint(..., vision=True)"
+        )
     if len(vision_devices) > 1:
-        raise NotImplementedError("the plan splits the vision tower and projector over several devices; this runtime keeps them together")
+        raise NotImplementedError(
+            "the plan splits the vision tower and projector over several devices; this runtime keeps them together"
+        )
     vision_device = next(iter(vision_devices), main)
     embed_device = next((d for u, d in p.units.items() if p.unit_kind[u] == "embed"), main)
     placement = experts_by_layer(p)
@@ -182,13 +219,17 @@ def load_placed(
         workers = min(4, os.cpu_count() or 1) if disk_workers is None else disk_workers
         settings = f"{p.quantize_experts}|{dtype}|{int4_compute_dtype}"
         converted = _converted_dir(path, Path(offload_folder), settings) if offload_folder is not None else None
-        cache = ExpertCache(disk_cache_bytes or p.disk_cache_bytes or default_cache_bytes(config, per_expert), workers, converted)
+        cache = ExpertCache(
+            disk_cache_bytes or p.disk_cache_bytes or default_cache_bytes(config, per_expert), workers, converted
+        )
 
     def customize(model: nn.Module) -> None:
         text = getattr(model, "language_model", model)
         if embed_device != main:
             if text.lm_head is None:
-                raise NotImplementedError("tied embeddings must live on the main device (the head reads them every token)")
+                raise NotImplementedError(
+                    "tied embeddings must live on the main device (the head reads them every token)"
+                )
             materialize(text.model.embed_tokens, torch.device("cpu"))
             text.__class__ = HostEmbeddingLM
         for i, layer in enumerate(text.model.layers):
@@ -210,13 +251,20 @@ def load_placed(
                     materialize(child, torch_device(vision_device))
 
     model = load(
-        path, dtype=dtype, device=torch_device(main), int4_compute_dtype=int4_compute_dtype, activation_dtype=activation_dtype,
-        customize=customize, wrap=wrap,
+        path,
+        dtype=dtype,
+        device=torch_device(main),
+        int4_compute_dtype=int4_compute_dtype,
+        activation_dtype=activation_dtype,
+        customize=customize,
+        wrap=wrap,
     )
     for bank in model.expert_banks():
         assert isinstance(bank, TieredExperts)
         if bank.unfinished():
-            raise CheckpointError(f"{path}: layer {bank.layer} experts {bank.unfinished()[:4]} were not loaded completely")
+            raise CheckpointError(
+                f"{path}: layer {bank.layer} experts {bank.unfinished()[:4]} were not loaded completely"
+            )
     if p.shrink:
         from kimidoc.placement.shrink import shrink_linears
 
@@ -243,9 +291,19 @@ def placement_report(model: KimiForCausalLM) -> dict[str, Any]:
         for dev in bank.where.values():
             experts[str(dev)] = experts.get(str(dev), 0) + 1
     cache: ExpertCache | None = getattr(model, "expert_cache", None)
-    out: dict[str, Any] = {"routed_experts_by_device": experts, "shrink": model.plan.shrink, "quantize_experts": model.plan.quantize_experts}
+    out: dict[str, Any] = {
+        "routed_experts_by_device": experts,
+        "shrink": model.plan.shrink,
+        "quantize_experts": model.plan.quantize_experts,
+    }
     if cache is not None:
-        out["disk_cache"] = {"budget": cache.budget, "used": cache.used, "experts": len(cache), "hits": cache.hits,
-                             "misses": cache.misses, "bytes_read": cache.bytes_read,
-                             "routed_tokens_served": sum(b.disk_hits for b in model.expert_banks())}
+        out["disk_cache"] = {
+            "budget": cache.budget,
+            "used": cache.used,
+            "experts": len(cache),
+            "hits": cache.hits,
+            "misses": cache.misses,
+            "bytes_read": cache.bytes_read,
+            "routed_tokens_served": sum(b.disk_hits for b in model.expert_banks()),
+        }
     return out

@@ -26,7 +26,11 @@ def shrinkable_linears(model: nn.Module) -> list[str]:
     names = []
     for name, module in model.named_modules():
         if isinstance(module, MLAttention):
-            names += [f"{name}.{child}" for child, m in module.named_children() if isinstance(m, nn.Linear) and child not in _KEEP]
+            names += [
+                f"{name}.{child}"
+                for child, m in module.named_children()
+                if isinstance(m, nn.Linear) and child not in _KEEP
+            ]
         elif isinstance(module, SwiGLU):
             names += [f"{name}.{child}" for child, m in module.named_children() if isinstance(m, nn.Linear)]
     return names
@@ -46,10 +50,19 @@ def bnb_linear(linear: nn.Linear, mode: str, device: torch.device) -> nn.Module:
     weight = linear.weight.data.to("cpu")
     bias = linear.bias is not None
     if mode == "nf4":
-        q = bnb.nn.Linear4bit(linear.in_features, linear.out_features, bias=bias, compute_dtype=weight.dtype, quant_type="nf4", device="meta")
+        q = bnb.nn.Linear4bit(
+            linear.in_features,
+            linear.out_features,
+            bias=bias,
+            compute_dtype=weight.dtype,
+            quant_type="nf4",
+            device="meta",
+        )
         q.weight = bnb.nn.Params4bit(weight, requires_grad=False, quant_type="nf4")
     elif mode == "int8":
-        q = bnb.nn.Linear8bitLt(linear.in_features, linear.out_features, bias=bias, has_fp16_weights=False, device="meta")
+        q = bnb.nn.Linear8bitLt(
+            linear.in_features, linear.out_features, bias=bias, has_fp16_weights=False, device="meta"
+        )
         q.weight = bnb.nn.Int8Params(weight, requires_grad=False, has_fp16_weights=False)
     else:
         raise ValueError(f"shrink must be one of {MODES}, got {mode!r}")
@@ -74,4 +87,3 @@ def shrink_linears(model: nn.Module, mode: str, device: torch.device | str | Non
         setattr(parent, child, bnb_linear(old, mode, torch.device(device) if device is not None else old.weight.device))
         del old
     return names
-

@@ -14,7 +14,7 @@ class RoutingStats:
         self.counts: Counter[tuple[int, int]] = Counter()
         self.tokens: Counter[int] = Counter()  # tokens routed per layer
 
-    def record(self, layer: int, expert_ids: "list[int] | object") -> None:
+    def record(self, layer: int, expert_ids: list[int] | object) -> None:
         """Add one batch of selections for ``layer`` (a [tokens, k] tensor or a flat list)."""
         import torch
 
@@ -30,7 +30,10 @@ class RoutingStats:
         return {(layer, e): c / self.tokens[layer] for (layer, e), c in self.counts.items() if self.tokens[layer]}
 
     def save(self, path: str | Path) -> None:
-        data = {"tokens": {str(k): v for k, v in self.tokens.items()}, "counts": [[layer, e, c] for (layer, e), c in sorted(self.counts.items())]}
+        data = {
+            "tokens": {str(k): v for k, v in self.tokens.items()},
+            "counts": [[layer, e, c] for (layer, e), c in sorted(self.counts.items())],
+        }
         Path(path).write_text(json.dumps(data))
 
 

@@ -17,20 +17,19 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Union
 
 import torch
-from torch import nn
-
 from safetensors.torch import save_file
+from torch import nn
 
 from kimidoc.model.moe import ExpertBank, group_by_expert
 from kimidoc.model.shards import CheckpointError, ShardReader
 from kimidoc.model.slots import Slot
 
-Device = Union[int, str]  # the plan's vocabulary: GPU index, "cpu" or "disk"
+Device = int | str  # the plan's vocabulary: GPU index, "cpu" or "disk"
 
 # Builds a bank of the replaced bank's class holding ``n`` experts on a device.
 BankFactory = Callable[[int, torch.device], ExpertBank]
@@ -90,11 +89,13 @@ class ExpertCache:
         save_file({name: t.contiguous() for name, t in bank.state_dict().items()}, str(tmp))
         os.replace(tmp, file)  # atomic: a reader never sees half a file
 
-    def prefetch(self, wanted: list[tuple[tuple[int, int], "Loader"]]) -> None:
+    def prefetch(self, wanted: list[tuple[tuple[int, int], Loader]]) -> None:
         """Start reading the experts in ``wanted`` (in order) that are neither cached nor in flight."""
         if self._pool is None:
             return
-        self._queue = deque((key, load) for key, load in wanted if key not in self._entries and key not in self._inflight)
+        self._queue = deque(
+            (key, load) for key, load in wanted if key not in self._entries and key not in self._inflight
+        )
         self._top_up()
 
     def _top_up(self) -> None:
@@ -113,7 +114,7 @@ class ExpertCache:
             _, (_, freed) = self._entries.popitem(last=False)
             self.used -= freed
 
-    def get(self, key: tuple[int, int], load: "Loader") -> ExpertBank:
+    def get(self, key: tuple[int, int], load: Loader) -> ExpertBank:
         entry = self._entries.get(key)
         if entry is not None:
             self.hits += 1
@@ -174,7 +175,9 @@ def _never_filled(t: torch.Tensor) -> None:
 class TieredExperts(ExpertBank):
     """One layer's routed experts, each on the device the plan gave it (see the module docstring)."""
 
-    def __init__(self, layer: int, template: ExpertBank, where: dict[int, Device], make: BankFactory, cache: ExpertCache | None):
+    def __init__(
+        self, layer: int, template: ExpertBank, where: dict[int, Device], make: BankFactory, cache: ExpertCache | None
+    ):
         super().__init__()
         self.layer = layer
         self.num_experts, self.hidden, self.width = template.num_experts, template.hidden, template.width
@@ -215,7 +218,10 @@ class TieredExperts(ExpertBank):
                 for name, slot in shapes.items():
                     rest = name.split(".", 1)[1]
                     slots[f"{prefix}{e}.{rest}"] = Slot(
-                        slot.shape, _never_filled, dtype=slot.dtype, defer=lambda path, full, refs=refs, rest=rest: refs.__setitem__(rest, (path, full))
+                        slot.shape,
+                        _never_filled,
+                        dtype=slot.dtype,
+                        defer=lambda path, full, refs=refs, rest=rest: refs.__setitem__(rest, (path, full)),
                     )
         return slots
 
@@ -248,7 +254,9 @@ class TieredExperts(ExpertBank):
                     try:
                         slots["0." + rest].fill(cache.read(path, name))
                     except (OSError, ValueError) as exc:
-                        raise CheckpointError(f"{path}: tensor {name} (disk-tier expert {e} of layer {self.layer}): {exc}") from exc
+                        raise CheckpointError(
+                            f"{path}: tensor {name} (disk-tier expert {e} of layer {self.layer}): {exc}"
+                        ) from exc
             if converted is not None:
                 cache.save_converted(converted, bank)
             return bank
@@ -309,4 +317,3 @@ class TieredExperts(ExpertBank):
             y = ys[e].to(x.device) * ws[s : s + n]
             out.index_add_(0, token[s : s + n], y.to(out.dtype))
         return out
-

@@ -48,7 +48,13 @@ def tiny_vision_config(**overrides: Any) -> dict[str, Any]:
     return cfg
 
 
-def random_vision_tensors(vision_config: dict[str, Any], *, text_hidden_size: int | None = None, seed: int = 0, dtype: torch.dtype = torch.bfloat16) -> dict[str, torch.Tensor]:
+def random_vision_tensors(
+    vision_config: dict[str, Any],
+    *,
+    text_hidden_size: int | None = None,
+    seed: int = 0,
+    dtype: torch.dtype = torch.bfloat16,
+) -> dict[str, torch.Tensor]:
     """``vision_tower.*`` and ``mm_projector.*`` tensors by official name, seeded."""
     cfg = VisionConfig.from_dict(vision_config, text_hidden_size)
     gen = torch.Generator().manual_seed(seed)
@@ -84,5 +90,11 @@ def write_multimodal_checkpoint(
     vision = tiny_vision_config(text_hidden_size=text["hidden_size"], **(vision_overrides or {}))
     tensors = random_vision_tensors(vision, seed=seed + 1, dtype=dtype)
     return write_checkpoint(
-        directory, config=text, seed=seed, dtype=dtype, extra_tensors=tensors, extra_config={"vision_config": vision}, **text_kw
+        directory,
+        config=text,
+        seed=seed,
+        dtype=dtype,
+        extra_tensors=tensors,
+        extra_config={"vision_config": vision},
+        **text_kw,
     )

@@ -3,7 +3,7 @@ adapters that turn plain functions and LangChain tools into :class:`Tool` object
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from kimidoc.documents.base import Document
 from kimidoc.tools.base import Tool, ToolResult, as_tools, run_tool_call, run_tool_calls, to_result, tool

@@ -15,8 +15,9 @@ import inspect
 import io
 import json
 import traceback
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from kimidoc.documents.base import Source
 from kimidoc.messages import ToolCall, ToolCallError, ToolSchema, image_part
@@ -80,7 +81,10 @@ class Tool:
     fn: Callable[..., Any]
 
     def schema(self) -> ToolSchema:
-        return {"type": "function", "function": {"name": self.name, "description": self.description, "parameters": self.parameters}}
+        return {
+            "type": "function",
+            "function": {"name": self.name, "description": self.description, "parameters": self.parameters},
+        }
 
     def validate(self, arguments: dict[str, Any]) -> str | None:
         """A message describing why ``arguments`` do not fit the schema, or None when they do."""

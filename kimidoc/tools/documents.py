@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from kimidoc.documents.base import Document, Part, Source
 from kimidoc.documents.passages import part_source
@@ -70,7 +70,9 @@ def _page_text(doc: Document, page: int) -> str:
     parts = [p for p in doc.parts if p.source.page == page]
     if not parts:
         total = _pages(doc)
-        raise ValueError(f"{doc.path}: page {page} is not in the document (pages 1-{total})" if total else f"{doc.path}: no pages")
+        raise ValueError(
+            f"{doc.path}: page {page} is not in the document (pages 1-{total})" if total else f"{doc.path}: no pages"
+        )
     out = []
     for p in parts:
         if p.kind == "image":
@@ -90,7 +92,7 @@ def _hit_source(doc: Document, part: Part, text: str, start: int) -> Source:
     return Source(src.path, page=src.page)
 
 
-def _occurrences(scope: Sequence[Document], matcher: "re.Pattern[str]", query: str, max_results: int) -> ToolResult:
+def _occurrences(scope: Sequence[Document], matcher: re.Pattern[str], query: str, max_results: int) -> ToolResult:
     """Every match of ``matcher`` in ``scope``, one line each with its exact citation."""
     hits: list[str] = []
     sources: list[Source] = []
@@ -112,7 +114,9 @@ def _occurrences(scope: Sequence[Document], matcher: "re.Pattern[str]", query: s
                 sources.append(src)
                 size += len(row)
                 if len(hits) >= max_results or size > MAX_CHARS:
-                    return ToolResult("\n".join(hits) + "\n[... more hits not shown; narrow the search]", sources=sources)
+                    return ToolResult(
+                        "\n".join(hits) + "\n[... more hits not shown; narrow the search]", sources=sources
+                    )
     return ToolResult("\n".join(hits), sources=sources) if hits else ToolResult(f"no match for {query!r}")
 
 
@@ -125,7 +129,9 @@ def document_tools(documents: Sequence[Document], roots: Sequence[str] | None = 
     documents = list(documents)
     if roots is None:
         roots = [d.path for d in documents if d.kind == "repository" and os.path.isdir(d.path)]
-    doc_roots = {d.path: Roots([d.path]) for d in documents if d.kind in ("text", "repository") and os.path.exists(d.path)}
+    doc_roots = {
+        d.path: Roots([d.path]) for d in documents if d.kind in ("text", "repository") and os.path.exists(d.path)
+    }
 
     @tool
     def list_documents() -> str:
@@ -133,7 +139,13 @@ def document_tools(documents: Sequence[Document], roots: Sequence[str] | None = 
         return "\n".join(_describe(i, d) for i, d in enumerate(documents, 1)) or "(no documents)"
 
     @tool
-    def read_document(document: str, page: int | None = None, start_line: int = 1, end_line: int | None = None, file: str | None = None) -> ToolResult | str:
+    def read_document(
+        document: str,
+        page: int | None = None,
+        start_line: int = 1,
+        end_line: int | None = None,
+        file: str | None = None,
+    ) -> ToolResult | str:
         """Read a PDF page, or a line range of a text file or of a file inside a repository.
 
         Args:
@@ -164,7 +176,13 @@ def document_tools(documents: Sequence[Document], roots: Sequence[str] | None = 
     index: list[Index] = []  # built on the first ranked search, then reused
 
     @tool
-    def search_documents(query: str, mode: str = "ranked", document: str | None = None, case_sensitive: bool = False, max_results: int | None = None) -> ToolResult:
+    def search_documents(
+        query: str,
+        mode: str = "ranked",
+        document: str | None = None,
+        case_sensitive: bool = False,
+        max_results: int | None = None,
+    ) -> ToolResult:
         """Search the documents; every hit comes with its citation (file p.N or file:line).
 
         Args:
@@ -187,7 +205,9 @@ def document_tools(documents: Sequence[Document], roots: Sequence[str] | None = 
                 return ToolResult(f"no passage matches {query!r}; try other words, or mode='exact' / 'regex'")
             rows = [f"[{i}] {h.passage.cite()}\n{h.passage.text}" for i, h in enumerate(hits, 1)]
             return ToolResult("\n\n".join(rows), sources=[h.passage.source for h in hits])
-        return _occurrences(scope, compile_pattern(query, regex=mode == "regex", case_sensitive=case_sensitive), query, max_results)
+        return _occurrences(
+            scope, compile_pattern(query, regex=mode == "regex", case_sensitive=case_sensitive), query, max_results
+        )
 
     @tool
     def render_page(document: str, page: int = 1, zoom: float = 2.0, region: list[float] | None = None) -> ToolResult:
@@ -211,8 +231,8 @@ def document_tools(documents: Sequence[Document], roots: Sequence[str] | None = 
             image, note = _render_image(doc, page, zoom, box)
         else:
             raise ValueError(f"{doc.path} is a {doc.kind} document; only PDFs and images can be rendered")
-        from kimidoc.vision.budget import image_tokens
         from kimidoc.documents.render import to_png
+        from kimidoc.vision.budget import image_tokens
 
         label = Source(doc.path, page=page if doc.kind == "pdf" else None, bbox=box).cite()
         where = f" region {list(box)}" if box else ""
@@ -230,7 +250,10 @@ def _capped_zoom(width: float, height: float, zoom: float) -> tuple[float, str]:
     if pixels <= MAX_RENDER_PIXELS:
         return zoom, ""
     capped = zoom * (MAX_RENDER_PIXELS / pixels) ** 0.5
-    return capped, f" (zoom lowered from {zoom:g} to {capped:.2f} to stay under {MAX_RENDER_PIXELS // 1_000_000} megapixels; crop a region to see more detail)"
+    return (
+        capped,
+        f" (zoom lowered from {zoom:g} to {capped:.2f} to stay under {MAX_RENDER_PIXELS // 1_000_000} megapixels; crop a region to see more detail)",
+    )
 
 
 def _render_pdf(doc: Document, page: int, zoom: float, box: tuple[float, ...] | None):  # noqa: ANN202
@@ -264,4 +287,3 @@ def _render_image(doc: Document, page: int, zoom: float, box: tuple[float, ...] 
     box = box or (0, 0, image.width, image.height)
     zoom, note = _capped_zoom(min(box[2], image.width) - box[0], min(box[3], image.height) - box[1], zoom)
     return crop(image, box, zoom), note  # type: ignore[arg-type]
-

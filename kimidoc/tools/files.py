@@ -11,8 +11,8 @@ import fnmatch
 import os
 import re
 import stat
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from kimidoc.documents.base import Source
 from kimidoc.documents.detect import SNIFF, decode, is_binary
@@ -32,7 +32,9 @@ def read_text(roots: Roots, path: str) -> tuple[Resolved, str]:
     with f:
         data = f.read(MAX_FILE_BYTES + 1)
     if len(data) > MAX_FILE_BYTES:
-        raise ValueError(f"{where.display}: larger than {MAX_FILE_BYTES >> 20} MB; use the python tool to read parts of it")
+        raise ValueError(
+            f"{where.display}: larger than {MAX_FILE_BYTES >> 20} MB; use the python tool to read parts of it"
+        )
     if is_binary(data[:SNIFF]):
         raise ValueError(f"{where.display}: binary file; use the python tool to inspect it")
     return where, decode(data)[0]
@@ -178,7 +180,14 @@ def file_tools(roots: Roots | list[str]) -> list[Tool]:
         return numbered(where.display, text, start_line, end_line)
 
     @tool
-    def grep(pattern: str, path: str = ".", regex: bool = False, case_sensitive: bool = False, glob: str | None = None, max_results: int = 100) -> ToolResult:
+    def grep(
+        pattern: str,
+        path: str = ".",
+        regex: bool = False,
+        case_sensitive: bool = False,
+        glob: str | None = None,
+        max_results: int = 100,
+    ) -> ToolResult:
         """Search the repository's text files line by line; each hit is cited as path:line.
 
         Args:
@@ -203,8 +212,15 @@ def file_tools(roots: Roots | list[str]) -> list[Tool]:
                         hits.append(f"{shown_path}:{n}: {shown}")
                         sources.append(Source(shown_path, lines=(n, n)))
                         if len(hits) >= max_results:
-                            return ToolResult("\n".join(hits) + f"\n[... stopped at {max_results} hits; narrow the search]", sources=sources)
-        return ToolResult("\n".join(hits), sources=sources) if hits else ToolResult(f"no match for {pattern!r} in {searched} file(s)")
+                            return ToolResult(
+                                "\n".join(hits) + f"\n[... stopped at {max_results} hits; narrow the search]",
+                                sources=sources,
+                            )
+        return (
+            ToolResult("\n".join(hits), sources=sources)
+            if hits
+            else ToolResult(f"no match for {pattern!r} in {searched} file(s)")
+        )
 
     for t in (list_files, read_file, grep):
         t.description += f" Roots: {where_text}."
@@ -215,7 +231,9 @@ def compile_pattern(pattern: str, *, regex: bool, case_sensitive: bool) -> re.Pa
     try:
         return re.compile(pattern if regex else re.escape(pattern), 0 if case_sensitive else re.IGNORECASE)
     except re.error as exc:
-        raise ValueError(f"invalid regular expression {pattern!r}: {exc}; pass regex=false to search plain text") from exc
+        raise ValueError(
+            f"invalid regular expression {pattern!r}: {exc}; pass regex=false to search plain text"
+        ) from exc
 
 
 def _read_for_grep(name: str, dirfd: int) -> str | None:

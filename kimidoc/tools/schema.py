@@ -14,9 +14,18 @@ import inspect
 import re
 import types
 import typing
-from typing import Any, Callable, Literal, Union, get_args, get_origin
+from collections.abc import Callable
+from typing import Any, Literal, Union, get_args, get_origin
 
-_JSON_TYPES: dict[Any, str] = {str: "string", int: "integer", float: "number", bool: "boolean", dict: "object", list: "array", type(None): "null"}
+_JSON_TYPES: dict[Any, str] = {
+    str: "string",
+    int: "integer",
+    float: "number",
+    bool: "boolean",
+    dict: "object",
+    list: "array",
+    type(None): "null",
+}
 _SEQUENCES = (list, set, frozenset, cabc.Sequence, cabc.MutableSequence, cabc.Iterable, cabc.Collection, cabc.Set)
 
 
@@ -35,7 +44,12 @@ def type_schema(tp: Any) -> dict[str, Any]:
         options = [type_schema(a) for a in args if a is not type(None)]
         if len(options) == 1 and not nullable:
             return options[0]
-        if nullable and len(options) == 1 and isinstance(options[0].get("type"), str) and set(options[0]) <= {"type", "items"}:
+        if (
+            nullable
+            and len(options) == 1
+            and isinstance(options[0].get("type"), str)
+            and set(options[0]) <= {"type", "items"}
+        ):
             return {**options[0], "type": [options[0]["type"], "null"]}
         return {"anyOf": options + ([{"type": "null"}] if nullable else [])}
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
@@ -44,7 +58,12 @@ def type_schema(tp: Any) -> dict[str, Any]:
         if len(args) == 2 and args[1] is Ellipsis:
             return _array(type_schema(args[0]))
         if args and args != ((),):
-            return {"type": "array", "prefixItems": [type_schema(a) for a in args], "minItems": len(args), "maxItems": len(args)}
+            return {
+                "type": "array",
+                "prefixItems": [type_schema(a) for a in args],
+                "minItems": len(args),
+                "maxItems": len(args),
+            }
         return {"type": "array"}
     if origin in _SEQUENCES or tp in _SEQUENCES:
         return _array(type_schema(args[0]) if args else {})
@@ -78,7 +97,11 @@ def parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
         if _SECTION.match(stripped) and (numpy or stripped.endswith(":")):
             i = _read_params(lines, i + (2 if numpy else 1), params, numpy)
             continue
-        if _END.match(stripped) and (numpy or stripped.endswith(":")) or stripped.startswith((":return", ":rtype", ":raises")):
+        if (
+            _END.match(stripped)
+            and (numpy or stripped.endswith(":"))
+            or stripped.startswith((":return", ":rtype", ":raises"))
+        ):
             break
         m = re.match(r"^:param\s+(?:[^:]+\s+)?(\w+):\s*(.*)$", stripped)
         if m:
@@ -98,7 +121,13 @@ def _read_params(lines: list[str], i: int, params: dict[str, str], numpy: bool) 
         line = lines[i]
         if not line.strip():
             i += 1
-            if numpy and i < len(lines) and lines[i].strip() and not lines[i].startswith((" ", "\t")) and not entry.match(lines[i].strip()):
+            if (
+                numpy
+                and i < len(lines)
+                and lines[i].strip()
+                and not lines[i].startswith((" ", "\t"))
+                and not entry.match(lines[i].strip())
+            ):
                 break
             continue
         depth = len(line) - len(line.lstrip())
@@ -173,7 +202,9 @@ def schema_from_function(fn: Callable[..., Any]) -> tuple[str, dict[str, Any]]:
 
 def _type_ok(value: Any, t: str) -> bool:
     if t == "integer":
-        return (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, float) and value.is_integer())
+        return (isinstance(value, int) and not isinstance(value, bool)) or (
+            isinstance(value, float) and value.is_integer()
+        )
     if t == "number":
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     return {
@@ -260,7 +291,15 @@ def _validate_array(value: list[Any], schema: dict[str, Any], where: str) -> str
 
 
 def _json_type(value: Any) -> str:
-    for py, name in ((bool, "boolean"), (int, "integer"), (float, "number"), (str, "string"), (dict, "object"), (list, "array"), (type(None), "null")):
+    for py, name in (
+        (bool, "boolean"),
+        (int, "integer"),
+        (float, "number"),
+        (str, "string"),
+        (dict, "object"),
+        (list, "array"),
+        (type(None), "null"),
+    ):
         if isinstance(value, py):
             return name
     return type(value).__name__

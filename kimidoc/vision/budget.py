@@ -29,7 +29,9 @@ FRAMES_PER_CHUNK = 4  # video frames per tower entry (rows of the time embedding
 FRAME_MAX_PATCHES = 4096  # per-frame patch budget of K2.6's video processor
 
 
-def target_size(width: int, height: int, *, max_patches: int = MAX_PATCHES, max_side: int = MAX_PATCHES_PER_SIDE) -> tuple[int, int]:
+def target_size(
+    width: int, height: int, *, max_patches: int = MAX_PATCHES, max_side: int = MAX_PATCHES_PER_SIDE
+) -> tuple[int, int]:
     """The (width, height) an image is resized to: never upscaled, at most ``max_patches`` patches
     of 14 pixels and ``max_side`` patches per side, aspect ratio kept."""
     if width <= 0 or height <= 0:
@@ -63,7 +65,14 @@ def image_tokens(width: int, height: int, **limits: int) -> int:
     return (rows // MERGE) * (cols // MERGE)
 
 
-def frames_tokens(width: int, height: int, num_frames: int, *, frames_per_chunk: int = FRAMES_PER_CHUNK, max_patches: int = FRAME_MAX_PATCHES) -> int:
+def frames_tokens(
+    width: int,
+    height: int,
+    num_frames: int,
+    *,
+    frames_per_chunk: int = FRAMES_PER_CHUNK,
+    max_patches: int = FRAME_MAX_PATCHES,
+) -> int:
     """Tokens a clip of ``num_frames`` equally sized frames costs: each chunk of up to
     ``frames_per_chunk`` frames is averaged over time into one frame's worth of tokens."""
     return math.ceil(num_frames / frames_per_chunk) * image_tokens(width, height, max_patches=max_patches)

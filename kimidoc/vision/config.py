@@ -62,7 +62,11 @@ class VisionConfig:
             projector_ln_eps=float(vision.get("projector_ln_eps", 1e-5)),
         )
         if cfg.hidden_size % cfg.num_heads or cfg.head_dim % 4:
-            raise ValueError(f"vision_config: vt_hidden_size {cfg.hidden_size} / {cfg.num_heads} heads must give a head size divisible by 4 (2-D RoPE)")
+            raise ValueError(
+                f"vision_config: vt_hidden_size {cfg.hidden_size} / {cfg.num_heads} heads must give a head size divisible by 4 (2-D RoPE)"
+            )
         if cfg.mm_hidden_size != cfg.hidden_size:
-            raise ValueError(f"vision_config: mm_hidden_size {cfg.mm_hidden_size} must equal vt_hidden_size {cfg.hidden_size}")
+            raise ValueError(
+                f"vision_config: mm_hidden_size {cfg.mm_hidden_size} must equal vt_hidden_size {cfg.hidden_size}"
+            )
         return cfg

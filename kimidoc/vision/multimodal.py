@@ -75,7 +75,9 @@ class KimiK25(nn.Module):
         return slots
 
     @torch.no_grad()
-    def encode_images(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor, *, patches_per_pass: int = PATCHES_PER_PASS) -> torch.Tensor:
+    def encode_images(
+        self, pixel_values: torch.Tensor, grid_thw: torch.Tensor, *, patches_per_pass: int = PATCHES_PER_PASS
+    ) -> torch.Tensor:
         """Projected features ``[tokens, text hidden]``, tokens of all entries concatenated.
 
         Entries are encoded in packed passes of about ``patches_per_pass`` patches (one entry may

@@ -47,7 +47,9 @@ def frames_placeholder(tokens: int, start_seconds: float) -> str:
     return f"{timestamp(start_seconds)}{MEDIA_BEGIN}video{MEDIA_CONTENT}{MEDIA_PAD * tokens}{MEDIA_END}"
 
 
-def expand_media_pads(input_ids: Sequence[int], tokens_per_image: Sequence[int], pad_id: int = MEDIA_PAD_ID) -> list[int]:
+def expand_media_pads(
+    input_ids: Sequence[int], tokens_per_image: Sequence[int], pad_id: int = MEDIA_PAD_ID
+) -> list[int]:
     """Replace the i-th single ``pad_id`` by ``tokens_per_image[i]`` copies; the counts must match."""
     found = sum(1 for token in input_ids if token == pad_id)
     if found != len(tokens_per_image):
@@ -59,7 +61,9 @@ def expand_media_pads(input_ids: Sequence[int], tokens_per_image: Sequence[int],
     return out
 
 
-def scatter_media(inputs_embeds: torch.Tensor, input_ids: torch.Tensor, features: torch.Tensor, pad_id: int = MEDIA_PAD_ID) -> torch.Tensor:
+def scatter_media(
+    inputs_embeds: torch.Tensor, input_ids: torch.Tensor, features: torch.Tensor, pad_id: int = MEDIA_PAD_ID
+) -> torch.Tensor:
     """Embeddings with the ``pad_id`` positions replaced, in order, by the rows of ``features``."""
     mask = input_ids == pad_id
     count = int(mask.sum())

@@ -30,7 +30,7 @@ from PIL import Image
 from kimidoc.progress import progress
 from kimidoc.vision import budget
 from kimidoc.vision.budget import FRAME_MAX_PATCHES, FRAMES_PER_CHUNK
-from kimidoc.vision.images import MAX_PIXELS, ImageError, ImageSource, describe, decode_image
+from kimidoc.vision.images import MAX_PIXELS, ImageError, ImageSource, decode_image, describe
 
 
 @dataclass
@@ -44,7 +44,12 @@ class VisionInputs:
         return len(self.tokens_per_image)
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> VisionInputs:
-        return VisionInputs(self.pixel_values.to(device=device, dtype=dtype), self.grid_thw.to(device), self.tokens_per_image, self.sizes)
+        return VisionInputs(
+            self.pixel_values.to(device=device, dtype=dtype),
+            self.grid_thw.to(device),
+            self.tokens_per_image,
+            self.sizes,
+        )
 
 
 def preprocess(
@@ -79,14 +84,18 @@ def preprocess_frames(
 ) -> VisionInputs:
     """One clip's frames (all the same size) as chunks of up to ``frames_per_chunk`` frames."""
     if not 1 <= frames_per_chunk <= FRAMES_PER_CHUNK:
-        raise ValueError(f"frames_per_chunk must be 1..{FRAMES_PER_CHUNK} (rows of the time embedding), got {frames_per_chunk}")
+        raise ValueError(
+            f"frames_per_chunk must be 1..{FRAMES_PER_CHUNK} (rows of the time embedding), got {frames_per_chunk}"
+        )
     if not frames:
         raise ValueError("preprocess_frames() needs at least one frame")
     decoded = [decode_image(f, name=describe(f, i), max_pixels=max_pixels) for i, f in enumerate(frames)]
     size = decoded[0].size
     for i, image in enumerate(decoded):
         if image.size != size:
-            raise ImageError(f"{describe(frames[i], i)}: frame is {image.size[0]}x{image.size[1]}, the clip's first frame is {size[0]}x{size[1]}")
+            raise ImageError(
+                f"{describe(frames[i], i)}: frame is {image.size[0]}x{image.size[1]}, the clip's first frame is {size[0]}x{size[1]}"
+            )
     resized = [_resize_pad(image, max_patches, max_side) for image in decoded]
     pixels, grids, tokens, sizes = [], [], [], []
     per_chunk = budget.image_tokens(*size, max_patches=max_patches, max_side=max_side)
@@ -120,7 +129,9 @@ def _patchify(frames: np.ndarray) -> tuple[torch.Tensor, list[int]]:
     return x.reshape(-1, 3, p, p).contiguous(), [t, h // p, w // p]
 
 
-def _batch(pixels: list[torch.Tensor], grids: list[list[int]], tokens: list[int], sizes: list[tuple[int, int]]) -> VisionInputs:
+def _batch(
+    pixels: list[torch.Tensor], grids: list[list[int]], tokens: list[int], sizes: list[tuple[int, int]]
+) -> VisionInputs:
     if not pixels:
         return VisionInputs(torch.zeros(0, 3, budget.PATCH, budget.PATCH), torch.zeros(0, 3, dtype=torch.long), [], [])
     return VisionInputs(torch.cat(pixels), torch.tensor(grids, dtype=torch.long), tokens, sizes)

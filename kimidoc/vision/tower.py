@@ -58,7 +58,9 @@ class PositionEmbedding(nn.Module):
         parts = []
         for t, h, w in grids:
             if t > self.max_frames:
-                raise ValueError(f"an entry has {t} frames; the time embedding allows at most {self.max_frames} per chunk")
+                raise ValueError(
+                    f"an entry has {t} frames; the time embedding allows at most {self.max_frames} per chunk"
+                )
             spatial = cache.get((h, w))
             if spatial is None:
                 spatial = cache[(h, w)] = self.table(h, w)
@@ -66,7 +68,9 @@ class PositionEmbedding(nn.Module):
                 parts.append(spatial)
                 continue
             if time is None:
-                time = sincos_time_embedding(self.max_frames, self.weight.shape[-1]).to(self.weight.device, spatial.dtype)
+                time = sincos_time_embedding(self.max_frames, self.weight.shape[-1]).to(
+                    self.weight.device, spatial.dtype
+                )
             parts.append((spatial[None] + time[:t, None]).flatten(0, 1))
         return x + torch.cat(parts).to(x.dtype)
 
@@ -144,7 +148,10 @@ class Block(nn.Module):
             out = F.scaled_dot_product_attention(q, k, v)
         else:
             out = torch.cat(
-                [F.scaled_dot_product_attention(a, b, c) for a, b, c in zip(q.split(lengths, 2), k.split(lengths, 2), v.split(lengths, 2))],
+                [
+                    F.scaled_dot_product_attention(a, b, c)
+                    for a, b, c in zip(q.split(lengths, 2), k.split(lengths, 2), v.split(lengths, 2))
+                ],
                 dim=2,
             )
         return self.wo(out[0].transpose(0, 1).reshape(n, -1))
@@ -193,7 +200,9 @@ class VisionTower(nn.Module):
         p = self.config.patch_size
         total = sum(t * h * w for t, h, w in grids)
         if tuple(pixel_values.shape[1:]) != (3, p, p) or pixel_values.shape[0] != total:
-            raise ValueError(f"pixel_values {tuple(pixel_values.shape)} does not match grid_thw (expects [{total}, 3, {p}, {p}])")
+            raise ValueError(
+                f"pixel_values {tuple(pixel_values.shape)} does not match grid_thw (expects [{total}, 3, {p}, {p}])"
+            )
         for i, (t, h, w) in enumerate(grids):
             if t < 1 or h % kh or w % kw or h < kh or w < kw:
                 raise ValueError(f"grid_thw[{i}] = {(t, h, w)}: rows/cols must be positive multiples of {kh}x{kw}")
@@ -209,4 +218,3 @@ class VisionTower(nn.Module):
 def tokens_of(grid_thw: torch.Tensor, kernel: tuple[int, int] = (2, 2)) -> list[int]:
     """Merged tokens per entry of ``grid_thw`` (frames are averaged, so ``t`` does not count)."""
     return [(h // kernel[0]) * (w // kernel[1]) for _, h, w in _grids(grid_thw)]
-

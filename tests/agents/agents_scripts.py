@@ -10,7 +10,8 @@ import json
 import os
 import signal
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from kimidoc.agents import Agent, Budget
 from kimidoc.backends.scripted import Scripted
@@ -36,7 +37,9 @@ def long_run_turn(messages: Sequence[Message]) -> AssistantMessage:
         calls = [ToolCall(f"functions.record:{n}a", "record", json.dumps({"k": n}))]
         if n % 3 == 0:
             calls.append(ToolCall(f"functions.record:{n}b", "record", json.dumps({"k": 100 + n})))
-        return AssistantMessage(content=f"working on step {n + 1}", reasoning=f"step {n + 1} needs record", tool_calls=calls)
+        return AssistantMessage(
+            content=f"working on step {n + 1}", reasoning=f"step {n + 1} needs record", tool_calls=calls
+        )
     total = sum(int(m["content"]) for m in messages if m["role"] == "tool")
     return AssistantMessage(content=f"total {total}")
 
@@ -82,7 +85,14 @@ def long_run_backend(crash_at_call: int | None = None) -> Scripted:
 
 
 def long_run_agent(trace: str, recorder: Recorder, backend: Scripted | None = None, **kw: Any) -> Agent:
-    return Agent(backend or long_run_backend(), tools=[recorder.tool()], trace_path=trace, budget=Budget(max_steps=100), retry_backoff=0, **kw)
+    return Agent(
+        backend or long_run_backend(),
+        tools=[recorder.tool()],
+        trace_path=trace,
+        budget=Budget(max_steps=100),
+        retry_backoff=0,
+        **kw,
+    )
 
 
 def expected_total() -> int:

@@ -42,7 +42,9 @@ def answers_after(steps: int):
 
 
 def test_agents_step_budget(tmp_path: Path) -> None:
-    result = Agent(Scripted(forever()), tools=[tick], budget=Budget(max_steps=3), trace_path=tmp_path / "r.jsonl").run("count")
+    result = Agent(Scripted(forever()), tools=[tick], budget=Budget(max_steps=3), trace_path=tmp_path / "r.jsonl").run(
+        "count"
+    )
     assert (result.stop_reason, result.steps, result.tool_calls) == ("max_steps", 3, 3)
     assert "step budget of 3" in result.detail and result.answer == ""
     assert read_trace(tmp_path / "r.jsonl")[-1]["reason"] == "max_steps"
@@ -84,7 +86,9 @@ def test_agents_wall_time_budget_interrupts_a_hanging_tool_which_reruns_on_resum
 
     path = tmp_path / "r.jsonl"
     # the budget must outlast step 1's model call (slower on a loaded machine) and end in the hang
-    result = Agent(Scripted(turn), tools=[slow], budget=Budget(max_wall_time=min(scaled(1.0), 30.0)), trace_path=path).run("go")
+    result = Agent(
+        Scripted(turn), tools=[slow], budget=Budget(max_wall_time=min(scaled(1.0), 30.0)), trace_path=path
+    ).run("go")
     assert result.stop_reason == "max_wall_time" and "during the tool calls of step 1" in result.detail
     hang[0] = False
     resumed = Agent.resume(path, Scripted(turn), tools=[slow], budget=Budget(max_wall_time=scaled(60)))

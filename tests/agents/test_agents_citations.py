@@ -34,9 +34,15 @@ def test_agents_label_parsing() -> None:
 def test_agents_registry_matches_suffix_page_and_line_overlap() -> None:
     reg = SourceRegistry()
     reg.add([Source("/abs/data/report.pdf", page=2), Source("/repo/src/app.py", lines=(40, 88))])
-    cited, unverified = reg.cite("Up [report.pdf p.2], code [src/app.py:50-60], off [app.py:90], [port.pdf p.2], [report.pdf p.5].")
+    cited, unverified = reg.cite(
+        "Up [report.pdf p.2], code [src/app.py:50-60], off [app.py:90], [port.pdf p.2], [report.pdf p.5]."
+    )
     assert cited == [Source("/abs/data/report.pdf", page=2), Source("/repo/src/app.py", lines=(40, 88))]
-    assert unverified == ["app.py:90", "port.pdf p.2", "report.pdf p.5"]  # "port.pdf" is not a path suffix of "report.pdf"
+    assert unverified == [
+        "app.py:90",
+        "port.pdf p.2",
+        "report.pdf p.5",
+    ]  # "port.pdf" is not a path suffix of "report.pdf"
     cited, _ = reg.cite("Whole document: [data/report.pdf].")
     assert cited == [Source("/abs/data/report.pdf")]
 
@@ -54,7 +60,11 @@ def test_agents_answer_cites_packed_document_parts() -> None:
 
 def test_agents_parts_left_out_are_listed_and_citable_only_once_read(tmp_path: Path) -> None:
     sizes = [1, 30, 30]  # the first page fits the window, the other two do not
-    doc = Document("data/report.pdf", "pdf", [Part("text", Source("data/report.pdf", page=i + 1), text=t * n) for i, (t, n) in enumerate(zip(PAGES, sizes))])
+    doc = Document(
+        "data/report.pdf",
+        "pdf",
+        [Part("text", Source("data/report.pdf", page=i + 1), text=t * n) for i, (t, n) in enumerate(zip(PAGES, sizes))],
+    )
 
     @tool
     def read_page(page: int) -> str:
@@ -73,7 +83,9 @@ def test_agents_parts_left_out_are_listed_and_citable_only_once_read(tmp_path: P
 
     backend = Scripted(turn, context_window=300)  # room for the first page only
     path = tmp_path / "run.jsonl"
-    result = Agent(backend, tools=[read_page], documents=[doc], trace_path=path, compaction=False, retries=0).run("Summarise the report.")
+    result = Agent(backend, tools=[read_page], documents=[doc], trace_path=path, compaction=False, retries=0).run(
+        "Summarise the report."
+    )
     assert result.stop_reason == "answer", result.detail
     assert result.citations == [Source("data/report.pdf", page=3)]  # p.3 was read through the tool
     assert result.unverified_citations == ["report.pdf p.2"]  # p.2 was never seen
@@ -86,10 +98,16 @@ def test_agents_sources_travel_on_tool_results_not_in_their_text() -> None:
     @tool
     def grep(pattern: str) -> ToolResult:
         """Search the documents."""
-        return ToolResult("data/report.pdf p.2: Costs fell by 3%.\ndata/report.pdf p.3: headcount", sources=[Source("data/report.pdf", page=2)])
+        return ToolResult(
+            "data/report.pdf p.2: Costs fell by 3%.\ndata/report.pdf p.3: headcount",
+            sources=[Source("data/report.pdf", page=2)],
+        )
 
     backend = Scripted(
-        [AssistantMessage(tool_calls=[ToolCall("g", "grep", json.dumps({"pattern": "cost"}))]), "Costs fell [report.pdf p.2]; headcount [report.pdf p.3]."],
+        [
+            AssistantMessage(tool_calls=[ToolCall("g", "grep", json.dumps({"pattern": "cost"}))]),
+            "Costs fell [report.pdf p.2]; headcount [report.pdf p.3].",
+        ],
         context_window=75,  # no page fits: p.2 is only seen through the tool
     )
     result = Agent(backend, tools=[grep], documents=[report()], compaction=False).run("What happened to costs?")
@@ -99,7 +117,9 @@ def test_agents_sources_travel_on_tool_results_not_in_their_text() -> None:
 
 def test_agents_image_parts_are_packed_as_images() -> None:
     png = b"\x89PNG\r\n\x1a\n" + b"0" * 20
-    doc = Document("fig.png", "image", [Part("image", Source("fig.png"), text="a chart", image=png, width=56, height=56)])
+    doc = Document(
+        "fig.png", "image", [Part("image", Source("fig.png"), text="a chart", image=png, width=56, height=56)]
+    )
 
     def turn(messages, tools):
         content = messages[1]["content"]
@@ -116,11 +136,21 @@ def test_agents_answers_without_labels_have_no_citations(answer: str) -> None:
 
 
 def test_uncited_answer_is_attributed_to_the_passages_holding_its_checked_figures() -> None:
-    doc = Document("report.pdf", "pdf", [
-        Part("text", Source("report.pdf", page=1), text="Summary. Revenue grew 18% in 2025, to $42.7 million from $36.2 million in 2024."),
-        Part("text", Source("report.pdf", page=2), text="Quarterly revenue 2025: Q1 9.1, Q2 10.2, Q3 11.0, Q4 12.4."),
-        Part("text", Source("report.pdf", page=3), text="The chart compares each quarter of 2025 with 2024."),
-    ])
+    doc = Document(
+        "report.pdf",
+        "pdf",
+        [
+            Part(
+                "text",
+                Source("report.pdf", page=1),
+                text="Summary. Revenue grew 18% in 2025, to $42.7 million from $36.2 million in 2024.",
+            ),
+            Part(
+                "text", Source("report.pdf", page=2), text="Quarterly revenue 2025: Q1 9.1, Q2 10.2, Q3 11.0, Q4 12.4."
+            ),
+            Part("text", Source("report.pdf", page=3), text="The chart compares each quarter of 2025 with 2024."),
+        ],
+    )
     grew = Agent(Scripted(["Revenue grew by 18%."]), documents=[doc]).run("How much did revenue grow?")
     assert grew.citations == [Source("report.pdf", page=1)] and grew.citations_inferred
     assert grew.answer_status == "supported"
@@ -129,6 +159,8 @@ def test_uncited_answer_is_attributed_to_the_passages_holding_its_checked_figure
     # Words alone attribute nothing; a figure found nowhere is flagged, never cited.
     vague = Agent(Scripted(["The company did well overall."]), documents=[doc]).run("How did it go?")
     assert vague.citations == [] and vague.answer_status == "unchecked"
-    invented = Agent(Scripted(["Revenue grew 99% to $67.9 million."]), documents=[doc]).run("How much did revenue grow?")
+    invented = Agent(Scripted(["Revenue grew 99% to $67.9 million."]), documents=[doc]).run(
+        "How much did revenue grow?"
+    )
     assert invented.citations == [] and invented.answer_status == "unsupported"
     assert [c.text for c in invented.claims if not c.supported] == ["99%", "$67.9 million"]

@@ -40,11 +40,18 @@ def model(messages, tools):
         # The summariser: keep every finding from the old ledger and the transcript.
         assert tools is None
         found = known_values(text)
-        return "## Findings\n" + "\n".join(f"- value of record {i} = {v}" for i, v in sorted(found.items())) + "\n## Open questions\n- none\n## Progress\n- fetching"
+        return (
+            "## Findings\n"
+            + "\n".join(f"- value of record {i} = {v}" for i, v in sorted(found.items()))
+            + "\n## Open questions\n- none\n## Progress\n- fetching"
+        )
     found = known_values(text)
     missing = [i for i in VALUES if i not in found]
     if missing:
-        return AssistantMessage(content=f"fetching {missing[0]}", tool_calls=[ToolCall(f"f{missing[0]}", "fetch", json.dumps({"i": missing[0]}))])
+        return AssistantMessage(
+            content=f"fetching {missing[0]}",
+            tool_calls=[ToolCall(f"f{missing[0]}", "fetch", json.dumps({"i": missing[0]}))],
+        )
     return f"sum {sum(found.values())}"
 
 
@@ -52,7 +59,13 @@ def test_agents_compaction_keeps_findings_and_the_task_completes(tmp_path: Path)
     fetched: list[int] = []
     backend = Scripted(model, context_window=WINDOW)
     path = tmp_path / "run.jsonl"
-    agent = Agent(backend, tools=[make_fetch(fetched)], trace_path=path, compaction=Compaction(keep_turns=2), system_prompt="Sum the records.")
+    agent = Agent(
+        backend,
+        tools=[make_fetch(fetched)],
+        trace_path=path,
+        compaction=Compaction(keep_turns=2),
+        system_prompt="Sum the records.",
+    )
     result = agent.run("Fetch records 0-11 and report the sum of their values.")
 
     assert result.stop_reason == "answer" and result.answer == f"sum {sum(VALUES.values())}"
@@ -72,7 +85,11 @@ def test_agents_compaction_keeps_findings_and_the_task_completes(tmp_path: Path)
     assert sum(m["role"] == "assistant" for m in final) < result.steps / 2
     # Resume rebuilds the compacted conversation exactly from the trace.
     assert Agent.from_trace(path, Scripted(model, context_window=WINDOW), tools=[make_fetch([])]).messages == final
-    assert result.usage.total_tokens == sum(e["usage"]["prompt_tokens"] + e["usage"]["completion_tokens"] for e in events if e["type"] in ("assistant", "compaction"))
+    assert result.usage.total_tokens == sum(
+        e["usage"]["prompt_tokens"] + e["usage"]["completion_tokens"]
+        for e in events
+        if e["type"] in ("assistant", "compaction")
+    )
 
 
 class Crash(BaseException):
@@ -83,11 +100,15 @@ class Crash(BaseException):
 def compacted_reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[list, int]:
     path = tmp_path_factory.mktemp("ref") / "run.jsonl"
     backend = Scripted(model, context_window=WINDOW)
-    Agent(backend, tools=[make_fetch([])], trace_path=path, compaction=Compaction(keep_turns=2)).run("Fetch records 0-11.")
+    Agent(backend, tools=[make_fetch([])], trace_path=path, compaction=Compaction(keep_turns=2)).run(
+        "Fetch records 0-11."
+    )
     return logical_events(read_trace(path)), len(backend.calls)
 
 
-def test_agents_compaction_killed_at_every_model_call_resumes_to_the_same_trace(tmp_path: Path, compacted_reference: tuple[list, int]) -> None:
+def test_agents_compaction_killed_at_every_model_call_resumes_to_the_same_trace(
+    tmp_path: Path, compacted_reference: tuple[list, int]
+) -> None:
     reference, n_calls = compacted_reference
     for k in range(1, n_calls + 1):  # summarisation calls included
         fetched: list[int] = []
@@ -101,7 +122,12 @@ def test_agents_compaction_killed_at_every_model_call_resumes_to_the_same_trace(
 
         path = tmp_path / f"run{k}.jsonl"
         with pytest.raises(Crash):
-            Agent(Scripted(crashing, context_window=WINDOW), tools=[make_fetch(fetched)], trace_path=path, compaction=Compaction(keep_turns=2)).run("Fetch records 0-11.")
+            Agent(
+                Scripted(crashing, context_window=WINDOW),
+                tools=[make_fetch(fetched)],
+                trace_path=path,
+                compaction=Compaction(keep_turns=2),
+            ).run("Fetch records 0-11.")
         result = Agent.resume(path, Scripted(model, context_window=WINDOW), tools=[make_fetch(fetched)])
         assert result.answer == f"sum {sum(VALUES.values())}" and sorted(fetched) == list(VALUES)
         assert logical_events(read_trace(path)) == reference, f"killed at model call {k}"
@@ -110,14 +136,23 @@ def test_agents_compaction_killed_at_every_model_call_resumes_to_the_same_trace(
 def test_agents_choose_cut_keeps_tool_results_with_their_calls() -> None:
     msgs = [{"role": "system", "content": "s"}, {"role": "user", "content": "task"}]
     for i in range(5):
-        msgs.append({"role": "assistant", "content": f"a{i}", "tool_calls": [{"id": str(i), "type": "function", "function": {"name": "f", "arguments": "{}"}}]})
+        msgs.append(
+            {
+                "role": "assistant",
+                "content": f"a{i}",
+                "tool_calls": [{"id": str(i), "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+            }
+        )
         msgs.append({"role": "tool", "tool_call_id": str(i), "content": "x" * (10 if i < 4 else 1000)})
     count = lambda ms: sum(len(m["content"]) for m in ms)
     assert choose_cut(msgs, 2, 2, count, room=10_000) == (2, 8)  # keep the last two turns
     assert choose_cut(msgs, 2, 3, count, room=1_020) == (2, 8)  # three would not fit the room: keep two
     assert choose_cut(msgs, 2, 3, count, room=100) == (2, 10)  # always keep at least the last turn
     ledgered = msgs[:2] + [{"role": "user", "content": LEDGER_HEADER + "old"}] + msgs[2:]
-    assert choose_cut(ledgered, 2, 2, count, room=10_000) == (3, 9)  # the old ledger is folded, not summarised as a turn
+    assert choose_cut(ledgered, 2, 2, count, room=10_000) == (
+        3,
+        9,
+    )  # the old ledger is folded, not summarised as a turn
     assert choose_cut(msgs[:4], 2, 1, count, room=10) is None  # one turn: nothing older to fold
 
 

@@ -61,13 +61,32 @@ def test_a_question_wanting_no_figure_gets_the_passages_only(index: Index) -> No
 
 
 def test_candidates_follow_table_rows_and_columns_and_code_names() -> None:
-    table = Document("t.csv", "text", [Part("table", Source("t.csv", lines=(1, 4)),
-                                            text="|part|site|qty|cost ($)|\n|---|---|---|---|\n|PM-7|Dunmore|9|412.00|\n|PM-9|Kettering|6|538.50|")])
+    table = Document(
+        "t.csv",
+        "text",
+        [
+            Part(
+                "table",
+                Source("t.csv", lines=(1, 4)),
+                text="|part|site|qty|cost ($)|\n|---|---|---|---|\n|PM-7|Dunmore|9|412.00|\n|PM-9|Kettering|6|538.50|",
+            )
+        ],
+    )
     idx = Index.of([table])
     assert ground(idx, "What is the unit cost of the PM-9 pump?").chosen.text == "538.50"  # not the 9 in PM-7's row
     assert ground(idx, "How many PM-7 parts are at Dunmore?").chosen.text == "9"
-    code = Document("repo", "repository", [Part("text", Source("cfg.py", lines=(1, 4)), meta={"language": "python"},
-                                                 text="HOST = '127.0.0.1'\nPORT = 8427\nTIMEOUT_S = 12.5\n")])
+    code = Document(
+        "repo",
+        "repository",
+        [
+            Part(
+                "text",
+                Source("cfg.py", lines=(1, 4)),
+                meta={"language": "python"},
+                text="HOST = '127.0.0.1'\nPORT = 8427\nTIMEOUT_S = 12.5\n",
+            )
+        ],
+    )
     found = ground(Index.of([code]), "Which port does the server listen on?")
     assert found.chosen.text == "8427" and found.answer.endswith("[repo/cfg.py:1-3]")
 
@@ -96,8 +115,13 @@ def test_cli_evidence_mode_leads_with_the_answer_then_quotes(backend, capsys) ->
     assert f"Sources (matched to the answer's checked figures; the model cited none): {REPORT} p.1" in out
     assert main(["ask", REPORT, "How much did revenue grow in 2025?", "--mode", "evidence", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["answer_status"] == "supported" and data["claims"][0] == {"text": "18%", "kind": "percent", "supported": True,
-                                                                       "source": f"{REPORT} p.1", "how": "stated"}
+    assert data["answer_status"] == "supported" and data["claims"][0] == {
+        "text": "18%",
+        "kind": "percent",
+        "supported": True,
+        "source": f"{REPORT} p.1",
+        "how": "stated",
+    }
     assert data["evidence"][0]["source"] == f"{REPORT} p.1" and "Revenue grew 18%" in data["evidence"][0]["text"]
 
 
@@ -106,15 +130,24 @@ def test_cli_flags_an_invented_figure_and_lists_no_sources_for_it(backend, capsy
     backend(Scripted([invented, invented]))
     assert main(["ask", REPORT, "How much did revenue grow in 2025?", "--mode", "agent", "--no-python", "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("The model's answer could not be checked: $67.9 million, 2.3% appear(s) in none of the passages it read.")
+    assert out.startswith(
+        "The model's answer could not be checked: $67.9 million, 2.3% appear(s) in none of the passages it read."
+    )
     assert "NOT verified" in out and "Sources" not in out and "What the documents say:" in out
     assert main(["ask", REPORT, "How much did revenue grow in 2025?", "--mode", "agent", "--no-python", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["answer_status"] == "unsupported"
-    assert [(c["text"], c["supported"], c["source"]) for c in data["claims"] if not c["supported"]] == [("$67.9 million", False, None), ("2.3%", False, None)]
+    assert [(c["text"], c["supported"], c["source"]) for c in data["claims"] if not c["supported"]] == [
+        ("$67.9 million", False, None),
+        ("2.3%", False, None),
+    ]
 
 
 def test_a_date_with_a_stray_stop_reads_plainly_and_still_checks() -> None:
-    memo = Document("memo.pdf", "pdf", [Part("text", Source("memo.pdf", page=1), text="The Dunmore warehouse will close on 14. August 2026.")])
+    memo = Document(
+        "memo.pdf",
+        "pdf",
+        [Part("text", Source("memo.pdf", page=1), text="The Dunmore warehouse will close on 14. August 2026.")],
+    )
     result = ask_with_evidence([memo], "When will the Dunmore warehouse close?")
     assert result.answer == "14 August 2026 [memo.pdf p.1]" and result.answer_status == "supported"

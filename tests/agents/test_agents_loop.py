@@ -33,7 +33,9 @@ def test_agents_multi_step_loop_feeds_results_back(tmp_path: Path) -> None:
             assert [t["function"]["name"] for t in tools] == ["double", "read_output"]
             return AssistantMessage(tool_calls=[ToolCall("c0", "double", '{"x": 3}')])
         if n < 3:  # each step uses the previous result: the loop must have fed it back
-            return AssistantMessage(tool_calls=[ToolCall(f"c{n}", "double", json.dumps({"x": int(last_tool_text(messages))}))])
+            return AssistantMessage(
+                tool_calls=[ToolCall(f"c{n}", "double", json.dumps({"x": int(last_tool_text(messages))}))]
+            )
         return f"result {last_tool_text(messages)}"
 
     backend = Scripted(turn)
@@ -60,7 +62,12 @@ def test_agents_parallel_async_calls_run_concurrently(scaled) -> None:
 
     backend = Scripted(
         [
-            AssistantMessage(tool_calls=[ToolCall("1", "meet", '{"me": "a", "other": "b"}'), ToolCall("2", "meet", '{"me": "b", "other": "a"}')]),
+            AssistantMessage(
+                tool_calls=[
+                    ToolCall("1", "meet", '{"me": "a", "other": "b"}'),
+                    ToolCall("2", "meet", '{"me": "b", "other": "a"}'),
+                ]
+            ),
             "done",
         ]
     )
@@ -105,7 +112,11 @@ def test_agents_malformed_and_unknown_calls_get_error_results_and_the_model_reco
                     ToolCall("not-object", "lookup", '["alpha"]'),
                     ToolCall("raises", "lookup", '{"key": "gamma"}'),
                 ],
-                invalid_tool_calls=[InvalidToolCall(raw="<|tool_call_begin|>functions.lookup", error="no arguments section", name="lookup")],
+                invalid_tool_calls=[
+                    InvalidToolCall(
+                        raw="<|tool_call_begin|>functions.lookup", error="no arguments section", name="lookup"
+                    )
+                ],
             )
         if n == 1:
             seen_errors.extend(m["content"] for m in messages if m["role"] in ("tool", "user"))
@@ -137,7 +148,11 @@ def test_agents_events_stream_thinking_content_calls_and_results() -> None:
 
     backend = Scripted(
         [
-            AssistantMessage(reasoning="I should echo first.", content="Echoing.", tool_calls=[ToolCall("e1", "echo", '{"text": "hello"}')]),
+            AssistantMessage(
+                reasoning="I should echo first.",
+                content="Echoing.",
+                tool_calls=[ToolCall("e1", "echo", '{"text": "hello"}')],
+            ),
             AssistantMessage(reasoning="Now answer.", content="The echo said hello, twice over."),
         ],
         chunk=3,
@@ -182,10 +197,14 @@ def test_agents_large_output_is_stored_out_of_line_and_read_back(tmp_path: Path)
             return AssistantMessage(tool_calls=[ToolCall("d", "dump", "{}")])
         if n == 1:
             ref = re.search(r'"(sha256:[0-9a-f]{64})"', messages[-1]["content"]).group(1)
-            return AssistantMessage(tool_calls=[ToolCall("r", "read_output", json.dumps({"ref": ref, "offset": 33000, "length": 22}))])
+            return AssistantMessage(
+                tool_calls=[ToolCall("r", "read_output", json.dumps({"ref": ref, "offset": 33000, "length": 22}))]
+            )
         return "read " + messages[-1]["content"].splitlines()[0]
 
-    agent = Agent(Scripted(turn), tools=[dump], trace_path=tmp_path / "run.jsonl", inline_limit=10_000, preview_chars=2_000)
+    agent = Agent(
+        Scripted(turn), tools=[dump], trace_path=tmp_path / "run.jsonl", inline_limit=10_000, preview_chars=2_000
+    )
     result = agent.run("dump and read")
     shortened = agent.messages[3]["content"]
     assert shortened.startswith(big[:2000]) and len(shortened) < 2400 and "55,000 characters" in shortened
@@ -197,15 +216,18 @@ def test_agents_large_output_is_stored_out_of_line_and_read_back(tmp_path: Path)
 
 
 def test_agents_unknown_output_ref_is_a_recoverable_error() -> None:
-    backend = Scripted([AssistantMessage(tool_calls=[ToolCall("r", "read_output", '{"ref": "sha256:' + "0" * 64 + '"}')]), "gave up"])
+    backend = Scripted(
+        [AssistantMessage(tool_calls=[ToolCall("r", "read_output", '{"ref": "sha256:' + "0" * 64 + '"}')]), "gave up"]
+    )
     agent = Agent(backend)
     assert agent.run("x").answer == "gave up"
     assert "unknown output reference" in agent.messages[3]["content"]
 
 
 def test_agents_image_results_survive_the_trace(tmp_path: Path) -> None:
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     buf = io.BytesIO()
     Image.new("RGB", (30, 20), (200, 10, 10)).save(buf, format="PNG")
@@ -281,8 +303,12 @@ def test_agents_one_run_of_4200_tool_calls_fits_the_default_budget() -> None:
         n = (len(messages) - 2) // 3  # system, task, then an assistant turn and two results per step
         if n < 2100:
             calls = [ToolCall(f"{n}.{k}", "step", json.dumps({"n": 2 * n + k})) for k in range(2)]
-            return AssistantMessage(tool_calls=calls, usage=Usage(prompt_tokens=10 * len(messages), completion_tokens=10))
-        return AssistantMessage(content=f"sum {sum(int(m['content']) for m in messages if m['role'] == 'tool')}", usage=Usage(10, 10))
+            return AssistantMessage(
+                tool_calls=calls, usage=Usage(prompt_tokens=10 * len(messages), completion_tokens=10)
+            )
+        return AssistantMessage(
+            content=f"sum {sum(int(m['content']) for m in messages if m['role'] == 'tool')}", usage=Usage(10, 10)
+        )
 
     backend = Scripted(turn)
     result = Agent(backend, tools=[step]).run("work")

@@ -6,9 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import agents_scripts as s
 import pytest
 
-import agents_scripts as s
 from kimidoc.agents import Agent, logical_events, read_trace
 from kimidoc.agents import trace as trace_mod
 
@@ -21,7 +21,12 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict:
     result = agent.run("record every step")
     assert result.stop_reason == "answer" and result.answer == f"total {s.expected_total()}"
     assert result.steps == s.STEPS
-    return {"events": logical_events(read_trace(path)), "messages": agent.messages, "executed": sorted(rec.executed), "result": result}
+    return {
+        "events": logical_events(read_trace(path)),
+        "messages": agent.messages,
+        "executed": sorted(rec.executed),
+        "result": result,
+    }
 
 
 def resume(path: Path, rec: s.Recorder) -> tuple[Agent, object]:
@@ -33,7 +38,11 @@ def check_same(reference: dict, path: Path, agent: Agent, result) -> None:
     assert logical_events(read_trace(path)) == reference["events"]
     assert agent.messages == reference["messages"]
     assert result.answer == reference["result"].answer
-    assert (result.steps, result.tool_calls, result.usage) == (reference["result"].steps, reference["result"].tool_calls, reference["result"].usage)
+    assert (result.steps, result.tool_calls, result.usage) == (
+        reference["result"].steps,
+        reference["result"].tool_calls,
+        reference["result"].usage,
+    )
 
 
 @pytest.mark.parametrize("call", range(1, s.STEPS + 1))
@@ -65,7 +74,9 @@ def test_agents_killed_inside_a_tool_reruns_only_that_call(tmp_path: Path, refer
     assert sorted(rec.executed) == sorted(reference["executed"] + rerun_ks)
 
 
-def test_agents_killed_before_every_trace_write_resumes_to_same_trace(tmp_path: Path, reference: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_agents_killed_before_every_trace_write_resumes_to_same_trace(
+    tmp_path: Path, reference: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
     total = len(read_trace_of_reference(tmp_path))
     real_write = trace_mod.TraceWriter.write
     for n in range(2, total + 1):  # the header is event 1: a run killed before it has nothing to resume
@@ -91,7 +102,9 @@ def test_agents_killed_before_every_trace_write_resumes_to_same_trace(tmp_path: 
         agent, result = resume(path, rec)
         check_same(reference, path, agent, result)
         reruns = sum(1 for e in read_trace(path) if e["type"] == "tool_result" and e.get("rerun"))
-        assert len(rec.executed) - len(reference["executed"]) <= reruns, f"kill before event {n} repeated a finished call"
+        assert len(rec.executed) - len(reference["executed"]) <= reruns, (
+            f"kill before event {n} repeated a finished call"
+        )
 
 
 def read_trace_of_reference(tmp_path: Path) -> list:

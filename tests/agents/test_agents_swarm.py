@@ -104,7 +104,9 @@ def test_agents_swarm_isolates_failures() -> None:
             raise ConnectionError("endpoint refused sub-task 4")
         return sub_turn(messages)
 
-    result = Swarm(Scripted(turn), tools_for, concurrency=3, agent_options={"retries": 0}).run([f"sub-task {i}" for i in range(6)])
+    result = Swarm(Scripted(turn), tools_for, concurrency=3, agent_options={"retries": 0}).run(
+        [f"sub-task {i}" for i in range(6)]
+    )
     by = {r.index: r for r in result.results}
     assert by[2].stop_reason == "failed" and "sandbox for sub-task 2 could not start" in by[2].detail
     assert by[4].stop_reason == "backend_error" and "endpoint refused" in by[4].detail
@@ -151,10 +153,22 @@ def orchestrator_backend(n: int, worker_crash: Worker | None = None) -> Scripted
                 return AssistantMessage(tool_calls=[ToolCall("functions.read:0", "read", json.dumps({"page": i + 1}))])
             work = [int(m["content"]) for m in results[1:]]
             if len(work) < CALLS:
-                return AssistantMessage(tool_calls=[ToolCall(f"functions.work:{len(work) + 1}", "work", json.dumps({"i": i, "j": len(work)}))])
+                return AssistantMessage(
+                    tool_calls=[
+                        ToolCall(f"functions.work:{len(work) + 1}", "work", json.dumps({"i": i, "j": len(work)}))
+                    ]
+                )
             return AssistantMessage(content=f"sub-task {i} total {sum(work)} [book.pdf p.{i + 1}]")
         if not any(m["role"] == "tool" for m in messages):
-            return AssistantMessage(tool_calls=[ToolCall("functions.run_subagents:0", "run_subagents", json.dumps({"tasks": [f"sub-task {i}" for i in range(n)]}))])
+            return AssistantMessage(
+                tool_calls=[
+                    ToolCall(
+                        "functions.run_subagents:0",
+                        "run_subagents",
+                        json.dumps({"tasks": [f"sub-task {i}" for i in range(n)]}),
+                    )
+                ]
+            )
         report = messages[-1]["content"]
         totals = re.findall(r"sub-task (\d+) total (\d+)", report)
         return "Totals: " + ", ".join(f"{i}={t} [book.pdf p.{int(i) + 1}]" for i, t in totals)
@@ -180,7 +194,9 @@ def test_agents_orchestrator_spawns_swarm_and_cites_through_it(tmp_path: Path) -
     path = tmp_path / "orchestrator.jsonl"
     spawn = swarm_tool(orchestrator_backend(5), tools=sub_tools(worker), concurrency=5)
     events: list = []
-    result = Agent(orchestrator_backend(5), tools=[spawn], trace_path=path, on_event=events.append).run("Add up five sub-tasks.")
+    result = Agent(orchestrator_backend(5), tools=[spawn], trace_path=path, on_event=events.append).run(
+        "Add up five sub-tasks."
+    )
     assert result.ok and all(f"{i}={expected_total(i)}" in result.answer for i in range(5))
     # Sub-agents' events reach the orchestrator's callback, tagged with who sent them.
     sub_calls = [e for e in events if e.type == "tool_call" and e.agent.startswith("main/sub-")]
@@ -190,7 +206,11 @@ def test_agents_orchestrator_spawns_swarm_and_cites_through_it(tmp_path: Path) -
     assert result.citations == [Source("book.pdf", page=i + 1) for i in range(5)]  # seen by sub-agents, reported up
     assert result.critical_steps == 1 + (CALLS + 2) + 1  # spawn step, one sub-agent's chain, answer
     swarm_event = next(e for e in read_trace(path) if e["type"] == "swarm")
-    assert (swarm_event["agents"], swarm_event["tool_calls"], swarm_event["critical_steps"]) == (5, 5 * (CALLS + 1), CALLS + 2)
+    assert (swarm_event["agents"], swarm_event["tool_calls"], swarm_event["critical_steps"]) == (
+        5,
+        5 * (CALLS + 1),
+        CALLS + 2,
+    )
     sub_traces = sorted(path.parent.glob("orchestrator.calls/*/sub-*.jsonl"))
     assert len(sub_traces) == 5
 
@@ -198,7 +218,11 @@ def test_agents_orchestrator_spawns_swarm_and_cites_through_it(tmp_path: Path) -
 def test_agents_killed_swarm_resumes_without_repeating_finished_work(tmp_path: Path) -> None:
     ref_worker = Worker()
     ref_path = tmp_path / "ref" / "orchestrator.jsonl"
-    reference = Agent(orchestrator_backend(6), tools=[swarm_tool(orchestrator_backend(6), tools=sub_tools(ref_worker), concurrency=2)], trace_path=ref_path).run("six")
+    reference = Agent(
+        orchestrator_backend(6),
+        tools=[swarm_tool(orchestrator_backend(6), tools=sub_tools(ref_worker), concurrency=2)],
+        trace_path=ref_path,
+    ).run("six")
 
     worker = Worker(crash_on=(3, 5))
     path = tmp_path / "run" / "orchestrator.jsonl"
@@ -208,7 +232,11 @@ def test_agents_killed_swarm_resumes_without_repeating_finished_work(tmp_path: P
 
     with pytest.raises(Crash):
         Agent(orchestrator_backend(6), tools=agent_tools(), trace_path=path).run("six")
-    done_before = [r for r in read_trace(path.parent / "orchestrator.calls" / "00001-functions_run_subagents_0" / "swarm.jsonl") if r["type"] == "subagent"]
+    done_before = [
+        r
+        for r in read_trace(path.parent / "orchestrator.calls" / "00001-functions_run_subagents_0" / "swarm.jsonl")
+        if r["type"] == "subagent"
+    ]
     assert 0 < len(done_before) < 6
     calls_before = len(worker.calls)
     result = Agent.resume(path, orchestrator_backend(6), tools=agent_tools())

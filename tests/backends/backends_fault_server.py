@@ -82,16 +82,31 @@ class FaultServer:
 
             def _echo(self, body: dict[str, Any]) -> None:
                 last = next((m for m in reversed(body["messages"]) if m["role"] in ("user", "tool")), {"content": ""})
-                text = last["content"] if isinstance(last["content"], str) else " ".join(p.get("text", "") for p in last["content"] if p.get("type") == "text")
+                text = (
+                    last["content"]
+                    if isinstance(last["content"], str)
+                    else " ".join(p.get("text", "") for p in last["content"] if p.get("type") == "text")
+                )
                 if text.startswith("call ") and body.get("tools"):
                     _, name, args = text.split(" ", 2)
-                    calls = [{"id": f"call_{name}_{len(server.requests)}", "type": "function", "function": {"name": name, "arguments": args}}]
+                    calls = [
+                        {
+                            "id": f"call_{name}_{len(server.requests)}",
+                            "type": "function",
+                            "function": {"name": name, "arguments": args},
+                        }
+                    ]
                     self._reply(body, "", calls, "")
                 else:
                     self._reply(body, f"echo: {text}", [], "")
 
             def _reply(self, body: dict[str, Any], content: str, calls: list[dict[str, Any]], reasoning: str) -> None:
-                usage = {"prompt_tokens": 11, "completion_tokens": 7 + len(reasoning), "total_tokens": 18 + len(reasoning), "completion_tokens_details": {"reasoning_tokens": len(reasoning)}}
+                usage = {
+                    "prompt_tokens": 11,
+                    "completion_tokens": 7 + len(reasoning),
+                    "total_tokens": 18 + len(reasoning),
+                    "completion_tokens_details": {"reasoning_tokens": len(reasoning)},
+                }
                 finish = "tool_calls" if calls else "stop"
                 if not body.get("stream"):
                     msg: dict[str, Any] = {"role": "assistant", "content": content or None}
@@ -99,16 +114,40 @@ class FaultServer:
                         msg["reasoning_content"] = reasoning
                     if calls:
                         msg["tool_calls"] = calls
-                    self._json(200, {"id": "x", "object": "chat.completion", "choices": [{"index": 0, "message": msg, "finish_reason": finish}], "usage": usage})
+                    self._json(
+                        200,
+                        {
+                            "id": "x",
+                            "object": "chat.completion",
+                            "choices": [{"index": 0, "message": msg, "finish_reason": finish}],
+                            "usage": usage,
+                        },
+                    )
                     return
                 self._start_stream()
                 pieces = [_chunk_obj({"role": "assistant", "content": ""})]
                 pieces += [_chunk_obj({"reasoning_content": reasoning[i : i + 3]}) for i in range(0, len(reasoning), 3)]
                 pieces += [_chunk_obj({"content": content[i : i + 4]}) for i in range(0, len(content), 4)]
                 for idx, c in enumerate(calls):
-                    pieces.append(_chunk_obj({"tool_calls": [{"index": idx, "id": c["id"], "type": "function", "function": {"name": c["function"]["name"], "arguments": ""}}]}))
+                    pieces.append(
+                        _chunk_obj(
+                            {
+                                "tool_calls": [
+                                    {
+                                        "index": idx,
+                                        "id": c["id"],
+                                        "type": "function",
+                                        "function": {"name": c["function"]["name"], "arguments": ""},
+                                    }
+                                ]
+                            }
+                        )
+                    )
                     args = c["function"]["arguments"]
-                    pieces += [_chunk_obj({"tool_calls": [{"index": idx, "function": {"arguments": args[i : i + 3]}}]}) for i in range(0, len(args), 3)]
+                    pieces += [
+                        _chunk_obj({"tool_calls": [{"index": idx, "function": {"arguments": args[i : i + 3]}}]})
+                        for i in range(0, len(args), 3)
+                    ]
                 pieces.append(_chunk_obj({}, finish))
                 if (body.get("stream_options") or {}).get("include_usage"):
                     pieces.append({"id": "x", "object": "chat.completion.chunk", "choices": [], "usage": usage})
@@ -149,7 +188,7 @@ class FaultServer:
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
-    def __enter__(self) -> "FaultServer":
+    def __enter__(self) -> FaultServer:
         self.thread.start()
         return self
 
@@ -164,7 +203,11 @@ class FaultServer:
 
 
 def _chunk_obj(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-    return {"id": "x", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    return {
+        "id": "x",
+        "object": "chat.completion.chunk",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
 
 
 def _sse(obj: Any) -> bytes:

@@ -7,7 +7,14 @@ from kimidoc.backends.connect import connect
 from kimidoc.backends.embedded import Embedded
 from kimidoc.backends.openai.client import OpenAICompatible
 
-ENV = ("KIMIDOC_MODEL", "KIMIDOC_ENDPOINT", "KIMIDOC_API_KEY", "MOONSHOT_API_KEY", "OPENROUTER_API_KEY", "OPENAI_API_KEY")
+ENV = (
+    "KIMIDOC_MODEL",
+    "KIMIDOC_ENDPOINT",
+    "KIMIDOC_API_KEY",
+    "MOONSHOT_API_KEY",
+    "OPENROUTER_API_KEY",
+    "OPENAI_API_KEY",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -37,7 +44,11 @@ def test_hosted_providers_by_name_and_by_key(monkeypatch):
     assert (b.base_url, b.model, b.thinking_style) == ("https://api.moonshot.ai/v1", "kimi-k2.6", "moonshot")
     monkeypatch.setenv("OPENROUTER_API_KEY", "or-key")
     b = connect()
-    assert (b.base_url, b.model, b.thinking_style) == ("https://openrouter.ai/api/v1", "moonshotai/kimi-k2.6", "openrouter")
+    assert (b.base_url, b.model, b.thinking_style) == (
+        "https://openrouter.ai/api/v1",
+        "moonshotai/kimi-k2.6",
+        "openrouter",
+    )
     assert b._headers["Authorization"] == "Bearer or-key"
 
 

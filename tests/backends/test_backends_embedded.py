@@ -22,12 +22,25 @@ from kimidoc.backends.embedded.model import EmbeddedModelMissing, PackagedModel,
 from kimidoc.messages import accumulate
 from kimidoc.tools.schema import validate
 
-DOC = "Report of the river survey. The Zorblat river is 42 km long and flows into Lake Mirren. It freezes every January."
+DOC = (
+    "Report of the river survey. The Zorblat river is 42 km long and flows into Lake Mirren. It freezes every January."
+)
 QUESTION = [
     {"role": "system", "content": "Answer the question using the document."},
     {"role": "user", "content": f"Document:\n{DOC}\n\nQuestion: Into which lake does the Zorblat river flow?"},
 ]
-LOOKUP = {"type": "function", "function": {"name": "lookup", "description": "Look up facts about a river.", "parameters": {"type": "object", "properties": {"river": {"type": "string"}, "year": {"type": "integer"}}, "required": ["river"]}}}
+LOOKUP = {
+    "type": "function",
+    "function": {
+        "name": "lookup",
+        "description": "Look up facts about a river.",
+        "parameters": {
+            "type": "object",
+            "properties": {"river": {"type": "string"}, "year": {"type": "integer"}},
+            "required": ["river"],
+        },
+    },
+}
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +76,18 @@ def test_answers_from_a_fresh_process_without_network(tmp_path):
     ).replace("json.loads(QUESTION)", f"json.loads({json.dumps(json.dumps(QUESTION))})")
     # The cache folder cannot be created (its parent is a file): the model still loads, and says why it could not cache.
     (tmp_path / "not-a-folder").write_text("")
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / "not-a-folder"), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "KIMIDOC_PROGRESS": "0", "PYTHONPATH": str(Path(__file__).parents[2])}
-    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "XDG_CACHE_HOME": str(tmp_path / "not-a-folder"),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "KIMIDOC_PROGRESS": "0",
+        "PYTHONPATH": str(Path(__file__).parents[2]),
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=900, cwd=tmp_path
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     if not llama_cpp_available():
         assert "could not be written" in out.stderr and "KIMIDOC_CACHE_DIR" in out.stderr
@@ -94,13 +117,30 @@ def test_length_and_stop_strings(embedded):
 
 def test_forced_tool_call_is_parsed_or_rejected_cleanly(embedded):
     choice = {"type": "function", "function": {"name": "lookup"}}
-    msg = embedded.complete([{"role": "user", "content": "Find facts about the Zorblat river."}], [LOOKUP], tool_choice=choice, temperature=0, max_tokens=60)
+    msg = embedded.complete(
+        [{"role": "user", "content": "Find facts about the Zorblat river."}],
+        [LOOKUP],
+        tool_choice=choice,
+        temperature=0,
+        max_tokens=60,
+    )
     assert msg.tool_calls or msg.invalid_tool_calls
     for call in msg.tool_calls:
-        assert call.name == "lookup" and validate(call.parsed_arguments(), LOOKUP["function"]["parameters"], "lookup") is None
+        assert (
+            call.name == "lookup"
+            and validate(call.parsed_arguments(), LOOKUP["function"]["parameters"], "lookup") is None
+        )
     if embedded.engine.constrains_json:  # the grammar makes the call well-formed
         assert len(msg.tool_calls) == 1 and msg.finish_reason == "tool_calls" and not msg.invalid_tool_calls
-    streamed = accumulate(embedded.stream([{"role": "user", "content": "Find facts about the Zorblat river."}], [LOOKUP], tool_choice=choice, temperature=0, max_tokens=60))
+    streamed = accumulate(
+        embedded.stream(
+            [{"role": "user", "content": "Find facts about the Zorblat river."}],
+            [LOOKUP],
+            tool_choice=choice,
+            temperature=0,
+            max_tokens=60,
+        )
+    )
     assert [(c.name, c.arguments) for c in streamed.tool_calls] == [(c.name, c.arguments) for c in msg.tool_calls]
 
 
@@ -127,7 +167,10 @@ def test_concurrent_calls_are_serialised_without_mixups(embedded):
     assert got == [expected[json.dumps(p)] for p in prompts]
 
 
-@pytest.mark.skipif(not llama_cpp_available(), reason="llama-cpp-python is not installed: only the transformers engine exists, already covered above")
+@pytest.mark.skipif(
+    not llama_cpp_available(),
+    reason="llama-cpp-python is not installed: only the transformers engine exists, already covered above",
+)
 def test_transformers_engine_agrees_on_the_answer():
     # Two engines, same GGUF: llama.cpp runs the Q4_1 weights, transformers their float dequantisation;
     # greedy text may differ in wording, but the fact and the tokenizer must not.
@@ -139,15 +182,40 @@ def test_transformers_engine_agrees_on_the_answer():
 
 
 def test_required_tool_choice_picks_among_tools(embedded):
-    add = {"type": "function", "function": {"name": "add", "description": "Add two numbers.", "parameters": {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}, "required": ["a", "b"]}}}
-    msg = embedded.complete([{"role": "user", "content": "What is 2 plus 3?"}], [LOOKUP, add], tool_choice="required", temperature=0, max_tokens=60)
+    add = {
+        "type": "function",
+        "function": {
+            "name": "add",
+            "description": "Add two numbers.",
+            "parameters": {
+                "type": "object",
+                "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+                "required": ["a", "b"],
+            },
+        },
+    }
+    msg = embedded.complete(
+        [{"role": "user", "content": "What is 2 plus 3?"}],
+        [LOOKUP, add],
+        tool_choice="required",
+        temperature=0,
+        max_tokens=60,
+    )
     by_name = {"lookup": LOOKUP, "add": add}
     for call in msg.tool_calls:
         assert validate(call.parsed_arguments(), by_name[call.name]["function"]["parameters"], call.name) is None
     if embedded.engine.constrains_json:
         assert len(msg.tool_calls) == 1 and msg.content == ""
-    none = embedded.complete([{"role": "user", "content": "What is 2 plus 3?"}], [LOOKUP, add], tool_choice="none", temperature=0, max_tokens=20)
-    assert not none.tool_calls and none.usage.prompt_tokens < msg.usage.prompt_tokens, "tool_choice='none' leaves the tools out of the prompt"
+    none = embedded.complete(
+        [{"role": "user", "content": "What is 2 plus 3?"}],
+        [LOOKUP, add],
+        tool_choice="none",
+        temperature=0,
+        max_tokens=20,
+    )
+    assert not none.tool_calls and none.usage.prompt_tokens < msg.usage.prompt_tokens, (
+        "tool_choice='none' leaves the tools out of the prompt"
+    )
 
 
 def test_weights_cache_folder_follows_the_environment_and_the_file(tmp_path, monkeypatch):
@@ -241,7 +309,9 @@ def test_agent_wall_time_budget_cuts_a_model_call_short(embedded, monkeypatch, s
     counter = CountingGenerate(embedded.engine)
     monkeypatch.setattr(embedded.engine, "generate", counter)
     limit = 3000  # far more tokens than any engine makes in the one-second budget
-    result = Agent(embedded, budget=Budget(max_wall_time=1.0), sampling={"temperature": 0, "max_tokens": limit}, stream=stream).run(COUNT[0]["content"])
+    result = Agent(
+        embedded, budget=Budget(max_wall_time=1.0), sampling={"temperature": 0, "max_tokens": limit}, stream=stream
+    ).run(COUNT[0]["content"])
     assert result.stop_reason == "max_wall_time", result.detail
     assert counter.tokens < limit and not embedded._gen_lock.locked()
 
@@ -271,9 +341,13 @@ def test_cancel_inside_a_long_prefill_is_seen_between_layers(embedded):
         for hook in hooks:
             hook.remove()
     # The layer running at the cancel finishes (and one more that started before the cancel reached the thread).
-    assert len(calls) - at_cancel <= 2 and len(calls) < len(layers), f"{len(calls)} layers ran for a cancel after {at_cancel}"
+    assert len(calls) - at_cancel <= 2 and len(calls) < len(layers), (
+        f"{len(calls)} layers ran for a cancel after {at_cancel}"
+    )
     assert not embedded._gen_lock.locked()
-    assert embedded.complete(QUESTION, temperature=0, max_tokens=12).content, "the engine answers after a cut-off prefill"
+    assert embedded.complete(QUESTION, temperature=0, max_tokens=12).content, (
+        "the engine answers after a cut-off prefill"
+    )
 
 
 def _reference_logprob(engine, prompt_ids, option_ids):
@@ -299,7 +373,9 @@ def test_choose_scores_options_like_a_full_forward(embedded):
     assert any(len(engine.tokenize(o)) > 1 for o in options), "a multi-token option exercises the rewind"
     for option, got, got_whole in zip(options, scores, whole):
         assert got == pytest.approx(_reference_logprob(engine, prompt_ids, engine.tokenize(option)), abs=1e-3)
-        assert got_whole == pytest.approx(_reference_logprob(engine, prompt_ids, engine.tokenize(option + "<|im_end|>")), abs=1e-3)
+        assert got_whole == pytest.approx(
+            _reference_logprob(engine, prompt_ids, engine.tokenize(option + "<|im_end|>")), abs=1e-3
+        )
 
 
 def test_choose_rejects_bad_options(embedded):

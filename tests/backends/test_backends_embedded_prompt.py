@@ -6,12 +6,34 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kimidoc.backends.embedded.prompt import CALL_OPEN, ReplySplitter, call_schema, chat_messages, extract_json, forced_tool, parse_reply
+from kimidoc.backends.embedded.prompt import (
+    CALL_OPEN,
+    ReplySplitter,
+    call_schema,
+    chat_messages,
+    extract_json,
+    forced_tool,
+    parse_reply,
+)
 from kimidoc.messages import image_part
 
 TOOLS = [
-    {"type": "function", "function": {"name": "lookup", "description": "Look up a word.", "parameters": {"type": "object", "properties": {"word": {"type": "string"}}, "required": ["word"]}}},
-    {"type": "function", "function": {"name": "add", "description": "Add.", "parameters": {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}}}},
+    {
+        "type": "function",
+        "function": {
+            "name": "lookup",
+            "description": "Look up a word.",
+            "parameters": {"type": "object", "properties": {"word": {"type": "string"}}, "required": ["word"]},
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "add",
+            "description": "Add.",
+            "parameters": {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}},
+        },
+    },
 ]
 
 
@@ -19,12 +41,22 @@ def test_tools_go_into_one_system_turn_and_history_round_trips():
     msgs = [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": [{"type": "text", "text": "look at"}, image_part(b"\x89PNG\r\n\x1a\n")]},
-        {"role": "assistant", "content": "", "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "lookup", "arguments": '{"word": "moon"}'}}]},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "lookup", "arguments": '{"word": "moon"}'}}
+            ],
+        },
         {"role": "tool", "tool_call_id": "c1", "name": "lookup", "content": "a satellite"},
     ]
     out = chat_messages(msgs, TOOLS)
     assert [m["role"] for m in out] == ["system", "user", "assistant", "user"]
-    assert out[0]["content"].startswith("Be brief.") and '"name": "lookup"' in out[0]["content"] and "<tools>" in out[0]["content"]
+    assert (
+        out[0]["content"].startswith("Be brief.")
+        and '"name": "lookup"' in out[0]["content"]
+        and "<tools>" in out[0]["content"]
+    )
     assert "1 image(s) omitted" in out[1]["content"]
     assert out[2]["content"] == CALL_OPEN + '[{"name": "lookup", "arguments": {"word": "moon"}}]</tool_call>'
     assert out[3]["content"] == '<tool_response name="lookup">\na satellite\n</tool_response>'
@@ -41,7 +73,11 @@ def test_parse_reply_reads_calls_and_rejects_bad_ones_without_raising():
     content, calls, invalid = parse_reply(text, TOOLS)
     assert content == "Sure.  Done."
     assert [c.name for c in calls] == ["lookup"] and json.loads(calls[0].arguments) == {"word": "sun"}
-    assert [i.name for i in invalid] == ["nope", "add"] and "unknown tool" in invalid[0].error and "must be a JSON object" in invalid[1].error
+    assert (
+        [i.name for i in invalid] == ["nope", "add"]
+        and "unknown tool" in invalid[0].error
+        and "must be a JSON object" in invalid[1].error
+    )
     _, calls, invalid = parse_reply("<tool_call>{not json at all</tool_call>", TOOLS)
     assert not calls and "not valid JSON" in invalid[0].error
     _, calls, invalid = parse_reply('<tool_call>```json\n{"name": "add", "arguments": {"a": 1, "b": 2}}\n```', TOOLS)
@@ -49,7 +85,9 @@ def test_parse_reply_reads_calls_and_rejects_bad_ones_without_raising():
     _, calls, _ = parse_reply('{"name": "add", "arguments": {"a": 1}}', TOOLS, forced=True)
     assert calls[0].name == "add"
     assert parse_reply("plain <b>text</b>", TOOLS) == ("plain <b>text</b>", [], [])
-    assert parse_reply("<tool_call>[]</tool_call>", None)[0] == "<tool_call>[]</tool_call>", "without tools nothing is a call"
+    assert parse_reply("<tool_call>[]</tool_call>", None)[0] == "<tool_call>[]</tool_call>", (
+        "without tools nothing is a call"
+    )
 
 
 def test_forced_tool_and_schema():

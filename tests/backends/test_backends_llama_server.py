@@ -32,10 +32,29 @@ def _server_importable() -> bool:
     return True
 
 
-pytestmark = pytest.mark.skipif(not _server_importable(), reason="llama-cpp-python[server] is not installed (pip install 'llama-cpp-python[server]')")
+pytestmark = pytest.mark.skipif(
+    not _server_importable(),
+    reason="llama-cpp-python[server] is not installed (pip install 'llama-cpp-python[server]')",
+)
 
-LOOKUP = {"type": "function", "function": {"name": "lookup", "description": "Look up facts about a river.", "parameters": {"type": "object", "properties": {"river": {"type": "string"}, "year": {"type": "integer"}}, "required": ["river"]}}}
-QUESTION = [{"role": "user", "content": "The Zorblat river flows into Lake Mirren. Into which lake does the Zorblat river flow?"}]
+LOOKUP = {
+    "type": "function",
+    "function": {
+        "name": "lookup",
+        "description": "Look up facts about a river.",
+        "parameters": {
+            "type": "object",
+            "properties": {"river": {"type": "string"}, "year": {"type": "integer"}},
+            "required": ["river"],
+        },
+    },
+}
+QUESTION = [
+    {
+        "role": "user",
+        "content": "The Zorblat river flows into Lake Mirren. Into which lake does the Zorblat river flow?",
+    }
+]
 
 
 def _free_port() -> int:
@@ -48,8 +67,27 @@ def _free_port() -> int:
 def llama_server(tmp_path_factory):
     port = _free_port()
     log = tmp_path_factory.mktemp("llama") / "server.log"
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(locate()), "--model_alias", "smollm2", "--host", "127.0.0.1", "--port", str(port),
-           "--chat_format", "chatml-function-calling", "--n_ctx", "2048", "--n_threads", "2", "--verbose", "False"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(locate()),
+        "--model_alias",
+        "smollm2",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--chat_format",
+        "chatml-function-calling",
+        "--n_ctx",
+        "2048",
+        "--n_threads",
+        "2",
+        "--verbose",
+        "False",
+    ]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     url = f"http://127.0.0.1:{port}/v1"

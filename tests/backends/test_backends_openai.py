@@ -12,7 +12,16 @@ from kimidoc.backends.openai.providers import api_key_for
 from kimidoc.backends.openai.retry import RetryPolicy, parse_retry_after
 from kimidoc.messages import accumulate, image_part
 
-TOOLS = [{"type": "function", "function": {"name": "lookup", "description": "Look a word up.", "parameters": {"type": "object", "properties": {"word": {"type": "string"}}, "required": ["word"]}}}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "lookup",
+            "description": "Look a word up.",
+            "parameters": {"type": "object", "properties": {"word": {"type": "string"}}, "required": ["word"]},
+        },
+    }
+]
 
 
 def backend(server, **kw):
@@ -39,7 +48,9 @@ def test_complete_and_stream_agree(fault_server):
     sent = fault_server.requests[0]
     assert (sent["model"], sent["temperature"], sent["max_tokens"], sent["stop"]) == ("fake", 0.2, 5, ["\n"])
     assert "stream" not in sent
-    assert fault_server.requests[1]["stream"] is True and fault_server.requests[1]["stream_options"] == {"include_usage": True}
+    assert fault_server.requests[1]["stream"] is True and fault_server.requests[1]["stream_options"] == {
+        "include_usage": True
+    }
     assert fault_server.headers[0]["authorization"] == "Bearer sk-test"
 
 
@@ -49,7 +60,9 @@ def test_tool_calls_split_across_chunks(fault_server):
     msg = b.complete(user(f"call lookup {args}"), TOOLS, tool_choice="auto")
     assert msg.finish_reason == "tool_calls" and [c.name for c in msg.tool_calls] == ["lookup"]
     assert msg.tool_calls[0].arguments == args, "arguments are kept byte for byte"
-    deltas = list(b.stream(user(f"call lookup {args}"), TOOLS, tool_choice={"type": "function", "function": {"name": "lookup"}}))
+    deltas = list(
+        b.stream(user(f"call lookup {args}"), TOOLS, tool_choice={"type": "function", "function": {"name": "lookup"}})
+    )
     pieces = [tc.arguments for d in deltas for tc in d.tool_calls if tc.arguments]
     assert len(pieces) > 3
     folded = accumulate(deltas)
@@ -68,7 +81,11 @@ def test_reasoning_content_and_openrouter_reasoning(fault_server):
     b = backend(fault_server)
     fault_server.queue(("content", "Answer.", "Let me think."))
     msg = b.complete(user("q"))
-    assert (msg.reasoning, msg.content, msg.usage.reasoning_tokens) == ("Let me think.", "Answer.", len("Let me think."))
+    assert (msg.reasoning, msg.content, msg.usage.reasoning_tokens) == (
+        "Let me think.",
+        "Answer.",
+        len("Let me think."),
+    )
     fault_server.queue(("content", "Answer.", "Let me think."))
     folded = accumulate(b.stream(user("q")))
     assert (folded.reasoning, folded.content) == ("Let me think.", "Answer.")
@@ -158,7 +175,11 @@ def test_raw_kimi_markup_in_content_is_parsed(fault_server):
     deltas = list(backend(fault_server).stream(user("x"), TOOLS))
     assert not any("<|" in d.content for d in deltas)
     folded = accumulate(deltas)
-    assert folded.content == "Let me look." and folded.tool_calls[0].parsed_arguments() == {"word": "moon"} and folded.finish_reason == "tool_calls"
+    assert (
+        folded.content == "Let me look."
+        and folded.tool_calls[0].parsed_arguments() == {"word": "moon"}
+        and folded.finish_reason == "tool_calls"
+    )
 
 
 def test_plain_text_with_angle_brackets_is_untouched(fault_server):
@@ -174,7 +195,10 @@ def test_model_discovery_and_window(fault_server):
     assert b.complete(user("m")).content == "echo: m"
     assert b.model == "fake-kimi-k2.6" and b.context_window == 32768
     assert fault_server.requests[0]["model"] == "fake-kimi-k2.6"
-    assert pick_model({"data": [{"id": "gpt-x"}, {"id": "moonshotai/kimi-k2.6", "context_length": 262144}]}, "u") == ("moonshotai/kimi-k2.6", 262144)
+    assert pick_model({"data": [{"id": "gpt-x"}, {"id": "moonshotai/kimi-k2.6", "context_length": 262144}]}, "u") == (
+        "moonshotai/kimi-k2.6",
+        262144,
+    )
     with pytest.raises(BackendError, match="none is Kimi"):
         pick_model({"data": [{"id": "a"}, {"id": "b"}]}, "u")
 

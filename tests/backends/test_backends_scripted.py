@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from kimidoc.backends.base import Backend
-from kimidoc.backends.scripted import ScriptExhausted, Scripted
+from kimidoc.backends.scripted import Scripted, ScriptExhausted
 from kimidoc.messages import AssistantMessage, ToolCall, Usage, accumulate
 
 
@@ -25,7 +25,9 @@ def test_replays_in_order_then_says_it_is_exhausted():
 
 
 def test_stream_pieces_fold_back_and_usage_is_simulated():
-    turn = AssistantMessage(content="The answer is 42.", reasoning="Think first.", tool_calls=[ToolCall("c1", "f", '{"x": [1, 2, 3]}')])
+    turn = AssistantMessage(
+        content="The answer is 42.", reasoning="Think first.", tool_calls=[ToolCall("c1", "f", '{"x": [1, 2, 3]}')]
+    )
     b = Scripted([turn, turn], chunk=3)
     deltas = list(b.stream(user("q")))
     assert len([d for d in deltas if d.tool_calls and d.tool_calls[0].arguments]) > 1

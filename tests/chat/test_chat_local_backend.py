@@ -43,7 +43,11 @@ def test_tiny_checkpoint_answers_a_tool_call_request(backend):
     ids = generate(backend.model, prompt, max_new_tokens=6, temperature=0.0, stop_ids=tuple(backend.stop_ids))
     body = ids[:-1] if ids[-1] in backend.stop_ids else ids
     expected = parse(tok.decode(body), thinking=True, tools={"get_weather"})
-    assert (reply.reasoning, reply.content, reply.tool_calls) == (expected.reasoning, expected.content, expected.tool_calls)
+    assert (reply.reasoning, reply.content, reply.tool_calls) == (
+        expected.reasoning,
+        expected.content,
+        expected.tool_calls,
+    )
     assert reply.usage.prompt_tokens == len(prompt) and reply.usage.completion_tokens == len(ids)
     assert reply.finish_reason == ("length" if ids[-1] not in backend.stop_ids else "stop")
 
@@ -103,16 +107,25 @@ def test_forced_completion_goes_from_messages_to_a_parsed_call(backend):
     reply = accumulate(deltas)
     assert (reply.reasoning, reply.content) == ("The user wants weather.", "Let me check.")
     (call,) = reply.tool_calls
-    assert (call.id, call.name, call.parsed_arguments()) == ("functions.get_weather:0", "get_weather", {"city": "Paris"})
+    assert (call.id, call.name, call.parsed_arguments()) == (
+        "functions.get_weather:0",
+        "get_weather",
+        {"city": "Paris"},
+    )
     assert reply.finish_reason == "tool_calls" and reply.invalid_tool_calls == []
     assert reply.usage.completion_tokens == len(forced)
     assert reply.usage.reasoning_tokens == forced.index(tok.token_id("</think>")) + 1
 
     # the next turn renders the call with its reasoning kept (interleaved thinking in the loop)
-    follow = ASK + [reply.to_message(), {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21 C"}]  # no name: headed "tool"
+    follow = ASK + [
+        reply.to_message(),
+        {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21 C"},
+    ]  # no name: headed "tool"
     text = render(follow, [WEATHER])
     assert "<think>The user wants weather.</think>Let me check.<|tool_calls_section_begin|>" in text
-    assert text.endswith("<|im_system|>tool<|im_middle|>## Return of functions.get_weather:0\nsunny, 21 C<|im_end|><|im_assistant|>assistant<|im_middle|><think>")
+    assert text.endswith(
+        "<|im_system|>tool<|im_middle|>## Return of functions.get_weather:0\nsunny, 21 C<|im_end|><|im_assistant|>assistant<|im_middle|><think>"
+    )
 
     # an undeclared tool comes back as an invalid call, not an exception
     reply = LocalKimi(backend.path, model=ForcedLM(backend.model, forced), tokenizer=tok).complete(ASK)
@@ -144,8 +157,14 @@ def test_images_go_through_the_vision_tower(tmp_path, backend):
     from kimidoc.vision.preprocess import preprocess
 
     vision = preprocess([_png(56, 84)])
-    ids = generate(mm.model, prompt, max_new_tokens=3, temperature=0.0, stop_ids=tuple(mm.stop_ids),
-                   inputs_embeds=lambda i, _e: mm.model.embed(i, vision))
+    ids = generate(
+        mm.model,
+        prompt,
+        max_new_tokens=3,
+        temperature=0.0,
+        stop_ids=tuple(mm.stop_ids),
+        inputs_embeds=lambda i, _e: mm.model.embed(i, vision),
+    )
     assert reply.usage.completion_tokens == len(ids)
     body = ids[:-1] if ids[-1] in mm.stop_ids else ids
     assert reply.reasoning == parse(mm.tokenizer.decode(body)).reasoning
@@ -162,16 +181,22 @@ def test_tool_choice_forces_the_call_after_reasoning(backend):
 
     named = {"type": "function", "function": {"name": "get_weather"}}
     # thinking: the model reasons up to </think>, then continues after the injected call opening
-    reply = forced("Rome, then.</think>", '{"city": "Rome"}<|tool_call_end|><|tool_calls_section_end|><|im_end|>').complete(
-        ASK, [WEATHER], tool_choice=named, temperature=0.0)
+    reply = forced(
+        "Rome, then.</think>", '{"city": "Rome"}<|tool_call_end|><|tool_calls_section_end|><|im_end|>'
+    ).complete(ASK, [WEATHER], tool_choice=named, temperature=0.0)
     assert reply.reasoning == "Rome, then." and reply.content == ""
-    assert [(c.id, c.name, c.arguments) for c in reply.tool_calls] == [("functions.get_weather:0", "get_weather", '{"city": "Rome"}')]
+    assert [(c.id, c.name, c.arguments) for c in reply.tool_calls] == [
+        ("functions.get_weather:0", "get_weather", '{"city": "Rome"}')
+    ]
     # a turn that ends without closing its reasoning still gets its call
-    reply = forced("hmm<|im_end|>", '{"city": "Oslo"}<|tool_call_end|><|im_end|>').complete(ASK, [WEATHER], tool_choice=named)
+    reply = forced("hmm<|im_end|>", '{"city": "Oslo"}<|tool_call_end|><|im_end|>').complete(
+        ASK, [WEATHER], tool_choice=named
+    )
     assert reply.reasoning == "hmm" and reply.tool_calls[0].arguments == '{"city": "Oslo"}'
     # instant mode, "required": the section is opened in the prompt, the model picks the tool
-    reply = forced("<|tool_call_begin|>functions.get_weather:0<|tool_call_argument_begin|>{}<|tool_call_end|><|im_end|>").complete(
-        ASK, [WEATHER], tool_choice="required", thinking=False)
+    reply = forced(
+        "<|tool_call_begin|>functions.get_weather:0<|tool_call_argument_begin|>{}<|tool_call_end|><|im_end|>"
+    ).complete(ASK, [WEATHER], tool_choice="required", thinking=False)
     assert reply.tool_calls[0].name == "get_weather" and reply.finish_reason == "tool_calls"
     with pytest.raises(ValueError, match="not among the tools"):
         backend.complete(ASK, [WEATHER], tool_choice={"type": "function", "function": {"name": "rm"}})

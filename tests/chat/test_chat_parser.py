@@ -22,7 +22,13 @@ def _call(cid: str, args: str) -> str:
 
 
 def test_reasoning_content_and_calls():
-    text = "Let me look.</think>Checking." + B + _call("functions.get_weather:0", ' {"city": "Paris"} ') + _call(" functions.now:1 ", "{}") + E
+    text = (
+        "Let me look.</think>Checking."
+        + B
+        + _call("functions.get_weather:0", ' {"city": "Paris"} ')
+        + _call(" functions.now:1 ", "{}")
+        + E
+    )
     msg = parse(text)
     assert msg.reasoning == "Let me look." and msg.content == "Checking."
     assert [(c.id, c.name, c.arguments) for c in msg.tool_calls] == [
@@ -52,7 +58,11 @@ def test_reopened_think_is_stripped_from_reasoning():
 
 
 def test_singular_section_spelling_and_text_after_message_end():
-    text = "</think><|tool_call_section_begin|>" + _call("functions.f:0", '{"a": 1}') + "<|tool_call_section_end|><|im_end|>ignored"
+    text = (
+        "</think><|tool_call_section_begin|>"
+        + _call("functions.f:0", '{"a": 1}')
+        + "<|tool_call_section_end|><|im_end|>ignored"
+    )
     msg = parse(text)
     assert [c.name for c in msg.tool_calls] == ["f"] and msg.content == ""
     # a call written without its section is still read
@@ -81,7 +91,7 @@ def test_malformed_calls_become_invalid_records_with_raw_text():
 
 
 def test_unterminated_section_is_reported_not_raised():
-    text = "</think>ok" + B + "<|tool_call_begin|>functions.f:0<|tool_call_argument_begin|>{\"a\": "
+    text = "</think>ok" + B + '<|tool_call_begin|>functions.f:0<|tool_call_argument_begin|>{"a": '
     msg = parse(text)
     assert msg.content == "ok" and msg.tool_calls == []
     (rec,) = msg.invalid_tool_calls
@@ -94,7 +104,7 @@ def test_unterminated_section_is_reported_not_raised():
 
 def test_streaming_emits_calls_as_they_complete():
     p = KimiParser(thinking=False)
-    assert p.feed("Hello <|tool_calls_sec") [0].content == "Hello "
+    assert p.feed("Hello <|tool_calls_sec")[0].content == "Hello "
     assert p.feed("tion_begin|><|tool_call_begin|>functions.f:0<|tool_call_argument_begin|>{}") == []
     (d,) = p.feed("<|tool_call_end|>")
     assert d.tool_calls[0].id == "functions.f:0" and d.tool_calls[0].arguments == "{}"
@@ -111,7 +121,12 @@ def test_feed_ids_counts_reasoning_tokens(tmp_path):
 
 
 # ---- properties -----------------------------------------------------------------------------
-pieces = st.lists(st.one_of(st.sampled_from(MARKERS + ("<|tool_call", "<", "functions.f:0", "{}", '{"a": 1}', " ")), st.text(max_size=12)), max_size=25)
+pieces = st.lists(
+    st.one_of(
+        st.sampled_from(MARKERS + ("<|tool_call", "<", "functions.f:0", "{}", '{"a": 1}', " ")), st.text(max_size=12)
+    ),
+    max_size=25,
+)
 
 
 @PROPS
@@ -138,7 +153,11 @@ def test_streaming_in_any_chunks_equals_parsing_at_once(parts, cuts, thinking):
     text = "".join(parts)
     once, streamed = parse(text, thinking=thinking), _fold(text, cuts, thinking)
     assert (streamed.reasoning, streamed.content, streamed.tool_calls, streamed.invalid_tool_calls) == (
-        once.reasoning, once.content, once.tool_calls, once.invalid_tool_calls)
+        once.reasoning,
+        once.content,
+        once.tool_calls,
+        once.invalid_tool_calls,
+    )
 
 
 def _clean(s: str) -> bool:
@@ -146,8 +165,14 @@ def _clean(s: str) -> bool:
 
 
 names = st.from_regex(r"[a-z_][a-z0-9_]{0,11}", fullmatch=True)
-json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=10), lambda v: st.lists(v, max_size=3) | st.dictionaries(st.text(max_size=5), v, max_size=3), max_leaves=6)
-calls = st.lists(st.tuples(names, st.dictionaries(st.text(max_size=6), json_values, max_size=3), st.booleans()), max_size=3)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+    lambda v: st.lists(v, max_size=3) | st.dictionaries(st.text(max_size=5), v, max_size=3),
+    max_leaves=6,
+)
+calls = st.lists(
+    st.tuples(names, st.dictionaries(st.text(max_size=6), json_values, max_size=3), st.booleans()), max_size=3
+)
 
 
 @PROPS
@@ -155,13 +180,22 @@ calls = st.lists(st.tuples(names, st.dictionaries(st.text(max_size=6), json_valu
 def test_rendered_assistant_turn_parses_back(reasoning, content, tool_calls):
     assume(_clean(reasoning) and _clean(content))
     user = {"role": "user", "content": "go"}
-    assistant = {"role": "assistant", "content": content, "reasoning_content": reasoning, "tool_calls": [
-        {"id": f"functions.{n}:{i}", "type": "function", "function": {"name": n, "arguments": json.dumps(a, ensure_ascii=ascii_)}}
-        for i, (n, a, ascii_) in enumerate(tool_calls)
-    ]}
+    assistant = {
+        "role": "assistant",
+        "content": content,
+        "reasoning_content": reasoning,
+        "tool_calls": [
+            {
+                "id": f"functions.{n}:{i}",
+                "type": "function",
+                "function": {"name": n, "arguments": json.dumps(a, ensure_ascii=ascii_)},
+            }
+            for i, (n, a, ascii_) in enumerate(tool_calls)
+        ],
+    }
     prompt = render([user])
     full = render([user, assistant], add_generation_prompt=False, preserve_thinking=True)
     assert full.startswith(prompt) and prompt.endswith("<think>")
-    msg = parse(full[len(prompt):], thinking=True)
+    msg = parse(full[len(prompt) :], thinking=True)
     assert msg.reasoning == reasoning and msg.content == content and msg.invalid_tool_calls == []
     assert [c.to_openai() for c in msg.tool_calls] == assistant["tool_calls"]

@@ -60,7 +60,10 @@ def test_plain_chat_inserts_default_system_and_generation_prompt():
 
 def test_system_prompt_replaces_default():
     msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
-    assert render(msgs) == "<|im_system|>system<|im_middle|>Be brief.<|im_end|><|im_user|>user<|im_middle|>Hi<|im_end|>" + GEN
+    assert (
+        render(msgs)
+        == "<|im_system|>system<|im_middle|>Be brief.<|im_end|><|im_user|>user<|im_middle|>Hi<|im_end|>" + GEN
+    )
 
 
 def test_multi_turn_drops_reasoning_of_answered_turns():
@@ -88,8 +91,12 @@ def test_thinking_off_prefills_empty_think_and_no_generation_prompt_option():
 def test_one_tool_call_and_its_result():
     msgs = [
         {"role": "user", "content": "Weather in Paris?"},
-        {"role": "assistant", "content": "", "reasoning_content": "Need weather.",
-         "tool_calls": [call("functions.get_weather:0", "get_weather", '{"city": "Paris"}')]},
+        {
+            "role": "assistant",
+            "content": "",
+            "reasoning_content": "Need weather.",
+            "tool_calls": [call("functions.get_weather:0", "get_weather", '{"city": "Paris"}')],
+        },
         {"role": "tool", "tool_call_id": "functions.get_weather:0", "name": "get_weather", "content": '{"temp": 21}'},
     ]
     expected = (
@@ -109,10 +116,14 @@ def _two_foreign_calls() -> list[dict]:
     # ids from another provider (call_*), results without a name: what an OpenAI-style client sends
     return [
         {"role": "user", "content": "Paris and Rome?"},
-        {"role": "assistant", "content": "Checking both.", "tool_calls": [
-            call("call_a", "get_weather", '{"city": "Paris"}'),
-            call("call_b", "get_weather", '{"city": "Rome"}'),
-        ]},
+        {
+            "role": "assistant",
+            "content": "Checking both.",
+            "tool_calls": [
+                call("call_a", "get_weather", '{"city": "Paris"}'),
+                call("call_b", "get_weather", '{"city": "Rome"}'),
+            ],
+        },
         {"role": "tool", "tool_call_id": "call_a", "content": "sunny"},
         {"role": "tool", "tool_call_id": "call_b", "content": "rain"},
     ]
@@ -143,7 +154,13 @@ def test_call_ids_kimi_rewrites_foreign_ids_conversation_wide_and_results_follow
     msgs = _two_foreign_calls()
     assert render(msgs, call_ids="kimi") == _two_calls_expected("functions.get_weather:0", "functions.get_weather:1")
     # ids already in the model's shape are kept, and IDX counts every call of the conversation
-    mixed = msgs[:2] + [{"role": "assistant", "content": "", "tool_calls": [call("functions.get_weather:7", "get_weather", "{}"), call("x", "f", "{}")]}]
+    mixed = msgs[:2] + [
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [call("functions.get_weather:7", "get_weather", "{}"), call("x", "f", "{}")],
+        }
+    ]
     text = render(mixed, call_ids="kimi")
     assert "<|tool_call_begin|>functions.get_weather:7<" in text and "<|tool_call_begin|>functions.f:3<" in text
     with pytest.raises(ChatTemplateError, match="call_ids must be 'verbatim' or 'kimi'"):
@@ -153,7 +170,10 @@ def test_call_ids_kimi_rewrites_foreign_ids_conversation_wide_and_results_follow
 def test_a_named_tool_result_is_headed_by_its_name():
     msgs = _two_foreign_calls()
     msgs[2] = {**msgs[2], "name": "get_weather"}
-    assert "<|im_system|>get_weather<|im_middle|>## Return of call_a\nsunny<|im_end|><|im_system|>tool<|im_middle|>## Return of call_b" in render(msgs)
+    assert (
+        "<|im_system|>get_weather<|im_middle|>## Return of call_a\nsunny<|im_end|><|im_system|>tool<|im_middle|>## Return of call_b"
+        in render(msgs)
+    )
 
 
 def _tool_loop() -> list[dict]:
@@ -161,9 +181,19 @@ def _tool_loop() -> list[dict]:
         {"role": "user", "content": "Q1"},
         {"role": "assistant", "content": "A1", "reasoning_content": "r1"},
         {"role": "user", "content": "Q2"},
-        {"role": "assistant", "content": "", "reasoning_content": "r2", "tool_calls": [call("functions.f:0", "f", "{}")]},
+        {
+            "role": "assistant",
+            "content": "",
+            "reasoning_content": "r2",
+            "tool_calls": [call("functions.f:0", "f", "{}")],
+        },
         {"role": "tool", "tool_call_id": "functions.f:0", "content": "one"},
-        {"role": "assistant", "content": "", "reasoning_content": "r3", "tool_calls": [call("functions.f:1", "f", '{"n": 2}')]},
+        {
+            "role": "assistant",
+            "content": "",
+            "reasoning_content": "r3",
+            "tool_calls": [call("functions.f:1", "f", '{"n": 2}')],
+        },
         {"role": "tool", "tool_call_id": "functions.f:1", "content": "two"},
     ]
 
@@ -223,10 +253,18 @@ def test_unicode_and_json_escaping_in_arguments_are_verbatim():
     raw = '{"q": "caf\\u00e9 \\"quoted\\" line\\nbreak", "emoji": "😀", "path": "C:\\\\tmp"}'
     msgs = [
         {"role": "user", "content": "naïve 你好 😀"},
-        {"role": "assistant", "content": None, "tool_calls": [
-            call("functions.search:0", "search", raw),
-            {"id": "functions.search:1", "type": "function", "function": {"name": "search", "arguments": {"text": 'naïve "x"'}}},
-        ]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                call("functions.search:0", "search", raw),
+                {
+                    "id": "functions.search:1",
+                    "type": "function",
+                    "function": {"name": "search", "arguments": {"text": 'naïve "x"'}},
+                },
+            ],
+        },
     ]
     expected = (
         SYS
@@ -263,7 +301,12 @@ SEARCH = {
                     },
                     "required": ["lang"],
                 },
-                "tags": {"type": "array", "items": {"type": "string", "description": "A tag"}, "maxItems": 2, "minItems": 1},
+                "tags": {
+                    "type": "array",
+                    "items": {"type": "string", "description": "A tag"},
+                    "maxItems": 2,
+                    "minItems": 1,
+                },
                 "ids": {"type": "array", "items": {"type": "integer"}},
                 "mode": {"anyOf": [{"type": "string"}, {"type": "number"}]},
                 "extra": {"type": "object"},
@@ -311,7 +354,15 @@ def test_typescript_declaration_of_nested_schema():
         "}\n"
     )
     msgs = [{"role": "user", "content": "x"}]
-    assert render(msgs, [SEARCH, NOW]) == "<|im_system|>tool_declare<|im_middle|>" + decl + "<|im_end|>" + SYS + "<|im_user|>user<|im_middle|>x<|im_end|>" + GEN
+    assert (
+        render(msgs, [SEARCH, NOW])
+        == "<|im_system|>tool_declare<|im_middle|>"
+        + decl
+        + "<|im_end|>"
+        + SYS
+        + "<|im_user|>user<|im_middle|>x<|im_end|>"
+        + GEN
+    )
 
 
 def test_k2_json_declaration_chosen_from_config():
@@ -321,7 +372,8 @@ def test_k2_json_declaration_chosen_from_config():
     assert style == "json"
     text = render([{"role": "user", "content": "x"}], [NOW], declare_style=style)
     assert text.startswith(
-        '<|im_system|>tool_declare<|im_middle|>[{"type":"function","function":{"name":"now","description":"Current time."}}]<|im_end|>' + SYS
+        '<|im_system|>tool_declare<|im_middle|>[{"type":"function","function":{"name":"now","description":"Current time."}}]<|im_end|>'
+        + SYS
     )
 
 
@@ -352,15 +404,28 @@ def test_bad_messages_name_the_message():
 def test_typescript_declaration_with_defs_refs_and_map_types():
     from kimidoc.chat.tool_declare import typescript_declaration
 
-    plan = {"type": "function", "function": {"name": "plan", "parameters": {
-        "type": "object",
-        "$defs": {"Step": {"type": "object", "description": "One step", "properties": {"title": {"type": "string"}}, "required": ["title"]}},
-        "properties": {
-            "steps": {"type": "array", "items": {"$ref": "#/$defs/Step"}},
-            "meta": {"type": "object", "additionalProperties": {"type": "integer"}},
+    plan = {
+        "type": "function",
+        "function": {
+            "name": "plan",
+            "parameters": {
+                "type": "object",
+                "$defs": {
+                    "Step": {
+                        "type": "object",
+                        "description": "One step",
+                        "properties": {"title": {"type": "string"}},
+                        "required": ["title"],
+                    }
+                },
+                "properties": {
+                    "steps": {"type": "array", "items": {"$ref": "#/$defs/Step"}},
+                    "meta": {"type": "object", "additionalProperties": {"type": "integer"}},
+                },
+                "required": ["steps"],
+            },
         },
-        "required": ["steps"],
-    }}}
+    }
     assert typescript_declaration([plan]) == (
         "# Tools\n\n## functions\nnamespace functions {\n"
         "// One step\n"

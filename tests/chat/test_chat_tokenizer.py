@@ -73,7 +73,9 @@ def test_long_runs_are_cut_as_the_official_tokenizer_does():
     t = _tok_with(b"ab", b"  ")
     s = "b" + "ab" * 12500  # 25,001 non-space characters: cut after 25,000
     assert len(s) == MAX_NO_WHITESPACES_CHARS + 1
-    expected = t._enc.encode_ordinary(s[:MAX_NO_WHITESPACES_CHARS]) + t._enc.encode_ordinary(s[MAX_NO_WHITESPACES_CHARS:])
+    expected = t._enc.encode_ordinary(s[:MAX_NO_WHITESPACES_CHARS]) + t._enc.encode_ordinary(
+        s[MAX_NO_WHITESPACES_CHARS:]
+    )
     assert expected != t._enc.encode_ordinary(s)  # the cut matters
     assert t.encode(s) == expected
     assert t.count(s) == len(expected)
@@ -107,7 +109,9 @@ def test_unused_ids_decode_to_nothing_and_out_of_range_ids_raise(tok):
 
 
 def test_bad_files_are_named(tmp_path):
-    (tmp_path / "tiktoken.model").write_text(f"{base64.b64encode(b'a').decode()} 0\n{base64.b64encode(b'b').decode()} 2\n")
+    (tmp_path / "tiktoken.model").write_text(
+        f"{base64.b64encode(b'a').decode()} 0\n{base64.b64encode(b'b').decode()} 2\n"
+    )
     with pytest.raises(TokenizerError, match="not contiguous"):
         Tokenizer.load(tmp_path)
     (tmp_path / "tiktoken.model").write_text("YQ== 0\nnot-a-line\n")
@@ -133,8 +137,19 @@ def _official_split(s: str, max_len: int):
 
 
 @settings(max_examples=150, derandomize=True, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(" \t\n\x1c\x85\xa0\u2028"), st.sampled_from("ab_é你"), st.integers(0, 30), st.integers(0, 30)), max_size=8),
-       st.integers(2, 9), st.integers(10, 60))
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(" \t\n\x1c\x85\xa0\u2028"),
+            st.sampled_from("ab_é你"),
+            st.integers(0, 30),
+            st.integers(0, 30),
+        ),
+        max_size=8,
+    ),
+    st.integers(2, 9),
+    st.integers(10, 60),
+)
 def test_long_run_cuts_equal_the_official_loop(runs, max_run, window):
     text = "".join(sp * a + ch * b for sp, ch, a, b in runs)
     expected = [p for w in range(0, len(text), window) for p in _official_split(text[w : w + window], max_run)]

@@ -25,8 +25,20 @@ from kimidoc.testing import tiny_text_config, write_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 CONTEXT = 4096
-ASK = ["--no-python", "--no-thinking", "--temperature", "0", "--max-tokens", "6", "--max-steps", "1", "--json", "--quiet",
-       "--context", str(CONTEXT)]
+ASK = [
+    "--no-python",
+    "--no-thinking",
+    "--temperature",
+    "0",
+    "--max-tokens",
+    "6",
+    "--max-steps",
+    "1",
+    "--json",
+    "--quiet",
+    "--context",
+    str(CONTEXT),
+]
 
 
 @pytest.fixture(scope="module")
@@ -35,14 +47,25 @@ def ckpt(tmp_path_factory) -> Path:
     # embedding and head the real special-token ids need) and the run's working memory, so a RAM
     # budget below the weights shows in the peak RSS. Narrow experts keep prefill's per-expert
     # activations (and so the working memory) small.
-    cfg = tiny_text_config(hidden_size=128, moe_intermediate_size=1536, n_routed_experts=128, num_experts_per_tok=4, num_hidden_layers=8,
-                           q_lora_rank=32, kv_lora_rank=32)
-    return write_checkpoint(tmp_path_factory.mktemp("placed") / "ckpt", config=cfg, text_only=True, num_shards=3, seed=11)
+    cfg = tiny_text_config(
+        hidden_size=128,
+        moe_intermediate_size=1536,
+        n_routed_experts=128,
+        num_experts_per_tok=4,
+        num_hidden_layers=8,
+        q_lora_rank=32,
+        kv_lora_rank=32,
+    )
+    return write_checkpoint(
+        tmp_path_factory.mktemp("placed") / "ckpt", config=cfg, text_only=True, num_shards=3, seed=11
+    )
 
 
 @pytest.fixture(scope="module")
 def small(tmp_path_factory) -> Path:
-    cfg = tiny_text_config(hidden_size=64, moe_intermediate_size=64, n_routed_experts=16, num_experts_per_tok=4, num_hidden_layers=3)
+    cfg = tiny_text_config(
+        hidden_size=64, moe_intermediate_size=64, n_routed_experts=16, num_experts_per_tok=4, num_hidden_layers=3
+    )
     return write_checkpoint(tmp_path_factory.mktemp("small") / "ckpt", config=cfg, text_only=True, num_shards=2, seed=5)
 
 
@@ -61,8 +84,13 @@ def _sizes(path: Path) -> dict[str, int]:
     experts = [s for s in specs if s.kind == "routed_expert"]
     one = sum(resident_bytes(s) for s in experts) // len({(s.layer, s.expert) for s in experts})
     latent = (cfg["kv_lora_rank"] + cfg["qk_rope_head_dim"]) * 2 * cfg["num_hidden_layers"] * CONTEXT
-    return {"dense": sum(s.nbytes for s in specs if s.kind != "routed_expert"), "experts": sum(resident_bytes(s) for s in experts),
-            "one": one, "latent": latent, "disk_cache": default_cache_bytes(cfg, one)}
+    return {
+        "dense": sum(s.nbytes for s in specs if s.kind != "routed_expert"),
+        "experts": sum(resident_bytes(s) for s in experts),
+        "one": one,
+        "latent": latent,
+        "disk_cache": default_cache_bytes(cfg, one),
+    }
 
 
 _PROBE = textwrap.dedent(
@@ -102,14 +130,28 @@ _PROBE = textwrap.dedent(
 def test_ram_budget_and_disk_tier_give_the_all_in_ram_tokens_within_budget(ckpt, doc, tmp_path):
     z = _sizes(ckpt)
     resident = z["dense"] + z["latent"] + z["disk_cache"]  # what RAM holds with every expert on disk
-    budgets = {"ram": z["dense"] + z["latent"] + z["experts"] + 2**20, "split": resident + z["experts"] // 4, "disk": resident + z["one"] // 2}
+    budgets = {
+        "ram": z["dense"] + z["latent"] + z["experts"] + 2**20,
+        "split": resident + z["experts"] // 4,
+        "disk": resident + z["one"] // 2,
+    }
     probe = tmp_path / "probe.py"
     probe.write_text(_PROBE)
     env = {**os.environ, "PYTHONPATH": str(REPO), "KIMIDOC_PROGRESS": "0"}
     out = {}
     for mode, budget in budgets.items():  # one at a time: their peaks must not squeeze each other
         disk = [] if mode == "ram" else ["--disk-cache", str(tmp_path / f"cache-{mode}")]
-        argv = ["ask", str(doc), "What was the Q4 output?", "--model", str(ckpt), "--cpu-memory", str(budget), *disk, *ASK]
+        argv = [
+            "ask",
+            str(doc),
+            "What was the Q4 output?",
+            "--model",
+            str(ckpt),
+            "--cpu-memory",
+            str(budget),
+            *disk,
+            *ASK,
+        ]
         proc = subprocess.run([sys.executable, str(probe), *argv], capture_output=True, text=True, env=env, timeout=300)
         assert proc.returncode == 0, proc.stderr
         out[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -134,7 +176,13 @@ def test_ram_budget_and_disk_tier_give_the_all_in_ram_tokens_within_budget(ckpt,
         on_disk = out[mode]["experts"].get("disk", 0) // 7  # per MoE layer
         transit = on_disk * z["one"]
         assert budgets[mode] + working + transit < weights  # the bound could not hold every expert
-        assert out[mode]["peak"] < budgets[mode] + working + transit, (mode, out[mode]["peak"], budgets[mode], working, transit)
+        assert out[mode]["peak"] < budgets[mode] + working + transit, (
+            mode,
+            out[mode]["peak"],
+            budgets[mode],
+            working,
+            transit,
+        )
 
 
 def test_a_model_that_cannot_fit_is_refused_before_loading_with_the_shortfall(ckpt, doc, monkeypatch, capsys):
@@ -157,7 +205,9 @@ def test_a_model_that_cannot_fit_is_refused_before_loading_with_the_shortfall(ck
     with pytest.raises(DoesNotFit) as info:
         from kimidoc.backends.local import LocalKimi
 
-        LocalKimi(ckpt, machine=machine_for(cpu_memory=z["disk_cache"] + z["dense"] // 2, disk_memory=10**12), context=CONTEXT)
+        LocalKimi(
+            ckpt, machine=machine_for(cpu_memory=z["disk_cache"] + z["dense"] // 2, disk_memory=10**12), context=CONTEXT
+        )
     assert info.value.shortfall > 0 and "only routed experts" in str(info.value)
 
 
@@ -206,7 +256,13 @@ def test_plan_prints_the_plan_that_runs(small, tmp_path, capsys):
     printed = json.loads(capsys.readouterr().out)
     machine = machine_for(cpu_memory=budget, disk_cache=tmp_path / "cache")
     ran = LocalKimi(ckpt, machine=machine, disk_cache=tmp_path / "cache", context=CONTEXT).plan.summary()
-    for key in ("bytes_by_part", "bytes_by_device", "routed_experts_by_device", "latent_cache_bytes", "decode_tokens_per_s_ceiling"):
+    for key in (
+        "bytes_by_part",
+        "bytes_by_device",
+        "routed_experts_by_device",
+        "latent_cache_bytes",
+        "decode_tokens_per_s_ceiling",
+    ):
         assert printed[key] == ran[key], key
     assert printed["routed_experts_by_device"]["disk"] > 0
 

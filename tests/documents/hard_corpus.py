@@ -44,7 +44,9 @@ def _words(prefix: str, i: int) -> list[str]:
     return [f"{prefix}{i:02d}"] + [rnd.choice(FILLER) for _ in range(40)]
 
 
-def _justified(tw: pymupdf.TextWriter, font: pymupdf.Font, x0: float, x1: float, y: float, words: list[str], size: float) -> None:
+def _justified(
+    tw: pymupdf.TextWriter, font: pymupdf.Font, x0: float, x1: float, y: float, words: list[str], size: float
+) -> None:
     """Words placed one by one so the line fills x0..x1 exactly, as TeX sets justified text."""
     line: list[str] = []
     for w in words:
@@ -109,7 +111,9 @@ def two_column_paper(
         tw.append((A4[0] / 2 - 4, A4[1] - 40), "7", font=font, fontsize=9)
     tw.write_text(page)
     if stamp:
-        page.insert_text((30, 700), "Downloaded from https://journals.example.org on 12 May 2024", fontsize=8, rotate=90)
+        page.insert_text(
+            (30, 700), "Downloaded from https://journals.example.org on 12 May 2024", fontsize=8, rotate=90
+        )
     return [w[0] for _, w in rows["L"]], [w[0] for _, w in rows["R"]]
 
 
@@ -169,7 +173,9 @@ def many_paths_page(doc: pymupdf.Document, paths: int = 30000) -> None:
     page.insert_text((72, 760), "Figure 2: every measurement of the campaign.", fontsize=10)
 
 
-def scan_png(lines: list[str] = SCAN_TEXT, *, dpi: int = 200, skew: float = 1.5, noise: int = 18, seed: int = 3, size: float = 12) -> bytes:
+def scan_png(
+    lines: list[str] = SCAN_TEXT, *, dpi: int = 200, skew: float = 1.5, noise: int = 18, seed: int = 3, size: float = 12
+) -> bytes:
     """Text rendered to pixels, rotated by ``skew`` degrees with salt-and-pepper-like grey noise: a
     scanner's output."""
     import numpy as np
@@ -180,7 +186,9 @@ def scan_png(lines: list[str] = SCAN_TEXT, *, dpi: int = 200, skew: float = 1.5,
     for i, line in enumerate(lines):
         p.insert_text((72, 110 + 1.8 * size * i), line, fontsize=size, fontname="tiro")
     pix = p.get_pixmap(dpi=dpi, colorspace=pymupdf.csGRAY)
-    img = Image.frombytes("L", (pix.width, pix.height), pix.samples).rotate(skew, fillcolor=255, resample=Image.BILINEAR)
+    img = Image.frombytes("L", (pix.width, pix.height), pix.samples).rotate(
+        skew, fillcolor=255, resample=Image.BILINEAR
+    )
     arr = np.asarray(img).astype(np.int16)
     rng = np.random.default_rng(seed)
     arr = np.clip(arr + rng.normal(0, noise, arr.shape), 0, 255).astype(np.uint8)

@@ -59,7 +59,9 @@ def test_latex_two_columns_read_column_by_column(tmp_path: Path, gutter: float, 
     body, stamp = parts
     assert MARKER.findall(body.text) == left + right  # the paragraph breaks at equal heights cut nothing
     assert body.text.startswith("# On Reading Two Columns in Order\n\nAbstract ")
-    assert body.text.index("Footnote: the authors") > body.text.index(right[-1])  # the bridging footer after both columns
+    assert body.text.index("Footnote: the authors") > body.text.index(
+        right[-1]
+    )  # the bridging footer after both columns
     assert stamp.text == "Downloaded from https://journals.example.org on 12 May 2024"  # set aside, not a third column
     plain = MARKER.findall(pymupdf.open(path)[0].get_text())
     assert pairs_in_order(MARKER.findall(body.text), left + right) >= pairs_in_order(plain, left + right)
@@ -69,8 +71,16 @@ def test_single_column_page_keeps_the_pdf_order(tmp_path: Path) -> None:
     """A label/value list and a narrow side note are not columns: the content order stays."""
     doc = pymupdf.open()
     page = doc.new_page()
-    labels = [("Name", "Ada Lovelace, analyst of the engine"), ("Born", "10 December 1815 in London"), ("Field", "mathematics and computing")]
-    labels += [("Known for", "the first published program"), ("Partner", "Charles Babbage, its designer"), ("Died", "27 November 1852")]
+    labels = [
+        ("Name", "Ada Lovelace, analyst of the engine"),
+        ("Born", "10 December 1815 in London"),
+        ("Field", "mathematics and computing"),
+    ]
+    labels += [
+        ("Known for", "the first published program"),
+        ("Partner", "Charles Babbage, its designer"),
+        ("Died", "27 November 1852"),
+    ]
     for k, (label, value) in enumerate(labels):
         page.insert_text((72, 100 + 16 * k), label, fontsize=10)
         page.insert_text((200, 100 + 16 * k), value, fontsize=10)
@@ -83,7 +93,10 @@ def test_single_column_page_keeps_the_pdf_order(tmp_path: Path) -> None:
 def test_columns_need_text_columns_on_both_sides() -> None:
     lines = [(72.0, 100.0 + 12 * k, 290.0, 110.0 + 12 * k) for k in range(10)]
     right = [(300.0, 100.0 + 12 * k, 518.0, 110.0 + 12 * k) for k in range(10)]
-    assert layout.columns(lines + right, 10.0) == [(72.0, pytest.approx(290.0, abs=0.6)), (pytest.approx(300.0, abs=0.6), 518.0)]
+    assert layout.columns(lines + right, 10.0) == [
+        (72.0, pytest.approx(290.0, abs=0.6)),
+        (pytest.approx(300.0, abs=0.6), 518.0),
+    ]
     labels = [(72.0, 100.0 + 12 * k, 110.0 + (k % 3) * 10, 110.0 + 12 * k) for k in range(10)]  # short ragged labels
     assert layout.columns(labels + right, 10.0) == []
     stacked = [(300.0, 300.0 + 12 * k, 518.0, 310.0 + 12 * k) for k in range(10)]  # one above the other
@@ -98,10 +111,19 @@ def test_unruled_table_found_with_its_spaces(tmp_path: Path) -> None:
 
 
 def test_prose_and_two_columns_are_not_tables(tmp_path: Path) -> None:
-    path = save(tmp_path, "prose.pdf", lambda d: two_column_paper(d, gutter=24.0), lambda d: two_column_paper(d, interleaved=True))
+    path = save(
+        tmp_path,
+        "prose.pdf",
+        lambda d: two_column_paper(d, gutter=24.0),
+        lambda d: two_column_paper(d, interleaved=True),
+    )
     doc = pymupdf.open()
     page = doc.new_page()
-    page.insert_textbox((72, 72, 523, 700), " ".join(["A sentence of ordinary prose, set ragged right, with 12 numbers and 3 units."] * 40), fontsize=10)
+    page.insert_textbox(
+        (72, 72, 523, 700),
+        " ".join(["A sentence of ordinary prose, set ragged right, with 12 numbers and 3 units."] * 40),
+        fontsize=10,
+    )
     doc.save(tmp_path / "ragged.pdf")
     for p in (path, tmp_path / "ragged.pdf"):
         assert all(part.kind != "table" for part in load(p).parts)
@@ -124,7 +146,11 @@ def test_merged_cells_are_not_repeated(tmp_path: Path) -> None:
     doc.save(tmp_path / "merged.pdf")
     (table,) = [p for p in load(tmp_path / "merged.pdf").parts if p.kind == "table"]
     rows = md_rows(table.text)
-    assert rows[0] == ["Region", "Sales 2024", ""] and rows[1:] == [["", "H1", "H2"], ["North", "10", "12"], ["South", "7", "9"]]
+    assert rows[0] == ["Region", "Sales 2024", ""] and rows[1:] == [
+        ["", "H1", "H2"],
+        ["North", "10", "12"],
+        ["South", "7", "9"],
+    ]
 
 
 def test_markdown_escapes_pipes_and_drops_empty_columns() -> None:
@@ -213,7 +239,12 @@ def test_grids_whose_rules_miss_the_rows_are_coarse_and_text_grids_are_tidied() 
     assert coarse(stacked)
     spread = [["Region", "Units", "Revenue", "Cost"]] + [[f"Row {k} 120 4,500 7", None, None, None] for k in range(3)]
     assert coarse(spread)
-    leaders = [["Total . . . . . . .", "", "12"], ["Violent crime . . .", ".", "3"], ["Murder", "", "1"], ["Rape", "", "2"]]
+    leaders = [
+        ["Total . . . . . . .", "", "12"],
+        ["Violent crime . . .", ".", "3"],
+        ["Murder", "", "1"],
+        ["Rape", "", "2"],
+    ]
     assert tidy(leaders) == [["Total", "12"], ["Violent crime", "3"], ["Murder", "1"], ["Rape", "2"]]
 
 
@@ -222,7 +253,9 @@ def test_page_with_thousands_of_annotations_skips_its_links(tmp_path: Path) -> N
     page = doc.new_page()
     page.insert_text((72, 72), "A form page with more widgets than a reader walks.", fontsize=10)
     for k in range(pdf_mod.MAX_ANNOTS + 1):
-        page.insert_link({"kind": pymupdf.LINK_URI, "from": pymupdf.Rect(10, 10, 11, 11), "uri": f"https://example.org/{k}"})
+        page.insert_link(
+            {"kind": pymupdf.LINK_URI, "from": pymupdf.Rect(10, 10, 11, 11), "uri": f"https://example.org/{k}"}
+        )
     doc.save(tmp_path / "annots.pdf")
     loaded = load(tmp_path / "annots.pdf")
     assert loaded.parts[0].text.startswith("A form page") and "links" not in loaded.parts[0].meta

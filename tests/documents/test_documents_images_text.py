@@ -51,7 +51,9 @@ def test_gif_first_frame_and_tiff_pages(tmp_path: Path) -> None:
 
 def test_svg_is_rasterised(tmp_path: Path) -> None:
     svg = tmp_path / "plot.svg"
-    svg.write_text('<svg xmlns="http://www.w3.org/2000/svg" width="100" height="50"><rect x="0" y="0" width="50" height="50" fill="#00f"/></svg>')
+    svg.write_text(
+        '<svg xmlns="http://www.w3.org/2000/svg" width="100" height="50"><rect x="0" y="0" width="50" height="50" fill="#00f"/></svg>'
+    )
     (part,) = load(svg).parts
     img = decoded(part)
     assert img.size == (200, 100)  # 100x50 px at 144 dpi
@@ -92,10 +94,10 @@ def test_text_markdown_csv_json(tmp_path: Path) -> None:
 
 
 def test_decoding_and_binary_sniffing() -> None:
-    assert decode("naïve".encode("utf-8")) == ("naïve", "utf-8")
+    assert decode("naïve".encode()) == ("naïve", "utf-8")
     assert decode("naïve".encode("utf-16")) == ("naïve", "utf-16")
     text, enc = decode("Grüße aus Köln, schöne Größe".encode("cp1252"))
     assert text == "Grüße aus Köln, schöne Größe" and enc != "utf-8"
     assert decode(b"\x81\x8d\x8f")[0]  # undecodable anywhere: Latin-1 still keeps every byte
-    assert is_binary(b"abc\x00def") and not is_binary("plain\ttext\n".encode()) and not is_binary("x".encode("utf-16"))
+    assert is_binary(b"abc\x00def") and not is_binary(b"plain\ttext\n") and not is_binary("x".encode("utf-16"))
     assert is_binary(bytes(range(1, 32)) * 10)

@@ -16,7 +16,9 @@ def tree(tmp_path: Path) -> Path:
     (root / ".gitignore").write_text("*.tmp\n")
     (root / "junk.tmp").write_text("ignored\n")
     body = "\n".join(f"    total += {i} * weight  # step {i} of the sum" for i in range(150))
-    (root / "src" / "big.py").write_text(f'"""Big module."""\n\n\ndef heavy(weight: int) -> int:\n    total = 0\n{body}\n    return total\n\n\nclass Tail:\n    def end(self) -> None:\n        pass\n')
+    (root / "src" / "big.py").write_text(
+        f'"""Big module."""\n\n\ndef heavy(weight: int) -> int:\n    total = 0\n{body}\n    return total\n\n\nclass Tail:\n    def end(self) -> None:\n        pass\n'
+    )
     for i in range(6):
         (root / "src" / f"small{i}.py").write_text(f"def f{i}(x):\n    return x + {i}\n")
     (root / "README.md").write_text("# Proj\n\nA small project for packing tests. `code` ``` fences ``` inside.\n")
@@ -51,7 +53,10 @@ def test_packed_context_fits_the_budget_exactly(tree: Path, report_pdf: Path, to
             assert left_out or squeezed
         if fmt == "xml":
             ET.fromstring(r.text)  # well-formed, whatever the content
-    assert pack_paths([tree, report_pdf], full.tokens, fmt, counter=tokenizer.count, image_tokens=image_tokens).text == full.text
+    assert (
+        pack_paths([tree, report_pdf], full.tokens, fmt, counter=tokenizer.count, image_tokens=image_tokens).text
+        == full.text
+    )
 
 
 def test_dropped_and_compressed_are_listed_for_the_agent(tree: Path, tokenizer) -> None:
@@ -62,7 +67,10 @@ def test_dropped_and_compressed_are_listed_for_the_agent(tree: Path, tokenizer) 
     assert "## src/big.py:1-161 (signatures only; read the rest with the document tools)" in r.text
     assert "L4: def heavy(weight: int) -> int:" in r.text and "L160:     def end(self) -> None:" in r.text
     notes = r.text.split("# Not included (read these with the document tools)\n\n", 1)[1]
-    assert f"- src/big.py:1-161: compressed, over the token budget; a shorter view is included (~{big.tokens:,} tokens)" in notes
+    assert (
+        f"- src/big.py:1-161: compressed, over the token budget; a shorter view is included (~{big.tokens:,} tokens)"
+        in notes
+    )
     assert "- 1 path ignored by .gitignore" in notes
     for o in r.dropped:
         assert f"- {o.source}: {o.action}, " in notes
@@ -73,7 +81,11 @@ def test_pages_left_out_are_merged_into_ranges(tmp_path: Path, tokenizer) -> Non
     doc = load(path)
     two_pages = pack_documents([load(path, pages=[1, 2])], 10**6, counter=tokenizer.count).tokens
     # the smallest budget that holds two pages and the list of the pages left out
-    r = next(r for b in range(two_pages, two_pages + 600, 10) if len((r := pack_documents([doc], b, counter=tokenizer.count)).included) == 2)
+    r = next(
+        r
+        for b in range(two_pages, two_pages + 600, 10)
+        if len((r := pack_documents([doc], b, counter=tokenizer.count)).included) == 2
+    )
     assert r.included == [f"{path} p.1", f"{path} p.2"]
     assert f"- {path} p.3-6: dropped, over the token budget" in r.text
     assert [o.source for o in r.dropped] == [f"{path} p.{n}" for n in (3, 4, 5, 6)]

@@ -28,7 +28,11 @@ def repo(tmp_path: Path) -> Path:
     write(root, "src/deep/other.log", "still ignored\n")
     write(root, "src/local.txt", "ignored by the nested file\n")
     write(root, "src/secret.txt", "not the root one: kept\n")
-    write(root, "src/app.py", "def main(argv: list[str]) -> int:\n    return len(argv)\n\n\nclass App:\n    def run(self):\n        pass\n")
+    write(
+        root,
+        "src/app.py",
+        "def main(argv: list[str]) -> int:\n    return len(argv)\n\n\nclass App:\n    def run(self):\n        pass\n",
+    )
     write(root, "README.md", "# Project\n\nHello.\n")
     return root
 
@@ -39,7 +43,15 @@ def files(doc) -> list[str]:
 
 def test_nested_gitignore_with_negation(repo: Path) -> None:
     doc = load(repo)
-    assert files(doc) == [".gitignore", "README.md", "src/.gitignore", "src/app.py", "src/deep/keep.log", "src/keep.log", "src/secret.txt"]
+    assert files(doc) == [
+        ".gitignore",
+        "README.md",
+        "src/.gitignore",
+        "src/app.py",
+        "src/deep/keep.log",
+        "src/keep.log",
+        "src/secret.txt",
+    ]
     why = {o.source: o.reason for o in doc.skipped}
     assert why["app.log"] == "ignored by .gitignore" and why["build/"] == "ignored by .gitignore"
     assert why["secret.txt"] == "ignored by .gitignore"
@@ -95,7 +107,10 @@ def test_pdf_and_images_inside_a_folder_are_listed_not_lost(tmp_path: Path) -> N
     write(root, "logo.png", b"\x89PNG\r\n\x1a\n....")
     doc = load(root)
     why = {o.source: o.reason for o in doc.skipped}
-    assert why == {"paper.pdf": "pdf file: load it on its own to read it", "logo.png": "image file: load it on its own to read it"}
+    assert why == {
+        "paper.pdf": "pdf file: load it on its own to read it",
+        "logo.png": "image file: load it on its own to read it",
+    }
 
 
 def test_extra_ignore_patterns_and_file_limit(repo: Path) -> None:
@@ -131,7 +146,10 @@ def test_signatures_keep_declarations_with_line_numbers() -> None:
     ]
     rust = "use std::io;\n\npub fn parse(s: &str) -> Result<Ast> {\n    let x = 1;\n}\nimpl Parser {\n"
     assert signatures(rust, "rust").splitlines() == ["L3: pub fn parse(s: &str) -> Result<Ast>", "L6: impl Parser"]
-    assert signatures("int main(int argc, char **argv) {\n  return helper(argc);\n}\n", "c") == "L1: int main(int argc, char **argv)"
+    assert (
+        signatures("int main(int argc, char **argv) {\n  return helper(argc);\n}\n", "c")
+        == "L1: int main(int argc, char **argv)"
+    )
 
 
 def test_gitignore_above_the_folder_and_builtin_junk(tmp_path: Path) -> None:
@@ -149,8 +167,13 @@ def test_gitignore_above_the_folder_and_builtin_junk(tmp_path: Path) -> None:
     doc = load(top / "pkg")  # a subfolder: the rules of the repository above still apply
     assert files(doc) == [".gitignore", "a.py"]
     why = {o.source: o.reason for o in doc.skipped}
-    assert why["run.log"] == f"ignored by {top / '.gitignore'}" and why["generated/"] == f"ignored by {top / '.gitignore'}"
-    assert why["old.bak"] == "ignored by .git/info/exclude" and why["__pycache__/"] == "ignored by built-in and extra patterns"
+    assert (
+        why["run.log"] == f"ignored by {top / '.gitignore'}" and why["generated/"] == f"ignored by {top / '.gitignore'}"
+    )
+    assert (
+        why["old.bak"] == "ignored by .git/info/exclude"
+        and why["__pycache__/"] == "ignored by built-in and extra patterns"
+    )
     assert why["local.txt"] == "ignored by .gitignore"
 
 

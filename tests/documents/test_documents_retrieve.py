@@ -24,16 +24,32 @@ def test_tokens_split_glued_table_headers_and_fold_word_forms() -> None:
 
 
 def test_prose_paragraphs_table_rows_and_code_chunks_carry_their_sources(tmp_path: Path) -> None:
-    doc = Document("r.pdf", "pdf", [
-        Part("text", Source("r.pdf", page=1), text="## Summary\n\nRevenue grew 18%.\nMargins improved.\n\nSecond paragraph."),
-        Part("table", Source("r.pdf", page=2), text="|Quarter|Sales|\n|---|---|\n|Q1|9.1|\n|Q2|10.2|"),
-    ])
+    doc = Document(
+        "r.pdf",
+        "pdf",
+        [
+            Part(
+                "text",
+                Source("r.pdf", page=1),
+                text="## Summary\n\nRevenue grew 18%.\nMargins improved.\n\nSecond paragraph.",
+            ),
+            Part("table", Source("r.pdf", page=2), text="|Quarter|Sales|\n|---|---|\n|Q1|9.1|\n|Q2|10.2|"),
+        ],
+    )
     ps = passages([doc])
-    assert [(p.cite(), p.text, p.context) for p in ps[:2]] == [("r.pdf p.1", "Revenue grew 18%. Margins improved.", "Summary"), ("r.pdf p.1", "Second paragraph.", "")]
+    assert [(p.cite(), p.text, p.context) for p in ps[:2]] == [
+        ("r.pdf p.1", "Revenue grew 18%. Margins improved.", "Summary"),
+        ("r.pdf p.1", "Second paragraph.", ""),
+    ]
     rows = [p for p in ps if p.kind == "table"]
-    assert [header_and_row(p) for p in rows] == [(["Quarter", "Sales"], ["Q1", "9.1"]), (["Quarter", "Sales"], ["Q2", "10.2"])]
+    assert [header_and_row(p) for p in rows] == [
+        (["Quarter", "Sales"], ["Q1", "9.1"]),
+        (["Quarter", "Sales"], ["Q2", "10.2"]),
+    ]
     (tmp_path / "pkg").mkdir()
-    (tmp_path / "pkg" / "config.py").write_text("import os\n\n\nTIMEOUT = 30\nRETRIES = 5\n\n\ndef f():\n    return TIMEOUT\n")
+    (tmp_path / "pkg" / "config.py").write_text(
+        "import os\n\n\nTIMEOUT = 30\nRETRIES = 5\n\n\ndef f():\n    return TIMEOUT\n"
+    )
     repo = load(tmp_path / "pkg")
     code = passages([repo])
     assert {p.source.path for p in code} == {f"{tmp_path / 'pkg'}/config.py"}
@@ -71,11 +87,14 @@ def test_index_search_filters_and_empty_index() -> None:
     assert Index([]).search("revenue") == []
 
 
-@pytest.mark.parametrize(("seen", "expected"), [
-    (Source("r.pdf", page=2), ["r.pdf p.2"]),
-    (Source("/abs/r.pdf"), ["r.pdf p.1", "r.pdf p.2"]),
-    (Source("r.pdf", page=3), []),
-])
+@pytest.mark.parametrize(
+    ("seen", "expected"),
+    [
+        (Source("r.pdf", page=2), ["r.pdf p.2"]),
+        (Source("/abs/r.pdf"), ["r.pdf p.1", "r.pdf p.2"]),
+        (Source("r.pdf", page=3), []),
+    ],
+)
 def test_passages_of_seen_sources(seen: Source, expected: list[str]) -> None:
     doc = Document("r.pdf", "pdf", [Part("text", Source("r.pdf", page=n), text=f"Page {n} text.") for n in (1, 2)])
     assert [p.cite() for p in passages_of([doc], [seen])] == expected

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import pytest
 
@@ -27,7 +27,10 @@ REPORT = ROOT / "examples" / "data" / "report.pdf"
 def test_agent_loop_renders_a_page_and_the_model_sees_the_image():
     def plan(messages: Sequence[Message], tools: Sequence[ToolSchema] | None) -> AssistantMessage:
         if messages[-1]["role"] != "tool":
-            return AssistantMessage(reasoning="Look at the chart.", tool_calls=[ToolCall("r1", "render_page", json.dumps({"document": "1", "page": 3, "zoom": 1}))])
+            return AssistantMessage(
+                reasoning="Look at the chart.",
+                tool_calls=[ToolCall("r1", "render_page", json.dumps({"document": "1", "page": 3, "zoom": 1}))],
+            )
         return AssistantMessage(content="The chart shows quarterly revenue (report.pdf p.3).")
 
     backend = Scripted(plan)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import pytest
 
@@ -19,7 +20,9 @@ from kimidoc.integrations.langchain import ChatKimi  # noqa: E402
 from kimidoc.messages import AssistantMessage, Delta, InvalidToolCall, Message, ToolCall, ToolSchema, Usage  # noqa: E402
 from kimidoc.tools.base import tool as kimi_tool  # noqa: E402
 
-PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGNgYPj/HwADAgH/pW0E1wAAAABJRU5ErkJggg==")
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGNgYPj/HwADAgH/pW0E1wAAAABJRU5ErkJggg=="
+)
 
 
 class Recording(Scripted):
@@ -29,7 +32,9 @@ class Recording(Scripted):
         super().__init__(turns, **kw)
         self.requests: list[tuple[list[ToolSchema] | None, dict[str, Any]]] = []
 
-    def stream(self, messages: Sequence[Message], tools: Sequence[ToolSchema] | None = None, **sampling: Any) -> Iterator[Delta]:
+    def stream(
+        self, messages: Sequence[Message], tools: Sequence[ToolSchema] | None = None, **sampling: Any
+    ) -> Iterator[Delta]:
         self.requests.append((list(tools) if tools else None, sampling))
         return super().stream(messages, tools, **sampling)
 
@@ -48,8 +53,16 @@ def _check_tool_turn(msg: AIMessage) -> None:
     assert msg.content == "Checking."
     assert msg.additional_kwargs["reasoning_content"] == "I should add the numbers."
     assert msg.tool_calls == [{"name": "add", "args": {"a": 2, "b": 40}, "id": "c1", "type": "tool_call"}]
-    assert [(c["id"], c["args"]) for c in msg.invalid_tool_calls] == [("c2", '["a", 1]'), ("c3", "<|tool_call_begin|>oops")]
-    assert msg.usage_metadata == {"input_tokens": 30, "output_tokens": 20, "total_tokens": 50, "output_token_details": {"reasoning": 8}}
+    assert [(c["id"], c["args"]) for c in msg.invalid_tool_calls] == [
+        ("c2", '["a", 1]'),
+        ("c3", "<|tool_call_begin|>oops"),
+    ]
+    assert msg.usage_metadata == {
+        "input_tokens": 30,
+        "output_tokens": 20,
+        "total_tokens": 50,
+        "output_token_details": {"reasoning": 8},
+    }
     assert msg.response_metadata["finish_reason"] == "tool_calls"
 
 
@@ -101,11 +114,20 @@ def test_bind_tools_accepts_every_tool_form_and_maps_tool_choice():
         """Search the documents."""
         return pattern
 
-    openai_dict = {"type": "function", "function": {"name": "noop", "description": "Nothing.", "parameters": {"type": "object", "properties": {}}}}
+    openai_dict = {
+        "type": "function",
+        "function": {"name": "noop", "description": "Nothing.", "parameters": {"type": "object", "properties": {}}},
+    }
     backend = Recording(["ok"] * 6)
     model = ChatKimi(backend=backend)
     tools = [add, mul, Weather, openai_dict, grep]
-    expected = {None: None, "auto": "auto", "any": "required", True: "required", "grep": {"type": "function", "function": {"name": "grep"}}}
+    expected = {
+        None: None,
+        "auto": "auto",
+        "any": "required",
+        True: "required",
+        "grep": {"type": "function", "function": {"name": "grep"}},
+    }
     for choice, sent in expected.items():
         model.bind_tools(tools, tool_choice=choice).invoke("hi")
         sent_tools, sampling = backend.requests[-1]
@@ -119,9 +141,17 @@ def test_bind_tools_accepts_every_tool_form_and_maps_tool_choice():
 
 def test_sampling_and_stop_sequences_reach_the_backend():
     backend = Recording(["ok"] * 4)
-    model = ChatKimi(backend=backend, temperature=0.6, max_tokens=64, stop=["\nUser:"], thinking=False, model_kwargs={"top_k": 5})
+    model = ChatKimi(
+        backend=backend, temperature=0.6, max_tokens=64, stop=["\nUser:"], thinking=False, model_kwargs={"top_k": 5}
+    )
     model.invoke("hi")
-    assert backend.requests[-1][1] == {"temperature": 0.6, "max_tokens": 64, "thinking": False, "top_k": 5, "stop": ["\nUser:"]}
+    assert backend.requests[-1][1] == {
+        "temperature": 0.6,
+        "max_tokens": 64,
+        "thinking": False,
+        "top_k": 5,
+        "stop": ["\nUser:"],
+    }
     model.invoke("hi", stop=["END"], temperature=0.0)
     assert backend.requests[-1][1]["stop"] == ["END"] and backend.requests[-1][1]["temperature"] == 0.0
     ChatKimi(backend=backend, stop=[]).invoke("hi")
@@ -133,18 +163,29 @@ def test_sampling_and_stop_sequences_reach_the_backend():
 def test_image_blocks_reach_the_backend_as_image_parts():
     backend = Scripted(["a chart"])
     b64 = base64.b64encode(PNG).decode()
-    ChatKimi(backend=backend).invoke([HumanMessage([{"type": "text", "text": "what is this?"}, {"type": "image", "base64": b64, "mime_type": "image/png"}])])
+    ChatKimi(backend=backend).invoke(
+        [
+            HumanMessage(
+                [{"type": "text", "text": "what is this?"}, {"type": "image", "base64": b64, "mime_type": "image/png"}]
+            )
+        ]
+    )
     (sent,) = backend.calls[0]
     assert sent["content"][1] == {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{b64}"}}
 
 
 def test_reasoning_is_sent_back_on_the_next_turn():
-    backend = Scripted([AssistantMessage(content="", reasoning="Need the tool.", tool_calls=[ToolCall("c1", "add", '{"a":1}')]), "2"])
+    backend = Scripted(
+        [AssistantMessage(content="", reasoning="Need the tool.", tool_calls=[ToolCall("c1", "add", '{"a":1}')]), "2"]
+    )
     model = ChatKimi(backend=backend)
     first = model.invoke("q")
     model.invoke([HumanMessage("q"), first, ToolMessage("2", tool_call_id="c1")])
     replayed = backend.calls[1][1]
-    assert replayed["reasoning_content"] == "Need the tool." and replayed["tool_calls"][0]["function"]["arguments"] == '{"a":1}'
+    assert (
+        replayed["reasoning_content"] == "Need the tool."
+        and replayed["tool_calls"][0]["function"]["arguments"] == '{"a":1}'
+    )
 
 
 def test_structured_output_by_function_calling_json_schema_and_json_mode():
@@ -160,7 +201,9 @@ def test_structured_output_by_function_calling_json_schema_and_json_mode():
     raw = model.with_structured_output(Weather.model_json_schema(), include_raw=True).invoke("weather?")
     assert raw["parsed"] == {"city": "Oslo"} and raw["parsing_error"] is None and raw["raw"].tool_calls
 
-    assert model.with_structured_output(Weather, method="json_schema", strict=True).invoke("weather?") == Weather(city="Lima")
+    assert model.with_structured_output(Weather, method="json_schema", strict=True).invoke("weather?") == Weather(
+        city="Lima"
+    )
     fmt = backend.requests[-1][1]["response_format"]
     assert fmt["type"] == "json_schema" and fmt["json_schema"]["strict"] is True
     assert fmt["json_schema"]["schema"]["properties"]["city"]["type"] == "string"
@@ -207,7 +250,9 @@ def test_backend_must_be_a_kimidoc_backend():
 
 def test_model_name_comes_from_the_backend_unless_given():
     assert ChatKimi(backend=Scripted(["x"])).invoke("hi").response_metadata["model_name"] == "scripted"
-    assert ChatKimi(backend=Scripted(["x"]), model="kimi-k2.6").invoke("hi").response_metadata["model_name"] == "kimi-k2.6"
+    assert (
+        ChatKimi(backend=Scripted(["x"]), model="kimi-k2.6").invoke("hi").response_metadata["model_name"] == "kimi-k2.6"
+    )
     assert json.loads(json.dumps(ChatKimi(backend=Scripted(["x"]))._identifying_params))["backend"] == "scripted"
 
 

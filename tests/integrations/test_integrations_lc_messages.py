@@ -13,7 +13,9 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, Tool
 from kimidoc.integrations.langchain import to_kimidoc_messages, to_langchain_messages  # noqa: E402
 from kimidoc.messages import image_part  # noqa: E402
 
-PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGNgYPj/HwADAgH/pW0E1wAAAABJRU5ErkJggg==")
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGNgYPj/HwADAgH/pW0E1wAAAABJRU5ErkJggg=="
+)
 
 # A kimidoc conversation as K2.6 produces it: interleaved thinking, arguments written with the
 # model's own spacing (not json.dumps'), parallel calls, an image in a tool result and in a question.
@@ -25,13 +27,29 @@ KIMI_CONVERSATION = [
         "content": "Let me look closer.",
         "reasoning_content": "The chart needs zooming; crop page 3.",
         "tool_calls": [
-            {"id": "functions.crop:0", "type": "function", "function": {"name": "crop", "arguments": '{"page":3,"box":[0, 0.5,1,1]}'}},
-            {"id": "functions.python:1", "type": "function", "function": {"name": "python", "arguments": '{"code": "print(\\"é\\")"}'}},
+            {
+                "id": "functions.crop:0",
+                "type": "function",
+                "function": {"name": "crop", "arguments": '{"page":3,"box":[0, 0.5,1,1]}'},
+            },
+            {
+                "id": "functions.python:1",
+                "type": "function",
+                "function": {"name": "python", "arguments": '{"code": "print(\\"é\\")"}'},
+            },
         ],
     },
-    {"role": "tool", "tool_call_id": "functions.crop:0", "content": [{"type": "text", "text": "page 3, lower half"}, image_part(PNG)]},
+    {
+        "role": "tool",
+        "tool_call_id": "functions.crop:0",
+        "content": [{"type": "text", "text": "page 3, lower half"}, image_part(PNG)],
+    },
     {"role": "tool", "tool_call_id": "functions.python:1", "content": "é"},
-    {"role": "assistant", "content": "Revenue grew 12% (report.pdf p.3).", "reasoning_content": "The crop shows the bar for 2025."},
+    {
+        "role": "assistant",
+        "content": "Revenue grew 12% (report.pdf p.3).",
+        "reasoning_content": "The crop shows the bar for 2025.",
+    },
 ]
 
 
@@ -87,10 +105,16 @@ def test_edited_arguments_win_over_the_raw_text_the_model_wrote():
 
 
 def test_unreadable_tool_call_is_kept_verbatim_both_ways():
-    msg = {"role": "assistant", "content": "", "tool_calls": [{"id": "c9", "type": "function", "function": {"name": "grep", "arguments": '{"pattern": "x"'}}]}
+    msg = {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [{"id": "c9", "type": "function", "function": {"name": "grep", "arguments": '{"pattern": "x"'}}],
+    }
     ai = to_langchain_messages([msg])[0]
     assert ai.tool_calls == []
-    assert ai.invalid_tool_calls[0]["args"] == '{"pattern": "x"' and "not valid JSON" in ai.invalid_tool_calls[0]["error"]
+    assert (
+        ai.invalid_tool_calls[0]["args"] == '{"pattern": "x"' and "not valid JSON" in ai.invalid_tool_calls[0]["error"]
+    )
     assert to_kimidoc_messages([ai]) == [msg]
 
 
@@ -98,21 +122,35 @@ def test_content_block_dialects_become_text_and_image_parts():
     b64 = base64.b64encode(PNG).decode()
     msgs = to_kimidoc_messages(
         [
-            HumanMessage([{"type": "text", "text": "look"}, {"type": "image", "base64": b64, "mime_type": "image/png"}]),
+            HumanMessage(
+                [{"type": "text", "text": "look"}, {"type": "image", "base64": b64, "mime_type": "image/png"}]
+            ),
             AIMessage(
-                [{"type": "text", "text": "calling"}, {"type": "tool_use", "id": "t1", "name": "crop", "input": {"page": 1}}],
+                [
+                    {"type": "text", "text": "calling"},
+                    {"type": "tool_use", "id": "t1", "name": "crop", "input": {"page": 1}},
+                ],
                 tool_calls=[{"name": "crop", "args": {"page": 1}, "id": "t1", "type": "tool_call"}],
             ),
-            HumanMessage([{"type": "tool_result", "tool_use_id": "t1", "content": "cropped"}, {"type": "text", "text": "and?"}]),
+            HumanMessage(
+                [{"type": "tool_result", "tool_use_id": "t1", "content": "cropped"}, {"type": "text", "text": "and?"}]
+            ),
             ToolMessage([{"type": "image", "base64": b64, "mime_type": "image/png"}], tool_call_id="t1"),
             # LangChain v1 output: reasoning and tool calls as content blocks
             AIMessage(
-                [{"type": "reasoning", "reasoning": "hmm"}, {"type": "text", "text": "done"}, {"type": "tool_call", "id": "t2", "name": "crop", "args": {}}],
+                [
+                    {"type": "reasoning", "reasoning": "hmm"},
+                    {"type": "text", "text": "done"},
+                    {"type": "tool_call", "id": "t2", "name": "crop", "args": {}},
+                ],
                 tool_calls=[{"name": "crop", "args": {}, "id": "t2", "type": "tool_call"}],
             ),
         ]
     )
-    assert msgs[0]["content"] == [{"type": "text", "text": "look"}, {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{b64}"}}]
+    assert msgs[0]["content"] == [
+        {"type": "text", "text": "look"},
+        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{b64}"}},
+    ]
     assert msgs[1]["content"] == "calling" and msgs[1]["tool_calls"][0]["id"] == "t1"
     # the tool result answers the call before the user's next words
     assert msgs[2] == {"role": "tool", "tool_call_id": "t1", "content": "cropped"}

@@ -13,7 +13,8 @@ from __future__ import annotations
 import io
 import json
 import re
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import httpx
 import pytest
@@ -50,7 +51,9 @@ def _fill(schema: dict[str, Any], text: str, numbers: Iterator[str]) -> Any:
 def responder(messages: Sequence[Message], tools: Sequence[ToolSchema] | None) -> AssistantMessage:
     last = messages[-1]
     if last["role"] == "tool":
-        return AssistantMessage(content=f"The tool answered: {text_of(last['content'])}", reasoning="Read the tool result.")
+        return AssistantMessage(
+            content=f"The tool answered: {text_of(last['content'])}", reasoning="Read the tool result."
+        )
     text = text_of(last["content"])
     if tools and last["role"] == "user":
         named = [t for t in tools if t["function"]["name"] in text]
@@ -75,7 +78,9 @@ class TestChatKimiAdapterIntegration(ChatModelIntegrationTests):
     @pytest.fixture(autouse=True)
     def _offline_images(self, monkeypatch: pytest.MonkeyPatch) -> None:
         # The image tests download their picture; here it is drawn locally (tests never go online).
-        monkeypatch.setattr(httpx, "get", lambda url, **kw: httpx.Response(200, content=_png(), request=httpx.Request("GET", url)))
+        monkeypatch.setattr(
+            httpx, "get", lambda url, **kw: httpx.Response(200, content=_png(), request=httpx.Request("GET", url))
+        )
 
     @property
     def chat_model_class(self) -> type[ChatKimi]:

@@ -41,7 +41,9 @@ class TestChatKimiEmbeddedIntegration(ChatModelIntegrationTests):
     def model(self, request: Any) -> ChatKimi:
         if request.node.originalname not in CORE and not os.environ.get("KIMIDOC_LC_EMBEDDED_ALL"):
             pytest.skip("embedded model is slow on CPU: core subset only (KIMIDOC_LC_EMBEDDED_ALL=1 runs this)")
-        return ChatKimi(**{**self.standard_chat_model_params, **self.chat_model_params, **(getattr(request, "param", None) or {})})
+        return ChatKimi(
+            **{**self.standard_chat_model_params, **self.chat_model_params, **(getattr(request, "param", None) or {})}
+        )
 
     @property
     def chat_model_class(self) -> type[ChatKimi]:

@@ -15,8 +15,8 @@ from langchain_core.tools import tool as lc_tool  # noqa: E402
 from langchain_core.utils.function_calling import convert_to_openai_tool  # noqa: E402
 from pydantic import BaseModel, Field  # noqa: E402
 
-from kimidoc.integrations.langchain import from_langchain_tool, to_langchain_tool  # noqa: E402
 from kimidoc.agents.toolset import agent_tools  # noqa: E402
+from kimidoc.integrations.langchain import from_langchain_tool, to_langchain_tool  # noqa: E402
 from kimidoc.tools.base import Tool, ToolResult, as_tools  # noqa: E402
 from kimidoc.tools.base import tool as kimi_tool  # noqa: E402
 
@@ -104,11 +104,16 @@ def test_langchain_tool_images_and_errors_reach_kimidoc():
 
         Image.new("RGB", (4, 3), color).save(jpeg, format="JPEG")
         b64 = base64.b64encode(jpeg.getvalue()).decode()
-        return [{"type": "text", "text": f"a {color} swatch"}, {"type": "image", "base64": b64, "mime_type": "image/jpeg"}], {"color": color}
+        return [
+            {"type": "text", "text": f"a {color} swatch"},
+            {"type": "image", "base64": b64, "mime_type": "image/jpeg"},
+        ], {"color": color}
 
     result = from_langchain_tool(snapshot)(color="blue")
     assert result.text == "a blue swatch" and not result.is_error
-    assert len(result.images) == 1 and result.images[0][:8] == b"\x89PNG\r\n\x1a\n"  # JPEG converted for the vision path
+    assert (
+        len(result.images) == 1 and result.images[0][:8] == b"\x89PNG\r\n\x1a\n"
+    )  # JPEG converted for the vision path
 
     def boom(x: int) -> int:
         raise ToolException("x is cursed")

@@ -34,7 +34,9 @@ def test_greedy_equals_uncached_argmax(model):
 
 def test_chunked_prefill_gives_the_same_tokens(model):
     long_prompt = PROMPT * 5
-    assert generate(model, long_prompt, max_new_tokens=4, prefill_chunk=8) == generate(model, long_prompt, max_new_tokens=4)
+    assert generate(model, long_prompt, max_new_tokens=4, prefill_chunk=8) == generate(
+        model, long_prompt, max_new_tokens=4
+    )
 
 
 def test_seeded_sampling_is_reproducible_and_seed_sensitive(model):
@@ -130,7 +132,12 @@ def test_tensor_prompts_as_transformers_users_pass_them(model):
 
 
 def test_tied_embeddings_have_no_lm_head(tmp_path):
-    path = write_checkpoint(tmp_path / "tied", config=tiny_text_config(tie_word_embeddings=True, num_hidden_layers=2), int4=False, text_only=True)
+    path = write_checkpoint(
+        tmp_path / "tied",
+        config=tiny_text_config(tie_word_embeddings=True, num_hidden_layers=2),
+        int4=False,
+        text_only=True,
+    )
     m = load(path, dtype=torch.float32)
     assert m.lm_head is None
     h = torch.randn(1, 1, m.config.hidden_size)
@@ -167,7 +174,14 @@ def test_decode_step_is_the_forward_of_one_token(model, tmp_path, experts):
     lm = model
     if experts == "tiered":  # experts behind the placement seam (TieredExperts), whose forward has no one-row path
         path = write_checkpoint(tmp_path / "ckpt", int4=True, text_only=True, seed=4)
-        lm = load_placed(path, Machine(cpu=10**8, disk=10**9), dtype=torch.float32, int4_compute_dtype=torch.float32, context=64, disk_cache_bytes=10**6)
+        lm = load_placed(
+            path,
+            Machine(cpu=10**8, disk=10**9),
+            dtype=torch.float32,
+            int4_compute_dtype=torch.float32,
+            context=64,
+            disk_cache_bytes=10**6,
+        )
     else:
         assert isinstance(lm.expert_banks()[0], Int4Experts)
     a, b = lm.new_cache(), lm.new_cache()

@@ -112,7 +112,9 @@ def test_grouped_experts_equal_a_naive_loop_for_int4_and_dense():
     for t in range(tokens):
         for j in range(k):
             e = int(idx[t, j])
-            h = torch.nn.functional.silu(x[t] @ reference[(e, "gate_proj")].t()) * (x[t] @ reference[(e, "up_proj")].t())
+            h = torch.nn.functional.silu(x[t] @ reference[(e, "gate_proj")].t()) * (
+                x[t] @ reference[(e, "up_proj")].t()
+            )
             expected[t] += w[t, j] * (h @ reference[(e, "down_proj")].t())
     assert torch.allclose(bank(x, idx, w), expected, atol=1e-4)
     assert torch.allclose(dense(x, idx, w), expected, atol=1e-4)

@@ -20,7 +20,9 @@ SMALL = dict(num_hidden_layers=2, vocab_size=163840)
 
 @pytest.fixture(scope="module")
 def int4_ckpt(tmp_path_factory):
-    return write_checkpoint(tmp_path_factory.mktemp("ld") / "k25", config=tiny_text_config(**SMALL), int4=True, num_shards=3)
+    return write_checkpoint(
+        tmp_path_factory.mktemp("ld") / "k25", config=tiny_text_config(**SMALL), int4=True, num_shards=3
+    )
 
 
 def _copy(src: Path, dst: Path) -> Path:
@@ -74,8 +76,13 @@ def test_mtp_and_vision_tensors_are_skipped(tmp_path):
         "vision_tower.patch_embed.proj.weight": torch.zeros(4, 3, 14, 14),
         "mm_projector.pre_norm.weight": torch.zeros(4),
     }
-    path = write_checkpoint(tmp_path / "mm", config=tiny_text_config(**SMALL), int4=False, extra_tensors=extra,
-                            extra_config={"vision_config": {"vt_hidden_size": 4}})
+    path = write_checkpoint(
+        tmp_path / "mm",
+        config=tiny_text_config(**SMALL),
+        int4=False,
+        extra_tensors=extra,
+        extra_config={"vision_config": {"vt_hidden_size": 4}},
+    )
     model = load(path, dtype=torch.float32)
     assert isinstance(model, KimiForCausalLM)
 
@@ -83,7 +90,9 @@ def test_mtp_and_vision_tensors_are_skipped(tmp_path):
 def test_missing_shard(int4_ckpt, tmp_path):
     path = _copy(int4_ckpt, tmp_path / "c")
     (path / "model-00002-of-00003.safetensors").unlink()
-    with pytest.raises(CheckpointError, match=r"model-00002-of-00003\.safetensors: shard file not found.*tensor language_model\."):
+    with pytest.raises(
+        CheckpointError, match=r"model-00002-of-00003\.safetensors: shard file not found.*tensor language_model\."
+    ):
         load(path)
 
 
@@ -101,7 +110,10 @@ def test_tensor_missing_from_index(int4_ckpt, tmp_path):
     index = _index(path)
     del index["weight_map"]["language_model.model.layers.1.self_attn.kv_b_proj.weight"]
     (path / "model.safetensors.index.json").write_text(json.dumps(index))
-    with pytest.raises(CheckpointError, match=r"index\.json: tensor language_model\.model\.layers\.1\.self_attn\.kv_b_proj\.weight is missing"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"index\.json: tensor language_model\.model\.layers\.1\.self_attn\.kv_b_proj\.weight is missing",
+    ):
         load(path)
 
 
@@ -128,7 +140,9 @@ def test_unexpected_shape(int4_ckpt, tmp_path):
     path = _copy(int4_ckpt, tmp_path / "c")
     name = "language_model.model.layers.0.self_attn.q_a_proj.weight"
     file = _rewrite_tensor(path, name, torch.zeros(5, 64, dtype=torch.bfloat16))
-    with pytest.raises(CheckpointError, match=rf"{file}: tensor {name.replace('.', '[.]')} has shape \[5, 64\], expected \[48, 64\]"):
+    with pytest.raises(
+        CheckpointError, match=rf"{file}: tensor {name.replace('.', '[.]')} has shape \[5, 64\], expected \[48, 64\]"
+    ):
         load(path)
 
 
@@ -136,7 +150,9 @@ def test_wrong_packed_dtype(int4_ckpt, tmp_path):
     path = _copy(int4_ckpt, tmp_path / "c")
     name = "language_model.model.layers.1.mlp.experts.3.up_proj.weight_packed"
     _rewrite_tensor(path, name, torch.zeros(32, 8, dtype=torch.int64))
-    with pytest.raises(CheckpointError, match=r"experts\.3\.up_proj\.weight_packed has dtype torch.int64, expected torch.int32"):
+    with pytest.raises(
+        CheckpointError, match=r"experts\.3\.up_proj\.weight_packed has dtype torch.int64, expected torch.int32"
+    ):
         load(path)
 
 
@@ -173,7 +189,9 @@ def test_unexpected_tensor_is_named(int4_ckpt, tmp_path):
     index = _index(path)
     index["weight_map"]["language_model.model.layers.0.self_attn.mystery.weight"] = "model-00001-of-00003.safetensors"
     (path / "model.safetensors.index.json").write_text(json.dumps(index))
-    with pytest.raises(CheckpointError, match=r"model-00001-of-00003\.safetensors: tensor \S+mystery\.weight has no place"):
+    with pytest.raises(
+        CheckpointError, match=r"model-00001-of-00003\.safetensors: tensor \S+mystery\.weight has no place"
+    ):
         load(path)
 
 

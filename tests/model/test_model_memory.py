@@ -16,9 +16,19 @@ from kimidoc.testing import tiny_text_config, write_checkpoint
 
 # A few hundred MB, mostly INT4 experts (vocab shrunk: the embedding is not what this measures).
 BIG = dict(
-    vocab_size=16000, hidden_size=1024, intermediate_size=2048, moe_intermediate_size=512,
-    num_hidden_layers=4, n_routed_experts=64, num_experts_per_tok=8, num_attention_heads=8,
-    q_lora_rank=256, kv_lora_rank=128, qk_nope_head_dim=64, qk_rope_head_dim=32, v_head_dim=64,
+    vocab_size=16000,
+    hidden_size=1024,
+    intermediate_size=2048,
+    moe_intermediate_size=512,
+    num_hidden_layers=4,
+    n_routed_experts=64,
+    num_experts_per_tok=8,
+    num_attention_heads=8,
+    q_lora_rank=256,
+    kv_lora_rank=128,
+    qk_nope_head_dim=64,
+    qk_rope_head_dim=32,
+    v_head_dim=64,
 )
 
 PROBE = textwrap.dedent(
@@ -56,8 +66,15 @@ def test_peak_rss_of_loading_grows_with_the_weights_not_twice_as_fast(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
     runs = []
     for experts in (32, 64):
-        path = write_checkpoint(tmp_path / f"e{experts}", config=tiny_text_config(**{**BIG, "n_routed_experts": experts}), int4=True, num_shards=4)
-        out = subprocess.run([sys.executable, "-c", PROBE, str(path)], capture_output=True, text=True, env=env, check=False)
+        path = write_checkpoint(
+            tmp_path / f"e{experts}",
+            config=tiny_text_config(**{**BIG, "n_routed_experts": experts}),
+            int4=True,
+            num_shards=4,
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", PROBE, str(path)], capture_output=True, text=True, env=env, check=False
+        )
         assert out.returncode == 0, out.stderr
         m = json.loads(out.stdout.strip().splitlines()[-1])
         m["on_disk"] = sum(f.stat().st_size for f in path.glob("*.safetensors"))

@@ -101,7 +101,9 @@ def test_yarn_frequencies_and_scale_match_transformers():
         text = tiny_text_config(qk_rope_head_dim=64)
         text["rope_scaling"] = dict(text["rope_scaling"], **overrides)
         ours = config_from_dict(text).text
-        hf = transformers.DeepseekV3Config(**{k: v for k, v in text.items() if k not in ("architectures", "model_type")})
+        hf = transformers.DeepseekV3Config(
+            **{k: v for k, v in text.items() if k not in ("architectures", "model_type")}
+        )
         inv_freq, attention_factor = ROPE_INIT_FUNCTIONS["yarn"](hf)
         assert torch.equal(inverse_frequencies(ours.rope, 64), inv_freq)
         assert ours.rope.cos_sin_scale() == pytest.approx(attention_factor)

@@ -132,6 +132,8 @@ def test_greedy_generation_identical(pair, request):
     ids = _prompt(2, 12)
     n = 20
     with torch.no_grad():
-        expected = theirs.generate(input_ids=ids, max_new_tokens=n, min_new_tokens=n, do_sample=False)[0, ids.shape[1] :]
+        expected = theirs.generate(input_ids=ids, max_new_tokens=n, min_new_tokens=n, do_sample=False)[
+            0, ids.shape[1] :
+        ]
     got = generate(ours, ids[0].tolist(), max_new_tokens=n)
     assert got == expected.tolist()

@@ -27,13 +27,22 @@ PROMPT = list(range(7, 31))
 
 
 def _config(**kw):
-    base = dict(vocab_size=1024, hidden_size=128, moe_intermediate_size=64, n_routed_experts=16, num_experts_per_tok=4, num_hidden_layers=3)
+    base = dict(
+        vocab_size=1024,
+        hidden_size=128,
+        moe_intermediate_size=64,
+        n_routed_experts=16,
+        num_experts_per_tok=4,
+        num_hidden_layers=3,
+    )
     return tiny_text_config(**{**base, **kw})
 
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    return write_checkpoint(tmp_path_factory.mktemp("offload") / "ckpt", config=_config(), text_only=True, num_shards=3, seed=3)
+    return write_checkpoint(
+        tmp_path_factory.mktemp("offload") / "ckpt", config=_config(), text_only=True, num_shards=3, seed=3
+    )
 
 
 def _budget(path: Path, expert_share: float, context: int = 64) -> tuple[int, int]:
@@ -52,7 +61,9 @@ def _budget(path: Path, expert_share: float, context: int = 64) -> tuple[int, in
 def test_disk_tier_matches_all_in_ram_logits_and_tokens(ckpt):
     ram = load(ckpt, dtype=torch.float32, int4_compute_dtype=torch.float32)
     cpu, _ = _budget(ckpt, 0.25)
-    tiered = load_placed(ckpt, Machine(cpu=cpu, disk=10**9), dtype=torch.float32, int4_compute_dtype=torch.float32, context=64)
+    tiered = load_placed(
+        ckpt, Machine(cpu=cpu, disk=10**9), dtype=torch.float32, int4_compute_dtype=torch.float32, context=64
+    )
     by_device = placement_report(tiered)["routed_experts_by_device"]
     assert by_device.get("disk", 0) > 0 and by_device.get("cpu", 0) > 0
     x = torch.tensor([PROMPT])
@@ -102,7 +113,9 @@ def test_disk_reads_ahead_and_converted_experts_change_nothing(ckpt, tmp_path):
     x = torch.tensor([PROMPT])
 
     def placed(**kw):
-        return load_placed(ckpt, Machine(cpu=cpu, disk=10**9), dtype=torch.float32, int4_compute_dtype=torch.float32, context=64, **kw)
+        return load_placed(
+            ckpt, Machine(cpu=cpu, disk=10**9), dtype=torch.float32, int4_compute_dtype=torch.float32, context=64, **kw
+        )
 
     reference = placed(disk_workers=0)(x)
     assert torch.equal(placed(disk_workers=3)(x), reference)
@@ -114,7 +127,9 @@ def test_disk_reads_ahead_and_converted_experts_change_nothing(ckpt, tmp_path):
     again = placed(offload_folder=folder)
     assert torch.equal(again(x), reference)
     assert sorted(folder.rglob("*.safetensors")) == converted
-    assert first.expert_cache.bytes_read > 0 and again.expert_cache.bytes_read == 0  # no checkpoint reads the second time
+    assert (
+        first.expert_cache.bytes_read > 0 and again.expert_cache.bytes_read == 0
+    )  # no checkpoint reads the second time
     # Other load settings never read those files back.
     placed_bf16 = load_placed(ckpt, Machine(cpu=cpu, disk=10**9), context=64, offload_folder=folder)
     placed_bf16(x)
@@ -137,7 +152,7 @@ def test_every_expert_tensor_is_resident_once_or_a_disk_reference(ckpt):
             on_disk |= {name for _, name in refs.values()}
             assert all(name.startswith(f"{prefix}{e}.") for _, name in refs.values())
         for name in bank.checkpoint_slots(prefix):
-            e = int(name[len(prefix):].split(".")[0])
+            e = int(name[len(prefix) :].split(".")[0])
             if bank.where[e] != "disk":
                 resident.add(name)
     assert resident.isdisjoint(on_disk)
@@ -181,8 +196,12 @@ def test_routing_statistics_feed_the_next_plan(ckpt, tmp_path):
     assert sum(stats.tokens.values()) == n
     # The next plan keeps the hottest experts of each layer in RAM, the rest on disk.
     cpu, _ = _budget(ckpt, 0.25)
-    placed = load_placed(ckpt, Machine(cpu=cpu, disk=10**9), expert_freq=load_routing_stats(tmp_path / "routing.json"), context=64)
-    ram = [(lay, e) for bank in placed.expert_banks() for e, d in bank.where.items() if d == "cpu" for lay in [bank.layer]]
+    placed = load_placed(
+        ckpt, Machine(cpu=cpu, disk=10**9), expert_freq=load_routing_stats(tmp_path / "routing.json"), context=64
+    )
+    ram = [
+        (lay, e) for bank in placed.expert_banks() for e, d in bank.where.items() if d == "cpu" for lay in [bank.layer]
+    ]
     disk = [(bank.layer, e) for bank in placed.expert_banks() for e, d in bank.where.items() if d == "disk"]
     assert ram and disk
     assert min(freq.get(k, 0.0) for k in ram) >= max(freq.get(k, 0.0) for k in disk)
@@ -226,9 +245,18 @@ _PROBE = textwrap.dedent(
     print(json.dumps({"tokens": tokens, "peak": status("VmHWM:") - base, "disk_experts": disk}))
     """
 )
+
+
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc to reset the RSS peak")
 def test_ram_budget_below_the_weights_keeps_peak_rss_under_budget(tmp_path):
-    cfg = _config(hidden_size=512, moe_intermediate_size=384, n_routed_experts=128, q_lora_rank=64, kv_lora_rank=64, num_hidden_layers=5)
+    cfg = _config(
+        hidden_size=512,
+        moe_intermediate_size=384,
+        n_routed_experts=128,
+        q_lora_rank=64,
+        kv_lora_rank=64,
+        num_hidden_layers=5,
+    )
     path = write_checkpoint(tmp_path / "ckpt", config=cfg, text_only=True, num_shards=3, seed=5)
     budget, experts = _budget(path, 0.2)  # all non-expert parts + a fifth of the experts (cache included)
     weights = sum(s.nbytes for s in inventory_from_checkpoint(path) if s.kind != "routed_expert") + experts
@@ -238,7 +266,13 @@ def test_ram_budget_below_the_weights_keeps_peak_rss_under_budget(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "KIMIDOC_PROGRESS": "0"}
     results = {}
     for mode in ("ram", "tiered"):  # one at a time: their peaks must not squeeze each other
-        proc = subprocess.run([sys.executable, str(probe), str(path), mode, str(budget)], capture_output=True, text=True, env=env, timeout=300)
+        proc = subprocess.run(
+            [sys.executable, str(probe), str(path), mode, str(budget)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
         assert proc.returncode == 0, proc.stderr
         results[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
     assert results["tiered"]["tokens"] == results["ram"]["tokens"]
@@ -262,17 +296,29 @@ def test_quantize_on_load_turns_bf16_experts_into_int4(tmp_path):
     cpu, _ = _budget(path, 0.0)
     dense = load(path, dtype=torch.float32)
     assert isinstance(dense.model.layers[1].mlp.experts, DenseExperts)
-    model = load_placed(path, Machine(cpu=cpu, disk=10**9), quantize_experts=True, dtype=torch.float32, int4_compute_dtype=torch.float32, context=64)
+    model = load_placed(
+        path,
+        Machine(cpu=cpu, disk=10**9),
+        quantize_experts=True,
+        dtype=torch.float32,
+        int4_compute_dtype=torch.float32,
+        context=64,
+    )
     assert model.plan.quantize_experts and placement_report(model)["quantize_experts"]
     bf16_experts = sum(s.nbytes for s in inventory_from_checkpoint(path) if s.kind == "routed_expert")
     # INT4 values plus the kernel's bf16 (scale, zero) per group of 32: under a third of BF16
-    assert sum(b for u, b in model.plan.unit_bytes.items() if ".experts." in u) == pytest.approx(bf16_experts / 2 * QUANTIZED_EXPERT_BYTES_PER_PARAM, rel=1e-3)
+    assert sum(b for u, b in model.plan.unit_bytes.items() if ".experts." in u) == pytest.approx(
+        bf16_experts / 2 * QUANTIZED_EXPERT_BYTES_PER_PARAM, rel=1e-3
+    )
     assert QUANTIZED_EXPERT_BYTES_PER_PARAM / 2 < 1 / 3
     tensors = read_tensors(path)
     for bank in model.expert_banks():
         assert set(bank.where.values()) == {"cpu", "disk"}
         assert all(isinstance(b, QuantizedOnLoad) for b in bank.resident.values())
-        for e in (next(e for e, d in bank.where.items() if d == "cpu"), next(e for e, d in bank.where.items() if d == "disk")):
+        for e in (
+            next(e for e, d in bank.where.items() if d == "cpu"),
+            next(e for e, d in bank.where.items() if d == "disk"),
+        ):
             w = tensors[f"model.layers.{bank.layer}.mlp.experts.{e}.down_proj.weight"]
             q, scale = int4.quantize(w)
             expected = int4.dequantize(int4.pack(q), scale, tuple(w.shape))
@@ -280,13 +326,17 @@ def test_quantize_on_load_turns_bf16_experts_into_int4(tmp_path):
     # The BF16 model with its experts replaced by their INT4 round trip computes the same logits.
     for bank in dense.expert_banks():
         for e in range(bank.num_experts):
-            for proj, view in bank.expert_weights(e).items():
+            for view in bank.expert_weights(e).values():
                 q, scale = int4.quantize(view)
                 view.copy_(int4.dequantize(int4.pack(q), scale, tuple(view.shape)))
     x = torch.tensor([PROMPT])
     assert torch.allclose(model(x), dense(x), atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError, match="already INT4"):
-        load_placed(write_checkpoint(tmp_path / "int4", config=_config(), text_only=True), Machine(cpu=10**9), quantize_experts=True)
+        load_placed(
+            write_checkpoint(tmp_path / "int4", config=_config(), text_only=True),
+            Machine(cpu=10**9),
+            quantize_experts=True,
+        )
 
 
 def _bnb_dequantized(bnb, lin: torch.nn.Module) -> torch.Tensor:
@@ -304,7 +354,9 @@ def test_shrink_swaps_attention_shared_and_dense_linears_for_bitsandbytes(ckpt, 
     plain = load_placed(ckpt, Machine(cpu=10**9), dtype=torch.float32)
     names = shrinkable_linears(plain)
     assert "model.layers.0.mlp.down_proj" in names and "model.layers.1.mlp.shared_experts.up_proj" in names
-    assert "model.layers.1.self_attn.o_proj" in names and not any("kv_b_proj" in n or ".experts." in n.replace("shared_experts", "") for n in names)
+    assert "model.layers.1.self_attn.o_proj" in names and not any(
+        "kv_b_proj" in n or ".experts." in n.replace("shared_experts", "") for n in names
+    )
     with monkeypatch.context() as m:
         m.setitem(sys.modules, "bitsandbytes", None)
         with pytest.raises(ImportError, match=r"kimidoc\[bnb\]"):
@@ -315,7 +367,9 @@ def test_shrink_swaps_attention_shared_and_dense_linears_for_bitsandbytes(ckpt, 
         model = load_placed(ckpt, Machine(cpu=10**9), shrink=mode, dtype=torch.float32)
         assert model.plan.shrink == mode
         assert type(model.model.layers[1].self_attn.kv_b_proj) is type(plain.model.layers[1].self_attn.kv_b_proj)
-        reference = load_placed(ckpt, Machine(cpu=10**9), dtype=torch.float32)  # the plain model, given the quantized weights
+        reference = load_placed(
+            ckpt, Machine(cpu=10**9), dtype=torch.float32
+        )  # the plain model, given the quantized weights
         for name in names:
             lin = model.get_submodule(name)
             assert isinstance(lin, cls), name
@@ -338,7 +392,9 @@ def test_shrink_swaps_attention_shared_and_dense_linears_for_bitsandbytes(ckpt, 
             # float32 rounding of a sum of in_features terms.
             hx = torch.randn(3, lin.in_features, generator=torch.Generator().manual_seed(1))
             exact = hx @ deq.t()
-            bound = deq.abs().sum(1) * hx.abs().amax(1, keepdim=True) / 254 + lin.in_features * torch.finfo(torch.float32).eps * (hx.abs() @ deq.abs().t())
+            bound = deq.abs().sum(1) * hx.abs().amax(1, keepdim=True) / 254 + lin.in_features * torch.finfo(
+                torch.float32
+            ).eps * (hx.abs() @ deq.abs().t())
             assert ((lin(hx).float() - exact).abs() <= bound).all(), name
         out = model(x)
         assert torch.isfinite(out).all()

@@ -6,7 +6,6 @@ from collections import Counter
 import pytest
 
 from kimidoc.placement import DoesNotFit, Machine, inventory_from_config, parse_bytes, parse_gpus, plan
-
 from kimidoc.placement.inventory import K26_CONFIG
 
 CONFIG = json.loads(K26_CONFIG.read_text())
@@ -33,7 +32,9 @@ def test_inventory_matches_the_official_checkpoint(inventory):
 
 
 MACHINES = {
-    "1x24GB GPU + 768GB RAM": Machine(gpus=[parse_bytes("24GiB")], cpu=parse_bytes("768GiB"), gpu_bandwidth=1.0e12, cpu_bandwidth=2.0e11),
+    "1x24GB GPU + 768GB RAM": Machine(
+        gpus=[parse_bytes("24GiB")], cpu=parse_bytes("768GiB"), gpu_bandwidth=1.0e12, cpu_bandwidth=2.0e11
+    ),
     "8x H200": Machine(gpus=parse_gpus(["8x141GB"]), cpu=parse_bytes("512GiB"), gpu_bandwidth=4.8e12),
     "CPU only, 1TB RAM": Machine(cpu=parse_bytes("1TB")),
     "256GB RAM + NVMe": Machine(cpu=parse_bytes("256GB"), disk=parse_bytes("2TB")),
@@ -73,7 +74,9 @@ def test_consumer_gpu_holds_what_every_token_reads(inventory):
     # per layer at 0.5 + 4/32 bytes per weight: packed values plus the kernel's scale/zero table).
     reads = p.bytes_read_per_token()
     assert reads["cpu"] == pytest.approx(11.9e9 * (0.5 + 4 / 32) / (0.5 + 2 / 32), rel=0.02)
-    assert sum(reads.values()) - p.cache_bytes == pytest.approx(21e9 + reads["cpu"], rel=0.03)  # weights one decode step reads
+    assert sum(reads.values()) - p.cache_bytes == pytest.approx(
+        21e9 + reads["cpu"], rel=0.03
+    )  # weights one decode step reads
     assert 8 < p.decode_ceiling() < 16
 
 

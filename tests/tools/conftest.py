@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -46,6 +46,9 @@ def docs_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
 def sandbox(docs_dir: str, scaled: Callable[[float], float]) -> Iterator[PythonSandbox]:
     """A fully isolated sandbox with small limits, shared by a module's tests (a cell that should
     finish gets a deadline that scales with the machine's load; timeout tests pass their own)."""
-    sb = PythonSandbox([docs_dir], limits=Limits(timeout=scaled(20), memory_bytes=1 << 30, file_bytes=8 << 20, processes=32, output_chars=4000))
+    sb = PythonSandbox(
+        [docs_dir],
+        limits=Limits(timeout=scaled(20), memory_bytes=1 << 30, file_bytes=8 << 20, processes=32, output_chars=4000),
+    )
     yield sb
     sb.close()

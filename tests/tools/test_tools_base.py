@@ -6,7 +6,8 @@ import asyncio
 import enum
 import io
 import threading
-from typing import Literal, Optional, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import pytest
 from PIL import Image
@@ -21,7 +22,13 @@ class Unit(enum.Enum):
     INCH = "in"
 
 
-def measure(length: float, unit: Unit = Unit.CM, tags: Sequence[str] = (), note: Optional[str] = None, box: tuple[int, int] = (1, 2)) -> str:
+def measure(
+    length: float,
+    unit: Unit = Unit.CM,
+    tags: Sequence[str] = (),
+    note: str | None = None,
+    box: tuple[int, int] = (1, 2),
+) -> str:
     """Measure something.
 
     Longer explanation that stays in the description.
@@ -42,7 +49,10 @@ def test_schema_from_type_hints_and_google_docstring() -> None:
     desc, params = schema_from_function(measure)
     assert desc == "Measure something.\n\nLonger explanation that stays in the description."
     props = params["properties"]
-    assert props["length"] == {"type": "number", "description": "how long it is (continued on a second line: with a colon)"}
+    assert props["length"] == {
+        "type": "number",
+        "description": "how long it is (continued on a second line: with a colon)",
+    }
     assert props["unit"] == {"enum": ["cm", "in"], "description": "the unit", "default": "cm"}
     assert props["tags"] == {"type": "array", "items": {"type": "string"}, "description": "labels to attach"}
     assert props["note"] == {"type": ["string", "null"]}
@@ -82,7 +92,10 @@ def test_validation_messages_name_the_tool_and_argument() -> None:
     t = tool(measure)
     assert t(length="long").text == "Error: measure.length: expected number, got string"
     assert t(length=1, unit="mm").text.startswith("Error: measure.unit: 'mm' is not one of")
-    assert t(length=1, colour="red").text == "Error: measure: unexpected argument 'colour' (allowed: length, unit, tags, note, box)"
+    assert (
+        t(length=1, colour="red").text
+        == "Error: measure: unexpected argument 'colour' (allowed: length, unit, tags, note, box)"
+    )
     assert t(unit="cm").text == "Error: measure: missing required argument 'length'"
     assert t(length=1, tags=["a", 2]).text == "Error: measure.tags[1]: expected string, got integer"
     assert t(length=1, box=[1]).text == "Error: measure.box: needs at least 2 items, got 1"
@@ -192,7 +205,13 @@ def test_agent_tools_accept_functions_tools_and_langchain_tools() -> None:
 
 
 def test_validate_subset_of_json_schema() -> None:
-    schema = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 1, "exclusiveMaximum": 10}, "s": {"type": "string", "pattern": "^a"}}}
+    schema = {
+        "type": "object",
+        "properties": {
+            "n": {"type": "integer", "minimum": 1, "exclusiveMaximum": 10},
+            "s": {"type": "string", "pattern": "^a"},
+        },
+    }
     assert validate({"n": 0}, schema) == "arguments.n: 0 is below the minimum 1"
     assert validate({"n": 10}, schema) == "arguments.n: 10 must be below 10"
     assert validate({"s": "b"}, schema) == "arguments.s: does not match pattern '^a'"
@@ -202,6 +221,11 @@ def test_validate_subset_of_json_schema() -> None:
 
 
 def test_tool_constructor_interface_is_kept() -> None:
-    t = Tool("echo", "Echo.", {"type": "object", "properties": {"v": {"type": "string"}}, "required": ["v"]}, lambda v: v)
-    assert t.schema() == {"type": "function", "function": {"name": "echo", "description": "Echo.", "parameters": t.parameters}}
+    t = Tool(
+        "echo", "Echo.", {"type": "object", "properties": {"v": {"type": "string"}}, "required": ["v"]}, lambda v: v
+    )
+    assert t.schema() == {
+        "type": "function",
+        "function": {"name": "echo", "description": "Echo.", "parameters": t.parameters},
+    }
     assert t(v="x") == ToolResult("x", [], False)

@@ -60,12 +60,18 @@ def test_read_pdf_pages(tools: dict, corpus: dict[str, str]) -> None:
     bad = tools["read_document"](document="report.pdf", page=9)
     assert bad.is_error and "page 9 is not in the document (pages 1-2)" in bad.text
     assert "no such document" in tools["read_document"](document="missing.pdf").text
-    assert tools["read_document"](document="1", page=1).text == tools["read_document"](document=corpus["report.pdf"], page=1).text
+    assert (
+        tools["read_document"](document="1", page=1).text
+        == tools["read_document"](document=corpus["report.pdf"], page=1).text
+    )
 
 
 def test_read_line_ranges_of_text_and_repository_files(tools: dict, corpus: dict[str, str]) -> None:
     r = tools["read_document"](document="notes.txt", start_line=2, end_line=3)
-    assert r.text == f"{corpus['notes.txt']}:2-3 (4 lines)\n2 | beta revenue line\n3 | gamma\n[... continue with start_line=4]"
+    assert (
+        r.text
+        == f"{corpus['notes.txt']}:2-3 (4 lines)\n2 | beta revenue line\n3 | gamma\n[... continue with start_line=4]"
+    )
     r = tools["read_document"](document="repo", file="src/app.py", start_line=3)
     assert r.text.splitlines()[0] == f"{corpus['repo']}/src/app.py:3-4 (4 lines)"
     assert "def revenue()" in r.text
@@ -85,7 +91,9 @@ def test_search_cites_page_and_line(tools: dict, corpus: dict[str, str]) -> None
     assert [s.cite() for s in r.sources] == [h.split(": ", 1)[0] for h in hits]
     regex = tools["search_documents"](query=r"\d+ percent", mode="regex").text
     assert regex == f"{corpus['report.pdf']} p.1: Quarterly revenue grew 12 percent."
-    assert tools["search_documents"](query="REVENUE", mode="exact", case_sensitive=True).text == "no match for 'REVENUE'"
+    assert (
+        tools["search_documents"](query="REVENUE", mode="exact", case_sensitive=True).text == "no match for 'REVENUE'"
+    )
     assert tools["search_documents"](query="(", mode="regex").is_error
     only = tools["search_documents"](query="revenue", mode="exact", document="notes.txt").text.splitlines()
     assert len(only) == 2
@@ -103,8 +111,12 @@ def test_ranked_search_puts_the_best_passage_first(tools: dict, corpus: dict[str
 
 
 def test_reads_carry_their_sources(tools: dict, corpus: dict[str, str]) -> None:
-    assert [s.cite() for s in tools["read_document"](document="report.pdf", page=2).sources] == [f"{corpus['report.pdf']} p.2"]
-    assert [s.cite() for s in tools["read_document"](document="notes.txt", start_line=2, end_line=3).sources] == [f"{corpus['notes.txt']}:2-3"]
+    assert [s.cite() for s in tools["read_document"](document="report.pdf", page=2).sources] == [
+        f"{corpus['report.pdf']} p.2"
+    ]
+    assert [s.cite() for s in tools["read_document"](document="notes.txt", start_line=2, end_line=3).sources] == [
+        f"{corpus['notes.txt']}:2-3"
+    ]
     grep = tools["grep"](pattern="revenue")
     assert [s.cite() for s in grep.sources] == [line.split(": ", 1)[0] for line in grep.text.splitlines()]
 
@@ -139,7 +151,9 @@ def test_render_image_region(tools: dict) -> None:
     assert img.size == (100, 100) and img.getpixel((50, 50)) == (0, 0, 255)
 
 
-@pytest.mark.skipif(sys.platform != "linux" or os.geteuid() != 0, reason="full isolation needs root on Linux (CI runs as root)")
+@pytest.mark.skipif(
+    sys.platform != "linux" or os.geteuid() != 0, reason="full isolation needs root on Linux (CI runs as root)"
+)
 def test_chart_round_trip_from_csv_to_the_vision_path(corpus: dict[str, str]) -> None:
     """The model reads a CSV it was given, computes from it, plots it, and gets a PNG the vision path accepts."""
     from kimidoc.vision.preprocess import preprocess
@@ -168,4 +182,3 @@ def test_chart_round_trip_from_csv_to_the_vision_path(corpus: dict[str, str]) ->
         assert "Out: (3, 'Mar')" in again.text  # state survives between calls
     finally:
         python.fn.sandbox.close()
-

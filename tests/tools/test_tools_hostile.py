@@ -26,7 +26,9 @@ import pytest
 import kimidoc.tools.sandbox.host as kimidoc_sandbox_host
 from kimidoc.tools.sandbox import Limits, PythonSandbox
 
-pytestmark = pytest.mark.skipif(sys.platform != "linux" or os.geteuid() != 0, reason="full isolation needs root on Linux (CI runs as root)")
+pytestmark = pytest.mark.skipif(
+    sys.platform != "linux" or os.geteuid() != 0, reason="full isolation needs root on Linux (CI runs as root)"
+)
 
 
 def test_cannot_reach_a_listener_on_the_hosts_loopback(sandbox: PythonSandbox) -> None:
@@ -58,11 +60,25 @@ def test_sees_only_its_own_loopback_interface(sandbox: PythonSandbox) -> None:
 
 
 def test_cannot_write_outside_its_work_directory(sandbox: PythonSandbox, tmp_path, docs_dir: str) -> None:
-    targets = [str(tmp_path / "outside.txt"), "../escape.txt", "/etc/kimidoc-evil", "/usr/kimidoc-evil", f"{docs_dir}/new.txt", "/kimidoc-evil"]
-    code = "results = []\nfor t in %r:\n    try:\n        open(t, 'w').write('x'); results.append('WROTE ' + t)\n    except OSError as e:\n        results.append(type(e).__name__)\nresults" % targets
+    targets = [
+        str(tmp_path / "outside.txt"),
+        "../escape.txt",
+        "/etc/kimidoc-evil",
+        "/usr/kimidoc-evil",
+        f"{docs_dir}/new.txt",
+        "/kimidoc-evil",
+    ]
+    code = f"results = []\nfor t in {targets!r}:\n    try:\n        open(t, 'w').write('x'); results.append('WROTE ' + t)\n    except OSError as e:\n        results.append(type(e).__name__)\nresults"
     r = sandbox.run(code)
     assert "WROTE" not in r.value, r.value
-    for t in (tmp_path / "outside.txt", tmp_path / "escape.txt", "/etc/kimidoc-evil", "/usr/kimidoc-evil", f"{docs_dir}/new.txt", "/kimidoc-evil"):
+    for t in (
+        tmp_path / "outside.txt",
+        tmp_path / "escape.txt",
+        "/etc/kimidoc-evil",
+        "/usr/kimidoc-evil",
+        f"{docs_dir}/new.txt",
+        "/kimidoc-evil",
+    ):
         assert not os.path.exists(t)
     assert not os.path.exists(os.path.join(os.path.dirname(sandbox.workdir), "escape.txt"))
     # /tmp inside is a private tmpfs: writable, but not the host's /tmp
@@ -75,7 +91,10 @@ def test_cannot_read_files_outside_the_allowed_roots(sandbox: PythonSandbox, tmp
     secret.write_text("TOP SECRET")
     secret.chmod(0o644)  # world-readable on the host: only the jail keeps it out of reach
     host_file = os.path.abspath(__file__)
-    code = "out = []\nfor p in %r:\n    try:\n        out.append(open(p).read()[:20])\n    except OSError as e:\n        out.append(type(e).__name__)\nout" % [str(secret), host_file, "/root/.bash_history", "/etc/shadow"]
+    code = (
+        "out = []\nfor p in %r:\n    try:\n        out.append(open(p).read()[:20])\n    except OSError as e:\n        out.append(type(e).__name__)\nout"
+        % [str(secret), host_file, "/root/.bash_history", "/etc/shadow"]
+    )
     r = sandbox.run(code)
     assert "TOP SECRET" not in r.value
     assert r.value.count("FileNotFoundError") >= 2 and "PermissionError" in r.value  # invisible, or not ours
@@ -170,7 +189,9 @@ def test_ctypes_tricks_are_refused_or_contained(sandbox: PythonSandbox) -> None:
 
 
 def test_a_spoofed_reply_on_the_protocol_pipe_is_a_crash_not_a_host_failure(sandbox: PythonSandbox) -> None:
-    r = sandbox.run("import os\nfor fd in range(3, 1024):\n    try:\n        os.write(fd, b'\\xff\\xff\\xff\\xff')\n    except OSError:\n        pass\nimport time; time.sleep(5)")
+    r = sandbox.run(
+        "import os\nfor fd in range(3, 1024):\n    try:\n        os.write(fd, b'\\xff\\xff\\xff\\xff')\n    except OSError:\n        pass\nimport time; time.sleep(5)"
+    )
     assert not r.ok and "malformed reply" in r.error and "fresh interpreter" in r.error
     assert sandbox.run("'recovered'").value == "'recovered'"
 
@@ -456,7 +477,9 @@ def test_pid_1_runs_under_the_same_seccomp_no_new_privs_and_rlimits(sandbox: Pyt
         assert status["Seccomp"].strip() == "2" and status["NoNewPrivs"].strip() == "1", (pid, status["Seccomp"])
         assert status["CapEff"].strip() == "0" * 16 and status["CapBnd"].strip() == "0" * 16
     with open(f"/proc/{init}/limits") as a, open(f"/proc/{interpreter}/limits") as b:
-        limits_init = [line for line in a if not line.startswith("Max cpu time")]  # the interpreter's per-cell soft limit differs
+        limits_init = [
+            line for line in a if not line.startswith("Max cpu time")
+        ]  # the interpreter's per-cell soft limit differs
         limits_interp = [line for line in b if not line.startswith("Max cpu time")]
     assert limits_init == limits_interp
     assert any(line.split()[3:5] == [str(1 << 30)] * 2 for line in limits_init if line.startswith("Max address space"))
@@ -464,7 +487,9 @@ def test_pid_1_runs_under_the_same_seccomp_no_new_privs_and_rlimits(sandbox: Pyt
 
 def test_an_interpreter_that_died_between_calls_is_reported_with_the_cause(docs_dir: str, processes_of_uid) -> None:
     with PythonSandbox([docs_dir]) as sb:
-        assert sb.run("kept = 1\nimport threading, os, time\nthreading.Thread(target=lambda: (time.sleep(0.2), os._exit(7)), daemon=True).start()").ok
+        assert sb.run(
+            "kept = 1\nimport threading, os, time\nthreading.Thread(target=lambda: (time.sleep(0.2), os._exit(7)), daemon=True).start()"
+        ).ok
         assert _until(lambda: processes_of_uid(sb.uid) == [])
         r = sb.run("'kept' in globals()")
         assert r.value == "False"
@@ -621,9 +646,13 @@ def test_close_from_another_thread_ends_a_running_cell(docs_dir: str, processes_
     sb = PythonSandbox([docs_dir], limits=Limits(timeout=600))
     sb.start()
     results = []
-    cell = threading.Thread(target=lambda: results.append(sb.run("import time\nopen('started', 'w').close()\ntime.sleep(600)")), daemon=True)
+    cell = threading.Thread(
+        target=lambda: results.append(sb.run("import time\nopen('started', 'w').close()\ntime.sleep(600)")), daemon=True
+    )
     cell.start()
-    assert _until(lambda: os.path.exists(f"/proc/{_in_namespace(processes_of_uid(sb.uid), 2)}/root{sb.workdir}/started"))
+    assert _until(
+        lambda: os.path.exists(f"/proc/{_in_namespace(processes_of_uid(sb.uid), 2)}/root{sb.workdir}/started")
+    )
     sb.close()
     cell.join(60)
     assert not cell.is_alive() and not results[0].ok

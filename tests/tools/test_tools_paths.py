@@ -58,7 +58,9 @@ def test_grep_refuses_escapes(tree: dict[str, Path], path: str) -> None:
 def test_walks_do_not_follow_symlinks_out(tree: dict[str, Path]) -> None:
     tools = _by_name(file_tools([str(tree["root"])]))
     r = tools["grep"](pattern="SECRET")
-    assert not r.is_error and r.text == "no match for 'SECRET' in 2 file(s)"  # README.md and src/app.py; links are not read
+    assert (
+        not r.is_error and r.text == "no match for 'SECRET' in 2 file(s)"
+    )  # README.md and src/app.py; links are not read
     listing = tools["list_files"](recursive=True).text
     assert "secret" not in listing
     flat = tools["list_files"]().text
@@ -74,7 +76,9 @@ def test_in_root_paths_and_in_root_symlinks_work(tree: dict[str, Path]) -> None:
 
 
 def test_repository_document_reads_are_confined(tree: dict[str, Path]) -> None:
-    repo = Document(str(tree["root"]), "repository", [Part("text", Source(str(tree["root"])), text="tree", meta={"role": "tree"})])
+    repo = Document(
+        str(tree["root"]), "repository", [Part("text", Source(str(tree["root"])), text="tree", meta={"role": "tree"})]
+    )
     read = _by_name(document_tools([repo]))["read_document"]
     for path in ESCAPES:
         r = read(document=str(tree["root"]), file=path)
@@ -82,7 +86,9 @@ def test_repository_document_reads_are_confined(tree: dict[str, Path]) -> None:
     assert "return 'SAFE'" in read(document="repo", file="src/app.py").text
 
 
-def test_a_folder_swapped_for_a_symlink_after_the_check_is_refused(tree: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_folder_swapped_for_a_symlink_after_the_check_is_refused(
+    tree: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     roots = Roots([tree["root"]])
     checked = roots.resolve("src/app.py")  # the check passes while src is a real folder
     os.rename(tree["root"] / "src", tree["root"] / "src-real")
@@ -114,10 +120,18 @@ def test_several_roots(tree: dict[str, Path], tmp_path: Path) -> None:
 
 
 def test_document_tools_only_open_the_documents_they_were_given(tree: dict[str, Path]) -> None:
-    text = Document(str(tree["root"] / "README.md"), "text", [Part("text", Source(str(tree["root"] / "README.md"), lines=(1, 1)), text="hello\n")])
+    text = Document(
+        str(tree["root"] / "README.md"),
+        "text",
+        [Part("text", Source(str(tree["root"] / "README.md"), lines=(1, 1)), text="hello\n")],
+    )
     tools = _by_name(document_tools([text]))
     for name in ("../outside/secret.txt", str(tree["outside"] / "secret.txt"), "/etc/passwd", "leak.txt"):
-        for call in (lambda n: tools["read_document"](document=n), lambda n: tools["render_page"](document=n), lambda n: tools["search_documents"](query="x", document=n)):
+        for call in (
+            lambda n: tools["read_document"](document=n),
+            lambda n: tools["render_page"](document=n),
+            lambda n: tools["search_documents"](query="x", document=n),
+        ):
             r = call(name)
             assert r.is_error and "no such document" in r.text and "SECRET" not in r.text
     assert "list_files" not in tools  # no folder roots were given, so no file tools

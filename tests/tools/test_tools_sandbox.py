@@ -15,7 +15,9 @@ from PIL import Image
 from kimidoc.tools import python_tool
 from kimidoc.tools.sandbox import DEFAULT_REQUIRE, LAYERS, Limits, PythonSandbox
 
-pytestmark = pytest.mark.skipif(sys.platform != "linux" or os.geteuid() != 0, reason="full isolation needs root on Linux (CI runs as root)")
+pytestmark = pytest.mark.skipif(
+    sys.platform != "linux" or os.geteuid() != 0, reason="full isolation needs root on Linux (CI runs as root)"
+)
 
 
 def test_state_persists_and_last_expression_is_shown(sandbox: PythonSandbox) -> None:
@@ -65,13 +67,17 @@ def test_long_value_repr_is_truncated(sandbox: PythonSandbox) -> None:
 def test_working_directory_is_private_persistent_and_off_the_host_disk(sandbox: PythonSandbox) -> None:
     r = sandbox.run("import os\nopen('result.txt', 'w').write('saved')\nos.getcwd()")
     assert r.value == repr(sandbox.workdir)
-    assert sandbox.run("open('result.txt').read(), os.stat('result.txt').st_uid == os.getuid()").value == "('saved', True)"
+    assert (
+        sandbox.run("open('result.txt').read(), os.stat('result.txt').st_uid == os.getuid()").value == "('saved', True)"
+    )
     assert not os.path.exists(os.path.join(sandbox.workdir, "result.txt"))  # a tmpfs inside, nothing on the host
 
 
 def test_disk_filling_stops_at_the_private_size(docs_dir: str) -> None:
     with PythonSandbox([docs_dir], limits=Limits(disk_size="12m", file_bytes=8 << 20)) as sb:
-        r = sb.run("n = 0\ntry:\n    while True:\n        open(f'f{n}', 'wb').write(b'x' * (4 << 20)); n += 1\nexcept OSError as e:\n    print(n, e.errno)")
+        r = sb.run(
+            "n = 0\ntry:\n    while True:\n        open(f'f{n}', 'wb').write(b'x' * (4 << 20)); n += 1\nexcept OSError as e:\n    print(n, e.errno)"
+        )
         assert r.stdout.split() == ["3", "28"]  # ENOSPC once the 12 MiB tmpfs is full
         assert os.listdir(sb.workdir) == []
 
@@ -99,7 +105,9 @@ def test_documents_are_readable_but_read_only(sandbox: PythonSandbox, docs_dir: 
 
 
 def test_figures_come_back_as_png_and_are_closed(sandbox: PythonSandbox) -> None:
-    r = sandbox.run("import matplotlib.pyplot as plt\nplt.figure(); plt.plot([1, 2, 3])\nplt.figure(); plt.bar([1, 2], [3, 4])\nplt.show()")
+    r = sandbox.run(
+        "import matplotlib.pyplot as plt\nplt.figure(); plt.plot([1, 2, 3])\nplt.figure(); plt.bar([1, 2], [3, 4])\nplt.show()"
+    )
     assert r.ok, r.error
     assert len(r.images) == 2
     assert all(Image.open(io.BytesIO(png)).format == "PNG" for png in r.images)
@@ -193,7 +201,12 @@ def test_refuses_to_start_when_isolation_is_missing_unless_allowed() -> None:
 
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     out = subprocess.run(
-        [sys.executable, "-c", _WITHOUT_SYS_ADMIN], preexec_fn=drop_sys_admin, capture_output=True, text=True, cwd=root, timeout=60
+        [sys.executable, "-c", _WITHOUT_SYS_ADMIN],
+        preexec_fn=drop_sys_admin,
+        capture_output=True,
+        text=True,
+        cwd=root,
+        timeout=60,
     )
     import json
 

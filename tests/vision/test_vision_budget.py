@@ -13,9 +13,29 @@ import transformers
 from kimidoc.vision import budget
 
 EDGE_SIZES = [
-    (1, 1), (1, 2000), (2000, 1), (4000, 30), (30, 4000), (13, 13), (14, 14), (27, 29), (28, 28),
-    (7168, 7168), (7169, 7168), (7183, 7183), (10_000, 10), (100_000, 14), (1792, 1792), (1793, 1793),
-    (3000, 2000), (4032, 3024), (1920, 1080), (612, 792), (1224, 1584), (2480, 3508), (999, 1),
+    (1, 1),
+    (1, 2000),
+    (2000, 1),
+    (4000, 30),
+    (30, 4000),
+    (13, 13),
+    (14, 14),
+    (27, 29),
+    (28, 28),
+    (7168, 7168),
+    (7169, 7168),
+    (7183, 7183),
+    (10_000, 10),
+    (100_000, 14),
+    (1792, 1792),
+    (1793, 1793),
+    (3000, 2000),
+    (4032, 3024),
+    (1920, 1080),
+    (612, 792),
+    (1224, 1584),
+    (2480, 3508),
+    (999, 1),
 ]
 
 
@@ -43,7 +63,9 @@ def _sizes():
 def test_budget_matches_transformers_navit_resize():
     navit = _hf_navit_resize()
     for w, h in _sizes():
-        (new_h, new_w), (pad_h, pad_w) = navit(h, w, patch_size=14, merge_kernel_size=2, max_patches=16384, max_size_per_side=512)
+        (new_h, new_w), (pad_h, pad_w) = navit(
+            h, w, patch_size=14, merge_kernel_size=2, max_patches=16384, max_size_per_side=512
+        )
         assert budget.target_size(w, h) == (new_w, new_h), (w, h)
         assert budget.padded_size(w, h) == (pad_w, pad_h), (w, h)
         assert budget.image_tokens(w, h) == (pad_h // 28) * (pad_w // 28), (w, h)

@@ -109,5 +109,7 @@ def test_vision_tensor_of_the_wrong_shape_is_named(tmp_path):
     config = json.loads((path / "config.json").read_text())
     config["vision_config"]["vt_intermediate_size"] = 48  # the files hold 64-wide MLPs
     (path / "config.json").write_text(json.dumps(config))
-    with pytest.raises(CheckpointError, match=r"vision_tower\.encoder\.blocks\.\d\.mlp\.fc[01]\.(weight|bias) has shape"):
+    with pytest.raises(
+        CheckpointError, match=r"vision_tower\.encoder\.blocks\.\d\.mlp\.fc[01]\.(weight|bias) has shape"
+    ):
         load_multimodal(path, dtype=torch.float32)

@@ -31,11 +31,17 @@ def test_image_placeholder_text():
 
 def test_frames_placeholder_has_the_chunk_start_time():
     assert timestamp(3723.25) == "01:02:03.250"
-    assert frames_placeholder(2, 0.5) == "00:00:00.500<|media_begin|>video<|media_content|>" + MEDIA_PAD * 2 + "<|media_end|>"
+    assert (
+        frames_placeholder(2, 0.5)
+        == "00:00:00.500<|media_begin|>video<|media_content|>" + MEDIA_PAD * 2 + "<|media_end|>"
+    )
 
 
 def test_expand_media_pads_in_order():
-    assert expand_media_pads([1, MEDIA_PAD_ID, 2, MEDIA_PAD_ID], [2, 3]) == [1] + [MEDIA_PAD_ID] * 2 + [2] + [MEDIA_PAD_ID] * 3
+    assert (
+        expand_media_pads([1, MEDIA_PAD_ID, 2, MEDIA_PAD_ID], [2, 3])
+        == [1] + [MEDIA_PAD_ID] * 2 + [2] + [MEDIA_PAD_ID] * 3
+    )
     with pytest.raises(ValueError, match="2 media placeholders but 1 images"):
         expand_media_pads([MEDIA_PAD_ID, MEDIA_PAD_ID], [1])
 
@@ -57,7 +63,9 @@ def test_vision_config_reads_the_official_config():
     assert cfg.head_dim == 72 and cfg.text_hidden_size == 7168
 
 
-@pytest.mark.parametrize("key, value", [("merge_type", "sd2"), ("pos_emb_type", "learned"), ("projector_hidden_act", "relu")])
+@pytest.mark.parametrize(
+    "key, value", [("merge_type", "sd2"), ("pos_emb_type", "learned"), ("projector_hidden_act", "relu")]
+)
 def test_vision_config_refuses_unknown_architectures(key, value):
     with pytest.raises(ValueError, match=key):
         VisionConfig.from_dict(tiny_vision_config(**{key: value}))

@@ -18,14 +18,24 @@ GRIDS = [(1, 4, 6), (1, 8, 8), (1, 2, 2), (1, 12, 16), (1, 20, 2), (3, 4, 4), (4
 
 def _ours(tensors: dict[str, torch.Tensor], cfg: VisionConfig) -> tuple[VisionTower, PatchMergerMLP]:
     tower, projector = VisionTower(cfg).eval(), PatchMergerMLP(cfg).eval()
-    tower.load_state_dict({k.removeprefix("vision_tower."): v.float() for k, v in tensors.items() if k.startswith("vision_tower.")})
-    projector.load_state_dict({k.removeprefix("mm_projector."): v.float() for k, v in tensors.items() if k.startswith("mm_projector.")})
+    tower.load_state_dict(
+        {k.removeprefix("vision_tower."): v.float() for k, v in tensors.items() if k.startswith("vision_tower.")}
+    )
+    projector.load_state_dict(
+        {k.removeprefix("mm_projector."): v.float() for k, v in tensors.items() if k.startswith("mm_projector.")}
+    )
     return tower, projector
 
 
 @pytest.fixture(scope="module")
 def models():
-    raw = tiny_vision_config(vt_hidden_size=48, vt_num_attention_heads=3, vt_intermediate_size=80, vt_num_hidden_layers=3, text_hidden_size=40)
+    raw = tiny_vision_config(
+        vt_hidden_size=48,
+        vt_num_attention_heads=3,
+        vt_intermediate_size=80,
+        vt_num_hidden_layers=3,
+        text_hidden_size=40,
+    )
     cfg = VisionConfig.from_dict(raw)
     tensors = random_vision_tensors(raw, seed=1, dtype=torch.float32)
     return cfg, _ours(tensors, cfg), hf_vision(tensors, cfg)

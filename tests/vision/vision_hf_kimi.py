@@ -75,7 +75,9 @@ def projector_to_hf(official: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
     return out
 
 
-def hf_vision(official: dict[str, torch.Tensor], cfg: VisionConfig) -> tuple[Kimi_K25VisionModel, Kimi_K25MultimodalProjection]:
+def hf_vision(
+    official: dict[str, torch.Tensor], cfg: VisionConfig
+) -> tuple[Kimi_K25VisionModel, Kimi_K25MultimodalProjection]:
     """transformers' tower and projector in float32 holding the given official tensors."""
     hf_cfg = hf_vision_config(cfg)
     tower = Kimi_K25VisionModel(hf_cfg).float().eval()
@@ -88,7 +90,9 @@ def hf_vision(official: dict[str, torch.Tensor], cfg: VisionConfig) -> tuple[Kim
         text_config=SimpleNamespace(hidden_size=cfg.text_hidden_size),
     )
     projector = Kimi_K25MultimodalProjection(proj_cfg).float().eval()
-    projector.load_state_dict(projector_to_hf({k: v.float() for k, v in official.items() if k.startswith("mm_projector.")}), strict=True)
+    projector.load_state_dict(
+        projector_to_hf({k: v.float() for k, v in official.items() if k.startswith("mm_projector.")}), strict=True
+    )
     return tower, projector
 
 
@@ -134,7 +138,9 @@ def hf_multimodal(official: dict[str, torch.Tensor], config: dict):
     model = Kimi_K25ForConditionalGeneration(hf_cfg).float().eval()
     state = text_to_hf({k: v.float() for k, v in official.items()})
     tower_sd = {k: v.float() for k, v in official.items() if k.startswith("vision_tower.")}
-    state.update({"model.vision_tower." + k: v for k, v in vision_to_hf(tower_sd, model.model.vision_tower.config).items()})
+    state.update(
+        {"model.vision_tower." + k: v for k, v in vision_to_hf(tower_sd, model.model.vision_tower.config).items()}
+    )
     proj_sd = {k: v.float() for k, v in official.items() if k.startswith("mm_projector.")}
     state.update({"model.mm_projector." + k: v for k, v in projector_to_hf(proj_sd).items()})
     missing, unexpected = model.load_state_dict(state, strict=False)

@@ -18,14 +18,28 @@ constrains them with a JSON-schema grammar, and anything unreadable comes back a
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator, Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from kimidoc.backends.base import BackendError, BaseBackend
-from kimidoc.backends.embedded.engines import LlamaCppEngine, TransformersEngine, common_prefix, llama_cpp_available, tool_grammar
+from kimidoc.backends.embedded.engines import (
+    LlamaCppEngine,
+    TransformersEngine,
+    common_prefix,
+    llama_cpp_available,
+    tool_grammar,
+)
 from kimidoc.backends.embedded.model import gguf_metadata, locate
-from kimidoc.backends.embedded.prompt import CALL_OPEN, ReplySplitter, call_schema, chat_messages, forced_tool, parse_reply
+from kimidoc.backends.embedded.prompt import (
+    CALL_OPEN,
+    ReplySplitter,
+    call_schema,
+    chat_messages,
+    forced_tool,
+    parse_reply,
+)
 from kimidoc.messages import AssistantMessage, Delta, Message, ToolCallDelta, ToolSchema, Usage, accumulate
 
 ENGINES = ("auto", "llama.cpp", "transformers")
@@ -109,7 +123,9 @@ class Embedded(BaseBackend):
         env.globals["raise_exception"] = raise_exception
         return env.from_string(self.chat_template)
 
-    def render(self, messages: Sequence[Message], tools: Sequence[ToolSchema] | None = None, tool_choice: Any = None) -> str:
+    def render(
+        self, messages: Sequence[Message], tools: Sequence[ToolSchema] | None = None, tool_choice: Any = None
+    ) -> str:
         """The exact prompt text the model is given (its chat template, tools in the system turn)."""
         return self._template.render(
             messages=chat_messages(messages, tools, tool_choice),
@@ -139,7 +155,9 @@ class Embedded(BaseBackend):
         shared = min(common_prefix(prompt_ids, f) for f in full)
         longest = max(len(f) for f in full)
         if longest > self.context_window:
-            raise BackendError(f"prompt and option of {longest} tokens do not fit the embedded model's {self.context_window}-token window ({self.model_name})")
+            raise BackendError(
+                f"prompt and option of {longest} tokens do not fit the embedded model's {self.context_window}-token window ({self.model_name})"
+            )
         with self._gen_lock:
             return engine.score(full[0][:shared], [f[shared:] for f in full])
 
@@ -150,14 +168,24 @@ class Embedded(BaseBackend):
         return len(self.engine.tokenize(self.render(messages, tools)))
 
     # ---- generation ---------------------------------------------------------------------------
-    def stream(self, messages: Sequence[Message], tools: Sequence[ToolSchema] | None = None, **sampling: Any) -> Iterator[Delta]:
+    def stream(
+        self, messages: Sequence[Message], tools: Sequence[ToolSchema] | None = None, **sampling: Any
+    ) -> Iterator[Delta]:
         return self._stream_until(threading.Event(), messages, tools, **sampling)
 
-    async def acomplete(self, messages: Sequence[Message], tools: Sequence[ToolSchema] | None = None, **sampling: Any) -> AssistantMessage:
+    async def acomplete(
+        self, messages: Sequence[Message], tools: Sequence[ToolSchema] | None = None, **sampling: Any
+    ) -> AssistantMessage:
         # Through the stream, so that cancelling the call (a wall-time budget) stops the engine.
         return accumulate([d async for d in self.astream(messages, tools, **sampling)])
 
-    def _stream_until(self, cancel: threading.Event, messages: Sequence[Message], tools: Sequence[ToolSchema] | None = None, **sampling: Any) -> Iterator[Delta]:
+    def _stream_until(
+        self,
+        cancel: threading.Event,
+        messages: Sequence[Message],
+        tools: Sequence[ToolSchema] | None = None,
+        **sampling: Any,
+    ) -> Iterator[Delta]:
         opts = {**self.defaults, **{k: v for k, v in sampling.items() if v is not None}}
         tool_choice = opts.get("tool_choice")
         offered = list(tools) if tools and tool_choice != "none" else None
@@ -169,14 +197,22 @@ class Embedded(BaseBackend):
             grammar = tool_grammar(call_schema(forced or offered), forced=bool(forced))
         elif forced:
             # No grammar: start the reply inside the call so the model continues in JSON.
-            prefill = CALL_OPEN + '[{"name": "' + (forced[0]["function"]["name"] + '", "arguments": {' if len(forced) == 1 else "")
+            prefill = (
+                CALL_OPEN
+                + '[{"name": "'
+                + (forced[0]["function"]["name"] + '", "arguments": {' if len(forced) == 1 else "")
+            )
         prompt_ids = engine.tokenize(self.render(messages, tools, tool_choice) + prefill)
         n_prompt = len(prompt_ids)
         room = self.context_window - n_prompt
         if room <= 0:
-            raise BackendError(f"prompt of {n_prompt} tokens does not fit the embedded model's {self.context_window}-token window ({self.model_name})")
+            raise BackendError(
+                f"prompt of {n_prompt} tokens does not fit the embedded model's {self.context_window}-token window ({self.model_name})"
+            )
         stop = opts.get("stop") or []
-        splitter = ReplySplitter(capture_calls=bool(offered), stop=[stop] if isinstance(stop, str) else list(stop), capturing=bool(forced))
+        splitter = ReplySplitter(
+            capture_calls=bool(offered), stop=[stop] if isinstance(stop, str) else list(stop), capturing=bool(forced)
+        )
         splitter.feed(prefill)
         finish = "stop"
         n = 0
@@ -215,4 +251,6 @@ class Embedded(BaseBackend):
             yield Delta(tool_calls=[ToolCallDelta(index=i, id=call.id, name=call.name, arguments=call.arguments)])
         if calls and finish == "stop":
             finish = "tool_calls"
-        yield Delta(invalid_tool_calls=invalid, finish_reason=finish, usage=Usage(prompt_tokens=n_prompt, completion_tokens=n))
+        yield Delta(
+            invalid_tool_calls=invalid, finish_reason=finish, usage=Usage(prompt_tokens=n_prompt, completion_tokens=n)
+        )

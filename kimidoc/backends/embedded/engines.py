@@ -21,8 +21,9 @@ import tempfile
 import threading
 import warnings
 import weakref
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 Step = tuple[str, "str | None"]
 
@@ -53,7 +54,9 @@ class LlamaCppEngine:
     def __init__(self, gguf: Path, *, threads: int | None = None, n_ctx: int | None = None) -> None:
         from llama_cpp import Llama
 
-        self.llm = Llama(model_path=str(gguf), n_ctx=n_ctx or 0, n_threads=threads, n_threads_batch=threads, verbose=False)
+        self.llm = Llama(
+            model_path=str(gguf), n_ctx=n_ctx or 0, n_threads=threads, n_threads_batch=threads, verbose=False
+        )
         # Free the model while the interpreter is still whole: llama-cpp-python's own finaliser
         # fails (and prints a traceback) when it runs during interpreter shutdown.
         weakref.finalize(self, self.llm.close)
@@ -87,7 +90,15 @@ class LlamaCppEngine:
         constrained = LlamaGrammar.from_string(grammar, verbose=False) if grammar else None
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         n = 0
-        for token in self.llm.generate(prompt_ids, top_k=top_k, top_p=top_p, min_p=0.0, temp=temperature, repeat_penalty=REPEAT_PENALTY, grammar=constrained):
+        for token in self.llm.generate(
+            prompt_ids,
+            top_k=top_k,
+            top_p=top_p,
+            min_p=0.0,
+            temp=temperature,
+            repeat_penalty=REPEAT_PENALTY,
+            grammar=constrained,
+        ):
             if token in self._stop_ids:
                 yield decoder.decode(b"", final=True), "stop"
                 return
@@ -139,7 +150,7 @@ def tool_grammar(call_schema: dict[str, Any], *, forced: bool) -> str:
         return rules
     rules = re.sub(r"^root ::=", "kd-call ::=", rules, flags=re.M)
     return (
-        'root ::= kd-calls | kd-text\n'
+        "root ::= kd-calls | kd-text\n"
         'kd-calls ::= "<tool_call>" [ \\n]* "[" [ \\n]* kd-call ([ \\n]* "," [ \\n]* kd-call)* [ \\n]* "]" [ \\n]* "</tool_call>"\n'
         "kd-text ::= [^<] [^\\x00]*\n" + rules
     )
@@ -162,7 +173,9 @@ class TransformersEngine:
         import torch
 
         self.torch = torch
-        self.tokenizer, self.model, self.loaded_from = _load_transformers(gguf, weights_cache_dir(gguf) if cache_dir is None else cache_dir)
+        self.tokenizer, self.model, self.loaded_from = _load_transformers(
+            gguf, weights_cache_dir(gguf) if cache_dir is None else cache_dir
+        )
         self.context_window = int(n_ctx or getattr(self.model.config, "max_position_embeddings", 8192))
         self.bos_token = self.tokenizer.bos_token or ""
         self.eos_token = self.tokenizer.eos_token or ""
@@ -212,7 +225,12 @@ class TransformersEngine:
         # Appended before the call: if it raises, the cache is dropped as a whole on the next use.
         self._kv_ids.extend(ids)
         try:
-            out = self.model(input_ids=torch.tensor([ids]), use_cache=True, logits_to_keep=1 if last_only else 0, **{self._cache_kw: self._kv})
+            out = self.model(
+                input_ids=torch.tensor([ids]),
+                use_cache=True,
+                logits_to_keep=1 if last_only else 0,
+                **{self._cache_kw: self._kv},
+            )
         except BaseException:
             self._kv, self._kv_ids = None, []
             raise
@@ -279,6 +297,7 @@ class TransformersEngine:
                     del self._kv_ids[len(prefix_ids) :]
                 scores.append(total)
         return scores
+
 
 def _penalize_repeats(torch: Any, logits: Any, recent: list[int]) -> Any:
     """llama.cpp's repeat penalty, so both engines sample alike: recent tokens' logits are divided
@@ -358,7 +377,9 @@ def weights_cache_dir(gguf: Path) -> Path:
     size and modification time) and transformers version (its GGUF conversion may change)."""
     import transformers
 
-    root = os.environ.get("KIMIDOC_CACHE_DIR") or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "kimidoc")
+    root = os.environ.get("KIMIDOC_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "kimidoc"
+    )
     st = gguf.stat()
     key = json.dumps([str(gguf.resolve()), st.st_size, st.st_mtime_ns, transformers.__version__])
     return Path(root) / "embedded" / f"{gguf.stem}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
@@ -378,20 +399,28 @@ def _load_transformers(gguf: Path, cache: Path) -> tuple[Any, Any, str]:
     if (cache / _MARKER).is_file():
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(cache))
-            model, info = AutoModelForCausalLM.from_pretrained(str(cache), dtype=torch.float32, output_loading_info=True)
+            model, info = AutoModelForCausalLM.from_pretrained(
+                str(cache), dtype=torch.float32, output_loading_info=True
+            )
             wrong = {k: v for k, v in info.items() if v and k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
             if wrong:
                 raise ValueError(f"weights do not match the model: {wrong}")
             return tokenizer, model.eval(), "cache"
         except Exception as exc:  # any damage: rebuild from the GGUF
-            warnings.warn(f"embedded model cache {cache} is unreadable ({type(exc).__name__}: {exc}); rebuilding it from {gguf.name}", stacklevel=3)
+            warnings.warn(
+                f"embedded model cache {cache} is unreadable ({type(exc).__name__}: {exc}); rebuilding it from {gguf.name}",
+                stacklevel=3,
+            )
             shutil.rmtree(cache, ignore_errors=True)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32).eval()
     try:
         _write_cache(tokenizer, model, gguf, cache)
     except OSError as exc:
-        warnings.warn(f"embedded model cache {cache} could not be written ({type(exc).__name__}: {exc}); the next load dequantises {gguf.name} again (set KIMIDOC_CACHE_DIR to a writable folder)", stacklevel=3)
+        warnings.warn(
+            f"embedded model cache {cache} could not be written ({type(exc).__name__}: {exc}); the next load dequantises {gguf.name} again (set KIMIDOC_CACHE_DIR to a writable folder)",
+            stacklevel=3,
+        )
     return tokenizer, model, "gguf"
 
 

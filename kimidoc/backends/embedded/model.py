@@ -16,7 +16,16 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-OPEN_LICENCES = {"apache-2.0", "apache 2.0", "apache license 2.0", "apache software license", "mit", "mit license", "bsd-3-clause", "bsd-2-clause"}
+OPEN_LICENCES = {
+    "apache-2.0",
+    "apache 2.0",
+    "apache license 2.0",
+    "apache software license",
+    "mit",
+    "mit license",
+    "bsd-3-clause",
+    "bsd-2-clause",
+}
 
 
 @dataclass(frozen=True)
@@ -109,13 +118,17 @@ def locate(model: PackagedModel = DEFAULT) -> Path:
         ) from None
     licence = _licence_of(dist)
     if licence is None:
-        raise EmbeddedModelMissing(f"package {model.package!r} states no open licence in its metadata; refusing to use the model it ships")
+        raise EmbeddedModelMissing(
+            f"package {model.package!r} states no open licence in its metadata; refusing to use the model it ships"
+        )
     files = [f for f in dist.files or [] if str(f).endswith(".gguf")]
     if len(files) != 1:
         raise EmbeddedModelMissing(f"package {model.package!r} should ship exactly one .gguf file, found {len(files)}")
     path = Path(str(dist.locate_file(files[0])))
     if not path.is_file():
-        raise EmbeddedModelMissing(f"package {model.package!r} lists {files[0]} but {path} is missing (reinstall the package)")
+        raise EmbeddedModelMissing(
+            f"package {model.package!r} lists {files[0]} but {path} is missing (reinstall the package)"
+        )
     verify(path, model)
     return path
 
@@ -125,7 +138,9 @@ def verify(path: Path, model: PackagedModel) -> None:
     meta = gguf_metadata(path)
     licence = str(meta.get("general.license") or "").lower()
     if licence not in OPEN_LICENCES:
-        raise EmbeddedModelMissing(f"{path}: the GGUF states no open licence (general.license={meta.get('general.license')!r}); refusing it")
+        raise EmbeddedModelMissing(
+            f"{path}: the GGUF states no open licence (general.license={meta.get('general.license')!r}); refusing it"
+        )
     basename = str(meta.get("general.basename") or meta.get("general.name") or "").lower()
     size = str(meta.get("general.size_label") or "")
     if model.basename not in basename or (model.size_label and size != model.size_label):

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import json
 import secrets
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from kimidoc.messages import InvalidToolCall, Message, ToolCall, ToolSchema, text_of
 from kimidoc.tools.schema import validate
@@ -42,12 +43,16 @@ def forced_tool(tools: Sequence[ToolSchema] | None, tool_choice: Any) -> list[To
         name = (tool_choice.get("function") or {}).get("name")
         chosen = [t for t in tools if t["function"]["name"] == name]
         if not chosen:
-            raise ValueError(f"tool_choice names {name!r}, which is not among the tools ({', '.join(tool_names(tools))})")
+            raise ValueError(
+                f"tool_choice names {name!r}, which is not among the tools ({', '.join(tool_names(tools))})"
+            )
         return chosen
     return None
 
 
-def chat_messages(messages: Sequence[Message], tools: Sequence[ToolSchema] | None, tool_choice: Any = None) -> list[dict[str, str]]:
+def chat_messages(
+    messages: Sequence[Message], tools: Sequence[ToolSchema] | None, tool_choice: Any = None
+) -> list[dict[str, str]]:
     """OpenAI messages as the plain ``{role, content}`` list the model's template renders."""
     offered = None if tool_choice == "none" else (forced_tool(tools, tool_choice) or tools)
     system: list[str] = []
@@ -58,13 +63,21 @@ def chat_messages(messages: Sequence[Message], tools: Sequence[ToolSchema] | Non
             system.append(text_of(m.get("content")))
         elif role == "assistant":
             text = text_of(m.get("content"))
-            calls = [{"name": c["function"]["name"], "arguments": _loads_or_raw(c["function"].get("arguments") or "{}")} for c in m.get("tool_calls") or []]
+            calls = [
+                {"name": c["function"]["name"], "arguments": _loads_or_raw(c["function"].get("arguments") or "{}")}
+                for c in m.get("tool_calls") or []
+            ]
             if calls:
                 text = (text + "\n" if text else "") + CALL_OPEN + json.dumps(calls, ensure_ascii=False) + CALL_CLOSE
             rest.append({"role": "assistant", "content": text})
         elif role == "tool":
             name = m.get("name") or "tool"
-            rest.append({"role": "user", "content": f'<tool_response name="{name}">\n{text_of(m.get("content"))}\n</tool_response>'})
+            rest.append(
+                {
+                    "role": "user",
+                    "content": f'<tool_response name="{name}">\n{text_of(m.get("content"))}\n</tool_response>',
+                }
+            )
         else:
             rest.append({"role": "user", "content": _user_text(m.get("content"))})
     if offered:
@@ -95,11 +108,19 @@ def call_schema(tools: Sequence[ToolSchema]) -> dict[str, Any]:
     for t in tools:
         fn = t["function"]
         params = fn.get("parameters") or {"type": "object"}
-        options.append({"type": "object", "properties": {"name": {"const": fn["name"]}, "arguments": params}, "required": ["name", "arguments"]})
+        options.append(
+            {
+                "type": "object",
+                "properties": {"name": {"const": fn["name"]}, "arguments": params},
+                "required": ["name", "arguments"],
+            }
+        )
     return options[0] if len(options) == 1 else {"anyOf": options}
 
 
-def parse_reply(text: str, tools: Sequence[ToolSchema] | None, *, forced: bool = False) -> tuple[str, list[ToolCall], list[InvalidToolCall]]:
+def parse_reply(
+    text: str, tools: Sequence[ToolSchema] | None, *, forced: bool = False
+) -> tuple[str, list[ToolCall], list[InvalidToolCall]]:
     """Split a finished reply into (content, valid calls, invalid calls).
 
     Calls are read from ``<tool_call>`` blocks; with ``forced`` (a constrained reply) the whole
@@ -148,9 +169,23 @@ def _read_block(block: str, names: dict[str, Any], calls: list[ToolCall], invali
         args = item.get("arguments", item.get("parameters", {}))
         args_text = json.dumps(args, ensure_ascii=False)
         if name not in names:
-            invalid.append(InvalidToolCall(raw=raw, error=f"unknown tool {name!r} (tools: {', '.join(sorted(names))})", name=name, arguments=args_text))
+            invalid.append(
+                InvalidToolCall(
+                    raw=raw,
+                    error=f"unknown tool {name!r} (tools: {', '.join(sorted(names))})",
+                    name=name,
+                    arguments=args_text,
+                )
+            )
         elif not isinstance(args, dict):
-            invalid.append(InvalidToolCall(raw=raw, error=f"arguments of {name} must be a JSON object, got {type(args).__name__}", name=name, arguments=args_text))
+            invalid.append(
+                InvalidToolCall(
+                    raw=raw,
+                    error=f"arguments of {name} must be a JSON object, got {type(args).__name__}",
+                    name=name,
+                    arguments=args_text,
+                )
+            )
         elif problem := validate(args, names[name], name):
             invalid.append(InvalidToolCall(raw=raw, error=problem, name=name, arguments=args_text))
         else:

@@ -14,7 +14,8 @@ import asyncio
 import threading
 import time
 import weakref
-from typing import Any, AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from typing import Any
 
 import httpx
 
@@ -27,6 +28,7 @@ from kimidoc.chat.parser import KimiParser
 from kimidoc.messages import AssistantMessage, Delta, Message, ToolSchema, Usage, accumulate
 
 KIMI_CONTEXT_WINDOW = 262144
+
 
 class OpenAICompatible(BaseBackend):
     """A chat-completions endpoint as a :class:`~kimidoc.backends.base.Backend`.
@@ -62,7 +64,9 @@ class OpenAICompatible(BaseBackend):
         self.base_url = base_url.rstrip("/")
         provider = provider_of(self.base_url)
         self.model = model
-        self.thinking_style = thinking_style or (PROVIDERS[provider]["thinking_style"] if provider else "chat_template_kwargs")
+        self.thinking_style = thinking_style or (
+            PROVIDERS[provider]["thinking_style"] if provider else "chat_template_kwargs"
+        )
         self.retry = RetryPolicy(max_retries=max_retries, backoff=backoff, max_backoff=max_backoff)
         self.max_concurrency = max(1, max_concurrency)
         self.default_sampling = default_sampling
@@ -74,12 +78,16 @@ class OpenAICompatible(BaseBackend):
         if key:
             self._headers["Authorization"] = f"Bearer {key}"
         self._timeout = httpx.Timeout(timeout, connect=connect_timeout)
-        self._limits = httpx.Limits(max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency)
+        self._limits = httpx.Limits(
+            max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency
+        )
         self._lock = threading.Lock()
         self._sem = threading.BoundedSemaphore(self.max_concurrency)
         self._client: httpx.Client | None = None
         # One AsyncClient and semaphore per event loop: neither may cross loops.
-        self._aio: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[httpx.AsyncClient, asyncio.Semaphore]]" = weakref.WeakKeyDictionary()
+        self._aio: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[httpx.AsyncClient, asyncio.Semaphore]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     # ---- configuration ----------------------------------------------------------------------
     @property
@@ -92,7 +100,9 @@ class OpenAICompatible(BaseBackend):
     def _sync_client(self) -> httpx.Client:
         with self._lock:
             if self._client is None:
-                self._client = httpx.Client(base_url=self.base_url, headers=self._headers, timeout=self._timeout, limits=self._limits)
+                self._client = httpx.Client(
+                    base_url=self.base_url, headers=self._headers, timeout=self._timeout, limits=self._limits
+                )
             return self._client
 
     def _async_client(self) -> tuple[httpx.AsyncClient, asyncio.Semaphore]:
@@ -100,7 +110,9 @@ class OpenAICompatible(BaseBackend):
         with self._lock:
             pair = self._aio.get(loop)
             if pair is None:
-                client = httpx.AsyncClient(base_url=self.base_url, headers=self._headers, timeout=self._timeout, limits=self._limits)
+                client = httpx.AsyncClient(
+                    base_url=self.base_url, headers=self._headers, timeout=self._timeout, limits=self._limits
+                )
                 pair = (client, asyncio.Semaphore(self.max_concurrency))
                 self._aio[loop] = pair
             return pair
@@ -118,7 +130,7 @@ class OpenAICompatible(BaseBackend):
         if pair is not None:
             await pair[0].aclose()
 
-    def __enter__(self) -> "OpenAICompatible":
+    def __enter__(self) -> OpenAICompatible:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -147,17 +159,31 @@ class OpenAICompatible(BaseBackend):
                     continue
                 if resp.status_code == 200:
                     return _json(resp)
-                time.sleep(self._backoff(attempt, status=resp.status_code, text=resp.text, retry_after=resp.headers.get("retry-after"), request=f"GET {path}"))
+                time.sleep(
+                    self._backoff(
+                        attempt,
+                        status=resp.status_code,
+                        text=resp.text,
+                        retry_after=resp.headers.get("retry-after"),
+                        request=f"GET {path}",
+                    )
+                )
         finally:
             client.close()
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     # ---- requests ---------------------------------------------------------------------------
-    def _body(self, messages: Sequence[Message], tools: Sequence[ToolSchema] | None, sampling: dict[str, Any], stream: bool) -> dict[str, Any]:
+    def _body(
+        self, messages: Sequence[Message], tools: Sequence[ToolSchema] | None, sampling: dict[str, Any], stream: bool
+    ) -> dict[str, Any]:
         merged = {**self.default_sampling, **sampling}
-        return request_body(self.served_model(), messages, tools, merged, stream=stream, thinking_style=self.thinking_style)
+        return request_body(
+            self.served_model(), messages, tools, merged, stream=stream, thinking_style=self.thinking_style
+        )
 
-    def complete(self, messages: Sequence[Message], tools: Sequence[ToolSchema] | None = None, **sampling: Any) -> AssistantMessage:
+    def complete(
+        self, messages: Sequence[Message], tools: Sequence[ToolSchema] | None = None, **sampling: Any
+    ) -> AssistantMessage:
         body = self._body(messages, tools, sampling, stream=False)
         client = self._sync_client()
         for attempt in range(self.retry.max_retries + 1):
@@ -169,10 +195,16 @@ class OpenAICompatible(BaseBackend):
                 continue
             if resp.status_code == 200:
                 return self._finish(message_of(_json(resp)), messages, tools)
-            time.sleep(self._backoff(attempt, status=resp.status_code, text=resp.text, retry_after=resp.headers.get("retry-after")))
+            time.sleep(
+                self._backoff(
+                    attempt, status=resp.status_code, text=resp.text, retry_after=resp.headers.get("retry-after")
+                )
+            )
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    async def acomplete(self, messages: Sequence[Message], tools: Sequence[ToolSchema] | None = None, **sampling: Any) -> AssistantMessage:
+    async def acomplete(
+        self, messages: Sequence[Message], tools: Sequence[ToolSchema] | None = None, **sampling: Any
+    ) -> AssistantMessage:
         if self.model is None:
             await asyncio.to_thread(self.served_model)
         body = self._body(messages, tools, sampling, stream=False)
@@ -186,10 +218,16 @@ class OpenAICompatible(BaseBackend):
                 continue
             if resp.status_code == 200:
                 return self._finish(message_of(_json(resp)), messages, tools)
-            await asyncio.sleep(self._backoff(attempt, status=resp.status_code, text=resp.text, retry_after=resp.headers.get("retry-after")))
+            await asyncio.sleep(
+                self._backoff(
+                    attempt, status=resp.status_code, text=resp.text, retry_after=resp.headers.get("retry-after")
+                )
+            )
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    def stream(self, messages: Sequence[Message], tools: Sequence[ToolSchema] | None = None, **sampling: Any) -> Iterator[Delta]:
+    def stream(
+        self, messages: Sequence[Message], tools: Sequence[ToolSchema] | None = None, **sampling: Any
+    ) -> Iterator[Delta]:
         body = self._body(messages, tools, sampling, stream=True)
         client = self._sync_client()
         for attempt in range(self.retry.max_retries + 1):
@@ -211,14 +249,20 @@ class OpenAICompatible(BaseBackend):
                                 yield from state.feed(payload)
                         yield from state.finish()
                         return
-                    status, text, retry_after = resp.status_code, resp.read().decode("utf-8", "replace"), resp.headers.get("retry-after")
+                    status, text, retry_after = (
+                        resp.status_code,
+                        resp.read().decode("utf-8", "replace"),
+                        resp.headers.get("retry-after"),
+                    )
             except RETRY_ERRORS as exc:
                 time.sleep(self._backoff(attempt, error=exc, mid_stream=state.started))
                 continue
             time.sleep(self._backoff(attempt, status=status, text=text, retry_after=retry_after))
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    async def astream(self, messages: Sequence[Message], tools: Sequence[ToolSchema] | None = None, **sampling: Any) -> AsyncIterator[Delta]:
+    async def astream(
+        self, messages: Sequence[Message], tools: Sequence[ToolSchema] | None = None, **sampling: Any
+    ) -> AsyncIterator[Delta]:
         if self.model is None:
             await asyncio.to_thread(self.served_model)
         body = self._body(messages, tools, sampling, stream=True)
@@ -247,7 +291,11 @@ class OpenAICompatible(BaseBackend):
                         for d in state.finish():
                             yield d
                         return
-                    status, text, retry_after = resp.status_code, (await resp.aread()).decode("utf-8", "replace"), resp.headers.get("retry-after")
+                    status, text, retry_after = (
+                        resp.status_code,
+                        (await resp.aread()).decode("utf-8", "replace"),
+                        resp.headers.get("retry-after"),
+                    )
             except RETRY_ERRORS as exc:
                 await asyncio.sleep(self._backoff(attempt, error=exc, mid_stream=state.started))
                 continue
@@ -255,7 +303,9 @@ class OpenAICompatible(BaseBackend):
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     # ---- results ----------------------------------------------------------------------------
-    def _finish(self, msg: AssistantMessage, messages: Sequence[Message], tools: Sequence[ToolSchema] | None) -> AssistantMessage:
+    def _finish(
+        self, msg: AssistantMessage, messages: Sequence[Message], tools: Sequence[ToolSchema] | None
+    ) -> AssistantMessage:
         """Parse raw K2.6 markup left in content, fill in missing usage, set invalid calls aside."""
         if _has_markup(msg.content):
             parsed = _parse_markup(msg.content, tools)
@@ -267,15 +317,25 @@ class OpenAICompatible(BaseBackend):
         msg.usage = self._usage(msg.usage if msg.usage.total_tokens else None, msg, messages, tools)
         return check_tool_calls(msg)
 
-    def _usage(self, reported: Usage | None, msg: AssistantMessage, messages: Sequence[Message], tools: Sequence[ToolSchema] | None) -> Usage:
+    def _usage(
+        self,
+        reported: Usage | None,
+        msg: AssistantMessage,
+        messages: Sequence[Message],
+        tools: Sequence[ToolSchema] | None,
+    ) -> Usage:
         # Servers that report nothing still leave budgets to keep: estimate (conservatively).
         if reported is None:
             reported = Usage(
                 prompt_tokens=self.count_message_tokens(messages, tools),
-                completion_tokens=self.count_tokens(msg.content + msg.reasoning + "".join(c.arguments for c in msg.tool_calls)),
+                completion_tokens=self.count_tokens(
+                    msg.content + msg.reasoning + "".join(c.arguments for c in msg.tool_calls)
+                ),
             )
         if msg.reasoning and not reported.reasoning_tokens:
-            reported.reasoning_tokens = min(self.count_tokens(msg.reasoning), reported.completion_tokens or self.count_tokens(msg.reasoning))
+            reported.reasoning_tokens = min(
+                self.count_tokens(msg.reasoning), reported.completion_tokens or self.count_tokens(msg.reasoning)
+            )
         return reported
 
     def _backoff(
@@ -298,7 +358,9 @@ class OpenAICompatible(BaseBackend):
             if mid_stream or not self.retry.should_retry(attempt, error=error):
                 what = "timed out" if isinstance(error, httpx.TimeoutException) else "failed"
                 during = " in the middle of a stream (not retried: output had been delivered)" if mid_stream else ""
-                raise BackendError(f"{self._where(attempt, request)} {what}{during}: {type(error).__name__}: {error}") from error
+                raise BackendError(
+                    f"{self._where(attempt, request)} {what}{during}: {type(error).__name__}: {error}"
+                ) from error
             return self.retry.delay(attempt)
         if not self.retry.should_retry(attempt, status=status):
             raise status_error(status, text, self._where(attempt, request))
@@ -318,7 +380,9 @@ class _StreamState:
     for the last delta, as the :class:`~kimidoc.messages.Delta` contract says.
     """
 
-    def __init__(self, backend: OpenAICompatible, messages: Sequence[Message], tools: Sequence[ToolSchema] | None) -> None:
+    def __init__(
+        self, backend: OpenAICompatible, messages: Sequence[Message], tools: Sequence[ToolSchema] | None
+    ) -> None:
         self.backend = backend
         self.messages = messages
         self.tools = tools
@@ -367,7 +431,9 @@ class _StreamState:
             self.pending = ""
         self._emit(out)
         folded = accumulate(self.seen)
-        usage = self.backend._usage(self.usage if self.usage and self.usage.total_tokens else None, folded, self.messages, self.tools)
+        usage = self.backend._usage(
+            self.usage if self.usage and self.usage.total_tokens else None, folded, self.messages, self.tools
+        )
         out.append(Delta(finish_reason=finish_of(self.finish_reason, bool(folded.tool_calls)), usage=usage))
         return out
 
@@ -407,17 +473,26 @@ def _json(resp: httpx.Response) -> Any:
     try:
         return resp.json()
     except ValueError as exc:
-        raise BackendError(f"server answered 200 with a body that is not JSON: {resp.text[:300]!r}", status=200, body=resp.text[:2000]) from exc
+        raise BackendError(
+            f"server answered 200 with a body that is not JSON: {resp.text[:300]!r}", status=200, body=resp.text[:2000]
+        ) from exc
 
 
 def status_error(status: int | None, text: str, where: str) -> BackendError:
-    hint = {401: " (check the API key)", 403: " (key lacks access)", 404: " (check the base URL and model name)", 413: " (prompt too large)"}.get(status or 0, "")
+    hint = {
+        401: " (check the API key)",
+        403: " (key lacks access)",
+        404: " (check the base URL and model name)",
+        413: " (prompt too large)",
+    }.get(status or 0, "")
     return BackendError(f"{where} returned HTTP {status}{hint}: {text[:500]}", status=status, body=text[:2000])
 
 
 def pick_model(data: Any, base_url: str) -> tuple[str, int | None]:
     """The model to use from a ``/models`` listing, and its context window if the server says."""
-    models = [m for m in (data.get("data") if isinstance(data, dict) else None) or [] if isinstance(m, dict) and m.get("id")]
+    models = [
+        m for m in (data.get("data") if isinstance(data, dict) else None) or [] if isinstance(m, dict) and m.get("id")
+    ]
     if not models:
         raise BackendError(f"{base_url}/models lists no models; pass model= explicitly")
     chosen = models[0] if len(models) == 1 else None

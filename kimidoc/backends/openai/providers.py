@@ -13,8 +13,18 @@ from urllib.parse import urlparse
 # Hosted providers: base URL, the environment variable holding their key, the K2.6 model id,
 # and how they switch thinking.
 PROVIDERS: dict[str, dict[str, str]] = {
-    "moonshot": {"base_url": "https://api.moonshot.ai/v1", "key_env": "MOONSHOT_API_KEY", "model": "kimi-k2.6", "thinking_style": "moonshot"},
-    "openrouter": {"base_url": "https://openrouter.ai/api/v1", "key_env": "OPENROUTER_API_KEY", "model": "moonshotai/kimi-k2.6", "thinking_style": "openrouter"},
+    "moonshot": {
+        "base_url": "https://api.moonshot.ai/v1",
+        "key_env": "MOONSHOT_API_KEY",
+        "model": "kimi-k2.6",
+        "thinking_style": "moonshot",
+    },
+    "openrouter": {
+        "base_url": "https://openrouter.ai/api/v1",
+        "key_env": "OPENROUTER_API_KEY",
+        "model": "moonshotai/kimi-k2.6",
+        "thinking_style": "openrouter",
+    },
 }
 
 

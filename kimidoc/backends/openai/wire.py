@@ -10,15 +10,34 @@ vLLM and SGLang (with the ``kimi_k2`` parsers) and Moonshot's API put reasoning 
 from __future__ import annotations
 
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from kimidoc.backends.base import BackendError
-from kimidoc.messages import AssistantMessage, Delta, InvalidToolCall, Message, ToolCall, ToolCallDelta, ToolSchema, Usage, text_of
+from kimidoc.messages import (
+    AssistantMessage,
+    Delta,
+    InvalidToolCall,
+    Message,
+    ToolCall,
+    ToolCallDelta,
+    ToolSchema,
+    Usage,
+    text_of,
+)
 
 # How each kind of server is told to think or not (``thinking=True/False``; None sends nothing).
 THINKING_STYLES = ("chat_template_kwargs", "moonshot", "openrouter")
 
-_FINISH = {"stop": "stop", "length": "length", "tool_calls": "tool_calls", "function_call": "tool_calls", "content_filter": "error", "error": "error", "eos": "stop"}
+_FINISH = {
+    "stop": "stop",
+    "length": "length",
+    "tool_calls": "tool_calls",
+    "function_call": "tool_calls",
+    "content_filter": "error",
+    "error": "error",
+    "eos": "stop",
+}
 
 
 def request_body(
@@ -137,7 +156,14 @@ def delta_of(chunk: dict[str, Any]) -> Delta:
             if args is not None and not isinstance(args, str):
                 args = json.dumps(args, ensure_ascii=False)
             index = c.get("index")
-            out.tool_calls.append(ToolCallDelta(index=pos if index is None else int(index), id=c.get("id"), name=fn.get("name"), arguments=args or ""))
+            out.tool_calls.append(
+                ToolCallDelta(
+                    index=pos if index is None else int(index),
+                    id=c.get("id"),
+                    name=fn.get("name"),
+                    arguments=args or "",
+                )
+            )
         if choice.get("finish_reason"):
             out.finish_reason = choice["finish_reason"]
     return out
@@ -159,7 +185,11 @@ def check_tool_calls(msg: AssistantMessage) -> AssistantMessage:
             except ValueError as exc:
                 problem = str(exc)
         if problem:
-            msg.invalid_tool_calls.append(InvalidToolCall(raw=call.arguments, error=problem, id=call.id, name=call.name or None, arguments=call.arguments))
+            msg.invalid_tool_calls.append(
+                InvalidToolCall(
+                    raw=call.arguments, error=problem, id=call.id, name=call.name or None, arguments=call.arguments
+                )
+            )
         else:
             good.append(call)
     msg.tool_calls = good

@@ -9,8 +9,9 @@ converts messages (see :mod:`kimidoc.integrations.langchain.messages`).
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from operator import itemgetter
-from typing import Any, AsyncIterator, Callable, Iterator, Literal, Sequence
+from typing import Any, Literal
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
@@ -68,17 +69,25 @@ class ChatKimi(BaseChatModel):
     embedded model, ``thinking_style`` for an endpoint); see :func:`kimidoc.backends.connect.connect`."""
 
     @model_validator(mode="after")
-    def _connect(self) -> "ChatKimi":
+    def _connect(self) -> ChatKimi:
         if self.backend is None:
             from kimidoc.backends.connect import connect
 
             options = dict(self.backend_options)
             if self.endpoint:  # the server's client takes these; local backends have no use for them
-                options.update({k: v for k, v in {"timeout": self.timeout, "max_retries": self.max_retries}.items() if v is not None})
+                options.update(
+                    {
+                        k: v
+                        for k, v in {"timeout": self.timeout, "max_retries": self.max_retries}.items()
+                        if v is not None
+                    }
+                )
             api_key = self.api_key.get_secret_value() if self.api_key is not None else None
             self.backend = connect(self.model, self.endpoint, api_key, **options)
         elif not isinstance(self.backend, Backend):
-            raise TypeError(f"ChatKimi backend must implement kimidoc.backends.base.Backend, got {type(self.backend).__name__}")
+            raise TypeError(
+                f"ChatKimi backend must implement kimidoc.backends.base.Backend, got {type(self.backend).__name__}"
+            )
         return self
 
     @property
@@ -89,7 +98,9 @@ class ChatKimi(BaseChatModel):
     def model_name(self) -> str:
         """The model this instance talks to, as reported in ``response_metadata["model_name"]``."""
         backend = self.backend
-        return self.model or str(getattr(backend, "model", None) or getattr(backend, "model_name", None) or backend.name)
+        return self.model or str(
+            getattr(backend, "model", None) or getattr(backend, "model_name", None) or backend.name
+        )
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
@@ -114,7 +125,13 @@ class ChatKimi(BaseChatModel):
     # ------------------------------------------------------------------ calls
 
     def _sampling(self, stop: list[str] | None, **kwargs: Any) -> dict[str, Any]:
-        own = {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens, "seed": self.seed, "thinking": self.thinking}
+        own = {
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_tokens": self.max_tokens,
+            "seed": self.seed,
+            "thinking": self.thinking,
+        }
         params = {k: v for k, v in own.items() if v is not None}
         params.update(self.model_kwargs)
         stop = stop if stop is not None else self.stop
@@ -123,20 +140,40 @@ class ChatKimi(BaseChatModel):
         params.update(kwargs)
         return params
 
-    def _request(self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]) -> tuple[list[dict[str, Any]], list[ToolSchema] | None, dict[str, Any]]:
+    def _request(
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> tuple[list[dict[str, Any]], list[ToolSchema] | None, dict[str, Any]]:
         sampling = self._sampling(stop, **kwargs)
         tools = sampling.pop("tools", None) or None
         return to_kimidoc_messages(messages), tools, sampling
 
-    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
         msgs, tools, sampling = self._request(messages, stop, kwargs)
         return _result(ai_message(self.backend.complete(msgs, tools, **sampling), self.model_name))
 
-    async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
         msgs, tools, sampling = self._request(messages, stop, kwargs)
         return _result(ai_message(await self.backend.acomplete(msgs, tools, **sampling), self.model_name))
 
-    def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
         msgs, tools, sampling = self._request(messages, stop, kwargs)
         builder = ChunkBuilder(self.model_name)
         # One delta of look-ahead: only the end of the stream decides which chunk is the last.
@@ -148,7 +185,13 @@ class ChatKimi(BaseChatModel):
         for chunk in _close(builder, pending):
             yield self._emit(chunk, run_manager)
 
-    async def _astream(self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
         msgs, tools, sampling = self._request(messages, stop, kwargs)
         builder = ChunkBuilder(self.model_name)
         pending: Delta | None = None
@@ -214,7 +257,9 @@ class ChatKimi(BaseChatModel):
         if method == "function_calling":
             return super().with_structured_output(schema, include_raw=include_raw)
         if method not in ("json_mode", "json_schema"):
-            raise ValueError(f"with_structured_output: method must be function_calling, json_mode or json_schema, got {method!r}")
+            raise ValueError(
+                f"with_structured_output: method must be function_calling, json_mode or json_schema, got {method!r}"
+            )
         is_pydantic = isinstance(schema, type) and is_basemodel_subclass(schema)
         if method == "json_mode":
             response_format: dict[str, Any] = {"type": "json_object"}
@@ -224,7 +269,10 @@ class ChatKimi(BaseChatModel):
             if strict is not None:
                 spec["strict"] = strict
             response_format = {"type": "json_schema", "json_schema": spec}
-        llm = self.bind(response_format=response_format, ls_structured_output_format={"kwargs": {"method": method, "strict": strict}, "schema": schema})
+        llm = self.bind(
+            response_format=response_format,
+            ls_structured_output_format={"kwargs": {"method": method, "strict": strict}, "schema": schema},
+        )
         parser = PydanticOutputParser(pydantic_object=schema) if is_pydantic else JsonOutputParser()  # type: ignore[arg-type]
         if not include_raw:
             return llm | parser
@@ -259,4 +307,3 @@ def _close(builder: ChunkBuilder, pending: Delta | None) -> list[AIMessageChunk]
 
 def _result(message: AIMessage) -> ChatResult:
     return ChatResult(generations=[ChatGeneration(message=message)])
-

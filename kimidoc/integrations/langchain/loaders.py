@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import base64
 import os
-from typing import TYPE_CHECKING, Any, Iterator, Literal, Sequence
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 from langchain_core.document_loaders import BaseLoader
 from langchain_core.documents import Document as LCDocument
@@ -29,7 +30,9 @@ class KimidocLoader(BaseLoader):
     pipelines, ``"skip"`` leaves image parts out.
     """
 
-    def __init__(self, paths: PathLike | Sequence[PathLike], *, images: Images = "caption", **load_options: Any) -> None:
+    def __init__(
+        self, paths: PathLike | Sequence[PathLike], *, images: Images = "caption", **load_options: Any
+    ) -> None:
         if images not in ("caption", "base64", "skip"):
             raise ValueError(f"KimidocLoader: images must be 'caption', 'base64' or 'skip', got {images!r}")
         self.paths = [os.fspath(paths)] if isinstance(paths, (str, os.PathLike)) else [os.fspath(p) for p in paths]

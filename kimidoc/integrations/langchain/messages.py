@@ -14,7 +14,8 @@ parsed calls in ``tool_calls`` and unreadable ones in ``invalid_tool_calls``.
 from __future__ import annotations
 
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from langchain_core.messages import (
     AIMessage,
@@ -131,7 +132,11 @@ def _sendable_content(content: Any, index: int, role: str) -> Any:
                 f"messages[{index}] ({role}) content[{j}]: kimidoc cannot send a content block of type {kind!r}; "
                 "send text and images (load PDFs and files with kimidoc.documents or KimidocLoader)"
             )
-        parts.append({"type": "text", "text": block["text"]} if kind == "text" else {"type": "image_url", "image_url": block["image_url"]})
+        parts.append(
+            {"type": "text", "text": block["text"]}
+            if kind == "text"
+            else {"type": "image_url", "image_url": block["image_url"]}
+        )
     if all(p["type"] == "text" for p in parts):
         return "\n".join(p["text"] for p in parts)
     return parts
@@ -160,7 +165,9 @@ def to_langchain_message(msg: Message, index: int = 0) -> BaseMessage:
         return ToolMessage(content=content, tool_call_id=msg["tool_call_id"], **extra)
     if role == "assistant":
         calls = [ToolCall.from_openai(c) for c in msg.get("tool_calls") or []]
-        reply = AssistantMessage(content=text_of(content), reasoning=msg.get("reasoning_content") or "", tool_calls=calls)
+        reply = AssistantMessage(
+            content=text_of(content), reasoning=msg.get("reasoning_content") or "", tool_calls=calls
+        )
         # list content keeps the image parts an assistant message may carry
         return AIMessage(**{**_ai_fields(reply), "content": content, **extra})
     raise ValueError(f"messages[{index}]: unknown role {role!r} (expected system, user, assistant or tool)")
@@ -182,7 +189,10 @@ def _split_calls(calls: Sequence[ToolCall], invalid: Sequence[InvalidToolCall]) 
             good.append(tool_call(name=c.name, args=c.parsed_arguments(), id=c.id))
         except ToolCallError as exc:
             bad.append(invalid_tool_call(name=c.name, args=c.arguments, id=c.id, error=str(exc)))
-    bad += [invalid_tool_call(name=b.name, args=b.arguments if b.arguments is not None else b.raw, id=b.id, error=b.error) for b in invalid]
+    bad += [
+        invalid_tool_call(name=b.name, args=b.arguments if b.arguments is not None else b.raw, id=b.id, error=b.error)
+        for b in invalid
+    ]
     return good, bad
 
 
@@ -245,7 +255,12 @@ class ChunkBuilder:
         self._usage = d.usage if d.usage is not None else self._usage
         if not last:
             # Every chunk names the provider, so LangChain derives its content blocks with ours.
-            return AIMessageChunk(content=d.content, additional_kwargs=additional, tool_call_chunks=chunks, response_metadata={"model_provider": PROVIDER})
+            return AIMessageChunk(
+                content=d.content,
+                additional_kwargs=additional,
+                tool_call_chunks=chunks,
+                response_metadata={"model_provider": PROVIDER},
+            )
         if chunks:
             raise ValueError("the last chunk of a stream must not carry tool-call pieces (emit them first)")
         _, invalid = _split_calls([], self._invalid)
@@ -277,13 +292,34 @@ def _content_blocks(message: AIMessage) -> list[dict[str, Any]]:
         if message.content:
             blocks.append({"type": "text", "text": message.content, **({"index": "lc_text"} if streaming else {})})
     else:
-        blocks += [b for b in message.content if isinstance(b, dict) and b.get("type") not in _REASONING_BLOCKS | _CALL_BLOCKS]
+        blocks += [
+            b for b in message.content if isinstance(b, dict) and b.get("type") not in _REASONING_BLOCKS | _CALL_BLOCKS
+        ]
     if streaming:  # pieces only: LangChain's per-piece parses are not calls yet
         for c in message.tool_call_chunks:  # type: ignore[attr-defined]
-            blocks.append({"type": "tool_call_chunk", "id": c.get("id"), "name": c.get("name"), "args": c.get("args"), "index": f"lc_tc_{c.get('index')}"})
+            blocks.append(
+                {
+                    "type": "tool_call_chunk",
+                    "id": c.get("id"),
+                    "name": c.get("name"),
+                    "args": c.get("args"),
+                    "index": f"lc_tc_{c.get('index')}",
+                }
+            )
         return blocks
-    blocks += [{"type": "tool_call", "id": c.get("id"), "name": c["name"], "args": c["args"]} for c in message.tool_calls]
-    blocks += [{"type": "invalid_tool_call", "id": c.get("id"), "name": c.get("name"), "args": c.get("args"), "error": c.get("error")} for c in message.invalid_tool_calls]
+    blocks += [
+        {"type": "tool_call", "id": c.get("id"), "name": c["name"], "args": c["args"]} for c in message.tool_calls
+    ]
+    blocks += [
+        {
+            "type": "invalid_tool_call",
+            "id": c.get("id"),
+            "name": c.get("name"),
+            "args": c.get("args"),
+            "error": c.get("error"),
+        }
+        for c in message.invalid_tool_calls
+    ]
     return blocks
 
 

@@ -61,7 +61,9 @@ def _content_and_artifact(result: ToolResult, images: str) -> tuple[Any, ToolRes
         note = f"[{len(result.images)} image(s) returned as the tool's artifact]"
         return f"{result.text}\n{note}" if result.text else note, result
     blocks: list[dict[str, Any]] = [{"type": "text", "text": result.text}] if result.text else []
-    blocks += [{"type": "image", "base64": base64.b64encode(png).decode(), "mime_type": "image/png"} for png in result.images]
+    blocks += [
+        {"type": "image", "base64": base64.b64encode(png).decode(), "mime_type": "image/png"} for png in result.images
+    ]
     return blocks, result
 
 

@@ -125,9 +125,13 @@ def _v2(mounts: list, groups: dict[str, str], name: str, memory: int, processes:
     try:
         offered = set((parent / "cgroup.controllers").read_text().split())
         if not {"memory", "pids"} <= offered:
-            raise CgroupUnavailable(f"the memory and pids controllers are not delegated to {parent} (it offers: {' '.join(sorted(offered)) or 'none'})")
+            raise CgroupUnavailable(
+                f"the memory and pids controllers are not delegated to {parent} (it offers: {' '.join(sorted(offered)) or 'none'})"
+            )
         if not {"memory", "pids"} <= set((parent / "cgroup.subtree_control").read_text().split()):
-            _write(parent / "cgroup.subtree_control", "+memory +pids")  # EBUSY unless the host's cgroup is a root or empty
+            _write(
+                parent / "cgroup.subtree_control", "+memory +pids"
+            )  # EBUSY unless the host's cgroup is a root or empty
         _sweep(parent)
         d = parent / name
         d.mkdir()
@@ -174,7 +178,9 @@ def _v1(mounts: list, groups: dict[str, str], name: str, memory: int, processes:
     return SessionCgroup("v1", dirs, memory)
 
 
-def create(memory: int, processes: int, *, mountinfo: str = "/proc/self/mountinfo", proc_cgroup: str = "/proc/self/cgroup") -> SessionCgroup:
+def create(
+    memory: int, processes: int, *, mountinfo: str = "/proc/self/mountinfo", proc_cgroup: str = "/proc/self/cgroup"
+) -> SessionCgroup:
     """A new cgroup limiting its tasks to ``memory`` bytes and ``processes`` tasks together."""
     name = f"{PREFIX}{os.getpid()}-{os.urandom(4).hex()}"
     try:

@@ -24,9 +24,10 @@ import tempfile
 import threading
 import time
 import weakref
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from kimidoc.tools.base import ToolResult
 from kimidoc.tools.sandbox import cgroup
@@ -132,7 +133,9 @@ def _read_capped(path: Path, limit: int) -> str:
 class _Process:
     """One running worker, the host ends of its channel and lifeline, and its cgroup; ``kill`` ends the whole tree."""
 
-    def __init__(self, popen: subprocess.Popen, channel: Channel, lifeline: int, group: cgroup.SessionCgroup | None) -> None:
+    def __init__(
+        self, popen: subprocess.Popen, channel: Channel, lifeline: int, group: cgroup.SessionCgroup | None
+    ) -> None:
         self.popen, self.channel, self.lifeline, self.cgroup = popen, channel, lifeline, group
         self.init_fd: int | None = None  # pidfd of the sandbox's PID 1
         self.init_pid: int | None = None
@@ -354,7 +357,9 @@ class PythonSandbox:
 
     def _spawn(self) -> None:
         if sys.platform != "linux":
-            raise SandboxUnavailable(f"the python sandbox needs Linux (namespaces, rlimits, seccomp); this is {sys.platform}")
+            raise SandboxUnavailable(
+                f"the python sandbox needs Linux (namespaces, rlimits, seccomp); this is {sys.platform}"
+            )
         session, work, home = self._session_dirs()
         if self.uid is None and os.geteuid() == 0:
             # a uid of its own: RLIMIT_NPROC counts per uid, and no other process shares it
@@ -403,7 +408,9 @@ class PythonSandbox:
             if group is not None:
                 group.remove(wait=0)
             if isinstance(exc, OSError):
-                raise SandboxUnavailable(f"python sandbox: could not start the worker ({sys.executable}): {exc}") from exc
+                raise SandboxUnavailable(
+                    f"python sandbox: could not start the worker ({sys.executable}): {exc}"
+                ) from exc
             raise
         finally:
             worker_end.close()
@@ -456,7 +463,9 @@ class PythonSandbox:
             ending = "did not start in time" if isinstance(exc, TimeoutError) else proc.ending() or "stopped answering"
             proc.kill()
             self._state["proc"] = None
-            raise SandboxUnavailable(f"python sandbox: the worker {ending}: {_read_capped(err_path, 2000).strip()}") from exc
+            raise SandboxUnavailable(
+                f"python sandbox: the worker {ending}: {_read_capped(err_path, 2000).strip()}"
+            ) from exc
         layers = dict(ready.get("layers") or {}, cgroup=proc.cgroup is not None)
         problems.update({str(k): str(v) for k, v in (ready.get("problems") or {}).items()})
         self._layers = {k: bool(layers.get(k)) and k not in problems for k in LAYERS}
@@ -498,7 +507,7 @@ class PythonSandbox:
     def _close_locked(self) -> None:
         _cleanup(self._state)
 
-    def __enter__(self) -> "PythonSandbox":
+    def __enter__(self) -> PythonSandbox:
         self.start()
         return self
 
@@ -579,7 +588,9 @@ class PythonSandbox:
         """Kill the session after a timeout, a crash or a bad reply; the result says which, and so will the next."""
         if isinstance(exc, TimeoutError):
             proc.kill()
-            result = CellResult(error=f"Timed out after {timeout:g} s of wall-clock time: the interpreter and every process it started were killed.")
+            result = CellResult(
+                error=f"Timed out after {timeout:g} s of wall-clock time: the interpreter and every process it started were killed."
+            )
             cause = f"was killed after the {timeout:g} s timeout"
         else:
             # a closed channel means the process is ending: say how; anything else is a bad reply
@@ -589,13 +600,17 @@ class PythonSandbox:
             result = CellResult(error=f"The Python interpreter {ending}.")
             cause = ending
         self._state["proc"] = None
-        result.error = (result.error or "") + " The next call starts a fresh interpreter: variables and imports from earlier calls are gone."
+        result.error = (
+            result.error or ""
+        ) + " The next call starts a fresh interpreter: variables and imports from earlier calls are gone."
         self._note_restart(cause)
         return result
 
     def _note_restart(self, cause: str) -> None:
         lost = "variables and imports" if self._workdir_arg else "variables, imports and working-directory files"
-        self._pending_notes.append(f"[note: this runs in a new interpreter session: the previous one {cause}, so its {lost} are gone]")
+        self._pending_notes.append(
+            f"[note: this runs in a new interpreter session: the previous one {cause}, so its {lost} are gone]"
+        )
 
     def _parse(self, reply: dict[str, Any]) -> CellResult:
         """The reply as a result, every cap applied here again: the worker's own caps are the code's to bypass."""

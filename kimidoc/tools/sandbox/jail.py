@@ -38,7 +38,7 @@ import signal
 import socket
 import stat
 import struct
-from typing import Iterable
+from collections.abc import Iterable
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -76,13 +76,39 @@ _ARCH = {
         "audit": 0xC000003E,
         "pivot_root": 155,
         "deny": {
-            "unshare": 272, "setns": 308, "mount": 165, "umount2": 166, "pivot_root": 155, "chroot": 161,
-            "ptrace": 101, "process_vm_readv": 310, "process_vm_writev": 311, "kexec_load": 246,
-            "kexec_file_load": 320, "init_module": 175, "finit_module": 313, "delete_module": 176,
-            "add_key": 248, "request_key": 249, "keyctl": 250, "bpf": 321, "perf_event_open": 298,
-            "userfaultfd": 323, "open_by_handle_at": 304, "name_to_handle_at": 303, "swapon": 167,
-            "swapoff": 168, "reboot": 169, "acct": 163, "fsopen": 430, "fsmount": 432, "move_mount": 429,
-            "open_tree": 428, "mount_setattr": 442, "io_uring_setup": 425, "clone3": 435,
+            "unshare": 272,
+            "setns": 308,
+            "mount": 165,
+            "umount2": 166,
+            "pivot_root": 155,
+            "chroot": 161,
+            "ptrace": 101,
+            "process_vm_readv": 310,
+            "process_vm_writev": 311,
+            "kexec_load": 246,
+            "kexec_file_load": 320,
+            "init_module": 175,
+            "finit_module": 313,
+            "delete_module": 176,
+            "add_key": 248,
+            "request_key": 249,
+            "keyctl": 250,
+            "bpf": 321,
+            "perf_event_open": 298,
+            "userfaultfd": 323,
+            "open_by_handle_at": 304,
+            "name_to_handle_at": 303,
+            "swapon": 167,
+            "swapoff": 168,
+            "reboot": 169,
+            "acct": 163,
+            "fsopen": 430,
+            "fsmount": 432,
+            "move_mount": 429,
+            "open_tree": 428,
+            "mount_setattr": 442,
+            "io_uring_setup": 425,
+            "clone3": 435,
         },
         "clone": 56,
         "fcntl": 72,
@@ -91,13 +117,39 @@ _ARCH = {
         "audit": 0xC00000B7,
         "pivot_root": 41,
         "deny": {
-            "unshare": 97, "setns": 268, "mount": 40, "umount2": 39, "pivot_root": 41, "chroot": 51,
-            "ptrace": 117, "process_vm_readv": 270, "process_vm_writev": 271, "kexec_load": 104,
-            "kexec_file_load": 294, "init_module": 105, "finit_module": 273, "delete_module": 106,
-            "add_key": 217, "request_key": 218, "keyctl": 219, "bpf": 280, "perf_event_open": 241,
-            "userfaultfd": 282, "open_by_handle_at": 265, "name_to_handle_at": 264, "swapon": 224,
-            "swapoff": 225, "reboot": 142, "acct": 89, "fsopen": 430, "fsmount": 432, "move_mount": 429,
-            "open_tree": 428, "mount_setattr": 442, "io_uring_setup": 425, "clone3": 435,
+            "unshare": 97,
+            "setns": 268,
+            "mount": 40,
+            "umount2": 39,
+            "pivot_root": 41,
+            "chroot": 51,
+            "ptrace": 117,
+            "process_vm_readv": 270,
+            "process_vm_writev": 271,
+            "kexec_load": 104,
+            "kexec_file_load": 294,
+            "init_module": 105,
+            "finit_module": 273,
+            "delete_module": 106,
+            "add_key": 217,
+            "request_key": 218,
+            "keyctl": 219,
+            "bpf": 280,
+            "perf_event_open": 241,
+            "userfaultfd": 282,
+            "open_by_handle_at": 265,
+            "name_to_handle_at": 264,
+            "swapon": 224,
+            "swapoff": 225,
+            "reboot": 142,
+            "acct": 89,
+            "fsopen": 430,
+            "fsmount": 432,
+            "move_mount": 429,
+            "open_tree": 428,
+            "mount_setattr": 442,
+            "io_uring_setup": 425,
+            "clone3": 435,
         },
         "clone": 220,
         "fcntl": 25,
@@ -285,7 +337,12 @@ def build_root(
     dev = _mkdirs_in(root, "/dev")
     _mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,nr_inodes=64,mode=0755")
     _device_nodes(dev)
-    for name, link in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+    for name, link in (
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ):
         os.symlink(link, f"{dev}/{name}")
     cover, empty = f"{dev}/.cover", f"{dev}/.empty"
     os.close(os.open(cover, os.O_CREAT | os.O_WRONLY, 0))
@@ -301,7 +358,9 @@ def build_root(
             # a plain read-only bind: locks and leases reach the host's inodes (leases are refused by
             # seccomp), and special files are covered as found now
             if notes is not None:
-                notes[f"read_only {path}"] = f"bound without an overlay ({exc}): special files created later are reachable"
+                notes[f"read_only {path}"] = (
+                    f"bound without an overlay ({exc}): special files created later are reachable"
+                )
             _bind(root, path, writable=False)
             _cover_special_files(root + path, cover)
     for path in sorted(set(writable), key=len):
@@ -309,7 +368,13 @@ def build_root(
     ids = f",uid={owner[0]},gid={owner[1]}" if owner else ""
     for path in sorted(set(private), key=len):
         # a size- and inode-capped tmpfs, so that no amount of writing can fill the host's disk or memory
-        _mount("tmpfs", _mkdirs_in(root, path), "tmpfs", MS_NOSUID | MS_NODEV, f"size={private_size},nr_inodes={files},mode=0700{ids}")
+        _mount(
+            "tmpfs",
+            _mkdirs_in(root, path),
+            "tmpfs",
+            MS_NOSUID | MS_NODEV,
+            f"size={private_size},nr_inodes={files},mode=0700{ids}",
+        )
     if _ARCH is None:
         raise OSError(errno.ENOSYS, f"pivot_root: unknown syscall number on {platform.machine()}")
     os.chdir(root)
@@ -352,7 +417,9 @@ def die_with_parent() -> None:
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
-def apply_limits(*, address_space: int, file_size: int, processes: int, open_files: int, cpu_seconds: int) -> str | None:
+def apply_limits(
+    *, address_space: int, file_size: int, processes: int, open_files: int, cpu_seconds: int
+) -> str | None:
     """Hard limits for the session (an unprivileged process can lower them, never raise them)."""
     try:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # an over-long write fails with EFBIG instead of killing

@@ -129,7 +129,9 @@ class Channel:
             if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS and len(payload) >= _UCRED.size:
                 pid = _UCRED.unpack_from(payload)[0]
         if data and self.sender is not None and pid != self.sender:
-            raise ProtocolError(f"process {pid} wrote on the protocol channel; only the interpreter ({self.sender}) may")
+            raise ProtocolError(
+                f"process {pid} wrote on the protocol channel; only the interpreter ({self.sender}) may"
+            )
         self.last_sender = pid
         return data
 

@@ -128,7 +128,9 @@ def _stage_b(config: dict, problems: dict[str, str]) -> None:
     else:
         problems["uid"] = "no sandbox uid was given"
     # high, so that the code's own files never land next to it; before RLIMIT_NOFILE is lowered
-    channel = fcntl.fcntl(CHANNEL, fcntl.F_DUPFD_CLOEXEC, min(PRIVATE_FD, resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 16))
+    channel = fcntl.fcntl(
+        CHANNEL, fcntl.F_DUPFD_CLOEXEC, min(PRIVATE_FD, resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 16)
+    )
     os.close(CHANNEL)
     _confine(config["limits"], problems)
     jail.die_with_parent()
@@ -186,7 +188,9 @@ def _stage_c(config: dict, problems: dict[str, str], channel: int) -> None:
     os.register_at_fork(after_in_child=forget_channel)
     jail.die_with_parent()
     layers = {k: k not in problems for k in LAYERS}
-    write_frame(channel, {"ready": True, "pid": os.getpid(), "uid": os.getuid(), "layers": layers, "problems": problems})
+    write_frame(
+        channel, {"ready": True, "pid": os.getpid(), "uid": os.getuid(), "layers": layers, "problems": problems}
+    )
     Kernel(config, channel).serve()
 
 
