@@ -105,7 +105,7 @@ def format_answer(result: Any) -> str:
                 f"{c.text} ({c.source.cite()}{', ' + c.how if c.how.startswith('derived') else ''})" for c in checked
             )
         )
-    if result.evidence and result.citations_inferred:
+    if result.evidence:
         out.append("Evidence:\n" + evidence)
     cites = [s.cite() for s in result.citations]
     if cites:

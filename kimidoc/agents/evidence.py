@@ -365,6 +365,5 @@ def ask_with_evidence(
         None,
         claims=checked.claims,
         evidence=found.evidence,
-        citations_inferred=True,
         elapsed=time.monotonic() - t0,
     )
