@@ -138,6 +138,8 @@ def candidates(question: str, hits: Sequence[Hit], weights: dict[str, float] | N
                 passage.text, at + len(text), kind, asked
             )
             score += 0.5 if _RANGE.fullmatch(text) else 0.0  # a range is the whole answer, either end only half
+            if named and _DEFAULT.search(question):
+                score += 1.5  # "by default" is what the code assigns, not what a changelog once said
             if kind == "name":
                 score += _name_fit(text, want, asked, bool(_WHO.search(question)))
             out.append(Candidate(text, kind, passage, score, label))
@@ -150,6 +152,7 @@ _ASSIGNED = re.compile(
     r"|(?P<flag>[\"'][-\w]+[\"'])[^\n]{0,80}?\bdefault\s*=\s*(?P<d>\"[^\"\n]{1,80}\"|'[^'\n]{1,80}'|[-+]?[\w.]+)"
 )
 _LITERAL = re.compile(r"\"[^\"]*\"|'[^']*'|[-+]?\d[\d_.]*(?:[eE][-+]?\d+)?|True|False|true|false")
+_DEFAULT = re.compile(r"\bdefaults?\b", re.I)
 _WHO = re.compile(r"\bwho(m|se)?\b", re.I)
 _TITLES = frozenset(
     "chief executive officer financial director report annual board president manager head committee council "
@@ -260,8 +263,9 @@ def _context_fit(text: str, at: int, length: int, asked: dict[str, float], quest
             fit += 1.0 if (side == "a") == bool(_EARLIER.search(question)) else 0.0
     # The question's words right by it, each by its nearest distance: 1.5 next to it, falling with
     # every word between ("River Valley 275 GWh" names 275, not the 592 before it).
-    before = text[max(starts) : anchor].split()[-4:][::-1]
-    after = text[at + length : min(ends)].split()[:4]
+    # Distances count words that carry meaning: "Solberg as Chief Financial Officer" puts "chief" next to it.
+    before = [w for w in text[max(starts) : anchor].split() if tokens(w)][-4:][::-1]
+    after = [w for w in text[at + length : min(ends)].split() if tokens(w)][:4]
     near: dict[str, int] = {}
     for side in (before, after):
         for d, word in enumerate(side):
