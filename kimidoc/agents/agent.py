@@ -18,7 +18,7 @@ from kimidoc.agents.citations import source_to_dict
 from kimidoc.agents.compaction import Compaction
 from kimidoc.agents.events import Emitter, EventCallback
 from kimidoc.agents.loop import AgentResult, AgentRun
-from kimidoc.agents.packing import Packer, known_paths, pack_with_sources
+from kimidoc.agents.packing import Packer, pack_with_sources
 from kimidoc.agents.state import RunState, header_event
 from kimidoc.agents.toolset import agent_tools
 from kimidoc.agents.trace import TraceError, has_events, iter_trace
@@ -187,7 +187,7 @@ class Agent:
                 "sampling": self.sampling,
                 "inline_limit": self.inline_limit,
             },
-            documents=known_paths(self.documents),
+            documents=[d.path for d in self.documents],
             packed=[source_to_dict(s) for s in packed],
             prefix=len(messages),
             messages=[{**m, "content": externalize(m["content"], self.store)} for m in messages],

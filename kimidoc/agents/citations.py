@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from kimidoc.documents.base import Source
+from kimidoc.documents.base import Source, names_file
 
 _BRACKET = re.compile(r"\[([^\[\]\n]{1,400})\](?!\()")  # not a Markdown link's text
 _LABEL = re.compile(
@@ -57,14 +57,8 @@ def labels_in(text: str) -> list[tuple[str, Label]]:
     return out
 
 
-def _path_matches(cited: str, actual: str) -> bool:
-    cited = cited.replace("\\", "/").removeprefix("./")
-    actual = actual.replace("\\", "/")
-    return actual == cited or actual.endswith("/" + cited)
-
-
 def _matches(label: Label, source: Source) -> bool:
-    if not _path_matches(label.path, source.path):
+    if not names_file(label.path, source.path):
         return False
     if label.page is not None and source.page != label.page:
         return False

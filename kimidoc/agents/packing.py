@@ -37,8 +37,3 @@ def pack_with_sources(
     rest = pack(documents, max_tokens - backend.count_tokens(block), backend=backend)
     content = ([{"type": "text", "text": block}] if block else []) + rest.to_content()
     return content, list(dict.fromkeys(found + rest.sources))
-
-
-def known_paths(documents: Sequence[Document]) -> list[str]:
-    """Every path a citation of these documents can name: the documents and their parts' files."""
-    return list(dict.fromkeys([d.path for d in documents] + [p.source.path for d in documents for p in d.parts]))

@@ -232,17 +232,11 @@ _HEADER_SCALE = re.compile(
 )
 
 
-def _column_scales(p: Passage) -> list[float | None]:
-    """For a table row, the scale each column's header declares: ``Revenue ($M)`` -> 1e6."""
-    table = header_and_row(p)
-    if table is None:
-        return []
-    out: list[float | None] = []
-    for head in table[0]:
-        m = _HEADER_SCALE.search(head)
-        word = (m.group("s") or m.group("w")).lower().rstrip("s") if m else ""
-        out.append(_SCALE.get(word) if word else None)
-    return out
+def _column_scale(head: str) -> float | None:
+    """The scale a column header declares: ``Revenue ($M)`` -> 1e6."""
+    m = _HEADER_SCALE.search(head)
+    word = (m.group("s") or m.group("w")).lower().rstrip("s") if m else ""
+    return _SCALE.get(word) if word else None
 
 
 def _passage_figures(p: Passage) -> list[_Figure]:
@@ -255,11 +249,10 @@ def _passage_figures(p: Passage) -> list[_Figure]:
             f = _figure(m.group())
             if f is not None:
                 out.append(f)
-    scales = _column_scales(p)
-    if scales:  # the row's cells under their headers' scales: 48.6 under "Revenue ($M)" is 48,600,000
-        row = p.text.split("\n", 1)[1]
-        for cell, scale in zip(row.strip().strip("|").split("|"), scales):
-            f = _figure(cell.strip())
+    table = header_and_row(p)
+    if table is not None:  # the row's cells under their headers' scales: 48.6 under "Revenue ($M)" is 48,600,000
+        for head, cell in zip(*table):
+            f, scale = _figure(cell), _column_scale(head)
             if f is not None and scale and f.scaled is None:
                 out.append(_Figure(f.value, f.decimals, f.value * scale, f.percent))
     # Numbers glued to words (table cells that lost their spaces: "Revenue2025($M)") still count;

@@ -37,6 +37,14 @@ class Source:
         return out
 
 
+def names_file(cited: str, actual: str) -> bool:
+    """Whether the path ``cited`` names the file at ``actual``: the same path, or a trailing part of
+    it (``report.pdf`` and ``data/report.pdf`` name ``/abs/data/report.pdf``; ``port.pdf`` does not)."""
+    cited = cited.replace("\\", "/").removeprefix("./")
+    actual = actual.replace("\\", "/").removeprefix("./")
+    return actual == cited or actual.endswith("/" + cited)
+
+
 @dataclass(frozen=True)
 class Omission:
     """Something left out of a document or a packed context, and why (shown to the agent)."""

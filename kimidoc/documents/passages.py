@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from kimidoc.documents.base import Document, Part, Source
+from kimidoc.documents.base import Document, Part, Source, names_file
 
 MAX_CHARS = 700  # a quotable passage: a long paragraph is cut between sentences near this size
 CODE_LINES = 24  # lines per code chunk
@@ -182,15 +182,10 @@ def passages_of(documents: Sequence[Document], sources: Iterable[Source]) -> lis
 
 def covers(seen: Source, source: Source) -> bool:
     """Whether having seen ``seen`` means having seen the passage at ``source``."""
-    if not _same_path(seen.path, source.path):
+    if not (names_file(seen.path, source.path) or names_file(source.path, seen.path)):
         return False
     if seen.page is not None and seen.page != source.page:
         return False
     if seen.lines is not None and source.lines is not None:
         return seen.lines[0] <= source.lines[1] and source.lines[0] <= seen.lines[1]
     return True
-
-
-def _same_path(a: str, b: str) -> bool:
-    a, b = a.replace("\\", "/").removeprefix("./"), b.replace("\\", "/").removeprefix("./")
-    return a == b or a.endswith("/" + b) or b.endswith("/" + a)
