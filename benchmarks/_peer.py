@@ -148,15 +148,33 @@ def bandwidth_gbs(gib: float = 1.0, repeat: int = 5) -> float:
     return gib * 2**30 / (ms / 1e3) / 1e9
 
 
+class BandwidthProbe:
+    """``t.sum()`` over ``mib`` MiB (8x this machine's 32 MiB LLC), to time between the steps it
+    is compared with: the memory bandwidth of a shared machine moves with its neighbours' load
+    (here 45-80 GB/s from one minute to the next), so a ceiling measured once, earlier, is not
+    the ceiling the timed steps met."""
+
+    def __init__(self, mib: int = 256):
+        self.t = torch.ones(mib * 2**20 // 4)
+        self.nbytes = self.t.numel() * 4
+
+    def __call__(self) -> None:
+        self.t.sum()
+
+    def gbs(self, ms: float) -> float:
+        return self.nbytes / (ms / 1e3) / 1e9
+
+
 def bytes_per_decode_token(model: KimiForCausalLM, context: int) -> int:
     """Bytes one decode step must read: every weight except the embedding table (one row) and the
     unchosen experts, plus the latent cache."""
     total = 0
     seen = set()
     for name, t in list(model.named_parameters()) + list(model.named_buffers()):
-        if t.data_ptr() in seen or ".experts." in name:
+        key = id(t) if t.is_mkldnn else t.data_ptr()  # packed BF16 weights have no data pointer
+        if key in seen or ".experts." in name:
             continue
-        seen.add(t.data_ptr())
+        seen.add(key)
         total += t.numel() * t.element_size()
     total -= model.model.embed_tokens.weight.numel() * model.model.embed_tokens.weight.element_size()
     total += model.config.hidden_size * model.model.embed_tokens.weight.element_size()

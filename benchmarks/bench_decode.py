@@ -2,24 +2,36 @@
 
     python benchmarks/bench_decode.py [--contexts 1024 4096 16384] [--skip-peer-16k] [--threads N]
     python benchmarks/bench_decode.py --config large --contexts 1024   # bytes dominate (~1.6 GB INT4 experts)
+    python benchmarks/bench_decode.py --overhead                       # per-step cost beyond the arithmetic
 
 One INT4 checkpoint (K2.6-shaped small config, see _peer.SMALL, or _peer.LARGE) is written once; transformers
 (fp32) and kimidoc "dense" (fp32) load its dequantized copy, kimidoc "int4" loads the packed
 experts (rest fp32, INT4 kernel in bf16), and "int4 + bf16" also stores the rest in BF16 (float32
-activations; its logits differ from the peer's by BF16 rounding of the weights). Prints decode tokens/s after a 128-token prompt, decode
-ms/token at longer contexts (caches filled with the same synthetic latents on both sides; the
-first step's logits are compared to show they agree), and the fraction of the memory-bandwidth
-ceiling each kimidoc decode step reaches for the bytes it must read (MB/token). kimidoc is timed
-through :func:`kimidoc.model.decode_step`, the step ``generate`` runs. With ``--config large`` the
-peer and the "dense" variant read a BF16 dequantized copy (``--peer-dtype``; fp32 would need ~13 GB
-of RAM for the experts alone); ``--no-peer`` times kimidoc only.
+activations; its logits differ from the peer's by BF16 rounding of the weights). With ``--config
+large`` the peer and the "dense" variant read a BF16 dequantized copy (``--peer-dtype``; fp32 would
+need ~13 GB of RAM for the experts alone); ``--no-peer`` times kimidoc only.
+
+At each context (128: after a real 128-token prefill; longer: caches filled with the same
+synthetic latents on both sides) every model's decode step, the peer's and a memory-bandwidth
+probe (a 256 MiB sum) are timed round-robin, so that a change in the machine's load or in its
+memory bandwidth (it moves with the neighbours on a shared host) hits them alike. Printed: ms per
+token, the bytes a step must read (MB/tok), the speedup over the peer, the GB/s the step reached,
+the probe's GB/s in the same rounds (the ceiling) and their ratio (%bw), and the first step's max
+logit difference from the peer. kimidoc is timed through :func:`kimidoc.model.decode_step`, the
+step ``generate`` runs.
+
+``--overhead`` times ``decode_step`` on a model with the config's structure (layers, experts, top-k,
+heads) but widths of 64 and a 512-token vocabulary, where the arithmetic is negligible: what is
+left is the per-step cost of Python and op dispatch.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -29,9 +41,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _peer import (  # noqa: E402
     CONFIGS,
-    bandwidth_gbs,
+    BandwidthProbe,
     bytes_per_decode_token,
     checkpoints,
+    interleaved_median_ms,
     kimidoc_cache,
     load_peer,
     median_ms,
@@ -40,46 +53,70 @@ from _peer import (  # noqa: E402
 )
 
 from kimidoc.model import decode_step, load  # noqa: E402
+from kimidoc.testing import tiny_text_config, write_checkpoint  # noqa: E402
+
+TOKEN = 17
+PROMPT = 128
 
 
-def short_prompt_decode(ours, peer, steps: int, prompt: int = 128) -> tuple[float, float | None, float | None]:
-    """ms/token for both after a real ``prompt``-token prefill, and the max logits difference."""
-    ids = torch.randint(0, 32000, (1, prompt), generator=torch.Generator().manual_seed(0))
-    cache = ours.new_cache(capacity=prompt + 4 * steps + 8)
-    a = ours(ids, cache=cache)[:, -1]
-    ours_ms = median_ms(lambda: decode_step(ours, 17, cache), steps)
-    if peer is None:
-        return ours_ms, None, None
+def prepare_ours(model, context: int, rounds: int) -> tuple[Callable[[], object], torch.Tensor]:
+    """A decode step at ``context`` cached tokens, and the logits of the first one."""
+    if context == PROMPT:  # a real prefill
+        ids = torch.randint(0, model.config.vocab_size, (1, PROMPT), generator=torch.Generator().manual_seed(0))
+        cache = model.new_cache(capacity=PROMPT + 2 * rounds + 8)
+        model(ids, cache=cache)
+    else:
+        cache = kimidoc_cache(model, synthetic_latents(model, context), extra=2 * rounds + 8)
+    first = decode_step(model, TOKEN, cache)
+    return lambda: decode_step(model, TOKEN, cache), first
+
+
+def prepare_peer(peer, model, context: int) -> tuple[Callable[[], object], torch.Tensor]:
+    token = torch.tensor([[TOKEN]])
     with torch.no_grad():
-        out = peer(input_ids=ids, use_cache=True)
-    diff = (a - out.logits[:, -1]).abs().max().item()
-    hf_cache = out.cache
-    token = torch.tensor([[17]])
+        if context == PROMPT:
+            ids = torch.randint(0, model.config.vocab_size, (1, PROMPT), generator=torch.Generator().manual_seed(0))
+            cache = peer(input_ids=ids, use_cache=True).past_key_values
+        else:
+            cache = peer_cache(peer, synthetic_latents(model, context))
+        first = peer(input_ids=token, past_key_values=cache, use_cache=True).logits[0, -1]
 
-    def peer_step():
+    def step() -> None:
         with torch.no_grad():
-            peer(input_ids=token, cache=hf_cache, use_cache=True)
+            peer(input_ids=token, past_key_values=cache, use_cache=True)
 
-    return ours_ms, median_ms(peer_step, steps), diff
+    return step, first
 
 
-def context_decode(ours, peer, context: int, steps: int, run_peer: bool) -> tuple[float, float | None, float | None]:
-    latents = synthetic_latents(ours, context)
-    token = torch.tensor([[17]])
-    cache = kimidoc_cache(ours, latents, extra=steps + 4)
-    first = decode_step(ours, 17, cache)[None]
-    ours_ms = median_ms(lambda: decode_step(ours, 17, cache), steps)
-    if not run_peer:
-        return ours_ms, None, None
-    hf_cache = peer_cache(peer, latents)
-    with torch.no_grad():
-        diff = (first - peer(input_ids=token, cache=hf_cache, use_cache=True).logits[:, -1]).abs().max().item()
-
-    def peer_step():
-        with torch.no_grad():
-            peer(input_ids=token, cache=hf_cache, use_cache=True)
-
-    return ours_ms, median_ms(peer_step, max(3, steps // 3)), diff
+def overhead(config: str, threads: int, workdir: Path) -> None:
+    widths = dict(
+        vocab_size=512,
+        hidden_size=64,
+        intermediate_size=128,
+        moe_intermediate_size=64,
+        q_lora_rank=64,
+        kv_lora_rank=32,
+        qk_nope_head_dim=16,
+        qk_rope_head_dim=8,
+        v_head_dim=16,
+    )
+    path = workdir / f"overhead-{config}"
+    if not (path / "config.json").exists():
+        cfg = tiny_text_config(**{**CONFIGS[config], **widths})
+        write_checkpoint(path, config=cfg, int4=True, text_only=True, dtype=torch.float32, seed=0)
+    c = CONFIGS[config]
+    print(
+        f"per-step overhead, {c['num_hidden_layers']} layers, top-{c['num_experts_per_tok']} of "
+        f"{c['n_routed_experts']} experts, {c['num_attention_heads']} heads, widths 64; threads {threads}"
+    )
+    for name, kw in (
+        ("int4 experts", dict(dtype=torch.float32)),
+        ("int4 + bf16", dict(dtype=torch.bfloat16, activation_dtype=torch.float32)),
+    ):
+        model = load(path, **kw)
+        step, _ = prepare_ours(model, PROMPT, 200)
+        ms = median_ms(step, 200, warmup=5)
+        print(f"  {name:<14} {ms:6.2f} ms/step  ({1e3 * ms / c['num_hidden_layers']:.0f} us per layer)")
 
 
 def main() -> None:
@@ -93,11 +130,16 @@ def main() -> None:
         choices=["float32", "bfloat16"],
         help="dtype of the dequantized copy (default: float32 small, bfloat16 large)",
     )
-    ap.add_argument("--steps", type=int, default=16)
+    ap.add_argument("--rounds", type=int, default=16, help="timed steps per model and context")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--overhead", action="store_true", help="time the per-step overhead only (see above)")
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "kimidoc-bench")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    if args.overhead:
+        overhead(args.config, args.threads, args.workdir)
+        return
 
     peer_dtype = getattr(torch, args.peer_dtype or ("float32" if args.config == "small" else "bfloat16"))
     int4_path, dense_path = checkpoints(args.workdir, args.config, dense=not args.no_peer, dense_dtype=peer_dtype)
@@ -110,28 +152,35 @@ def main() -> None:
     models["kimidoc int4 experts"] = load(int4_path, dtype=torch.float32)
     # BF16 storage for the rest (fp32 activations): what a real K2.6 load uses.
     models["kimidoc int4 + bf16"] = load(int4_path, dtype=torch.bfloat16, activation_dtype=torch.float32)
-    bw = bandwidth_gbs()
+    probe = BandwidthProbe()
     print(
-        f"config {args.config}; threads {args.threads}; memory-bandwidth ceiling (1 GiB sum): {bw:.1f} GB/s; "
+        f"config {args.config}; threads {args.threads}; {args.rounds} rounds; "
         f"peer {'none' if peer is None else str(peer_dtype).removeprefix('torch.')}"
     )
     print(
-        f"{'context':>8} {'model':<22} {'ms/token':>9} {'tok/s':>7} {'MB/tok':>7} {'peer ms':>8} {'speedup':>8} {'%bw':>5} {'max|dlogit|':>11}"
+        f"{'context':>8} {'model':<22} {'ms/token':>9} {'tok/s':>7} {'MB/tok':>7} {'peer ms':>8} {'speedup':>8}"
+        f" {'GB/s':>6} {'ceiling':>7} {'%bw':>4} {'max|dlogit|':>11}"
     )
-
-    def row(context: int, name: str, ms: float, peer_ms: float | None, diff: float | None, ours) -> None:
-        nbytes = bytes_per_decode_token(ours, context)
-        pct = 100 * nbytes / (ms / 1e3) / (bw * 1e9)
-        peer_s = f"{peer_ms:>8.2f} {peer_ms / ms:>7.1f}x" if peer_ms else f"{'-':>8} {'':>8}"
-        diff_s = f"{diff:>11.2e}" if diff is not None else ""
-        print(f"{context:>8} {name:<22} {ms:>9.2f} {1e3 / ms:>7.1f} {nbytes / 1e6:>7.1f} {peer_s} {pct:>5.0f} {diff_s}")
-
-    for name, ours in models.items():
-        row(128, name, *short_prompt_decode(ours, peer, args.steps), ours)
-    for context in args.contexts:
+    for context in [PROMPT, *args.contexts]:
         run_peer = peer is not None and not (args.skip_peer_16k and context >= 16384)
-        for name, ours in models.items():
-            row(context, name, *context_decode(ours, peer, context, args.steps, run_peer), ours)
+        steps, firsts = {}, {}
+        for name, model in models.items():
+            steps[name], firsts[name] = prepare_ours(model, context, args.rounds)
+        if run_peer:
+            steps["peer"], firsts["peer"] = prepare_peer(peer, next(iter(models.values())), context)
+        steps["probe"] = probe
+        ms = interleaved_median_ms(steps, args.rounds)
+        ceiling = probe.gbs(ms["probe"])
+        for name, model in models.items():
+            nbytes = bytes_per_decode_token(model, context)
+            gbs = nbytes / (ms[name] / 1e3) / 1e9
+            peer_s = f"{ms['peer']:>8.2f} {ms['peer'] / ms[name]:>7.1f}x" if run_peer else f"{'-':>8} {'':>8}"
+            diff = f"{(firsts[name] - firsts['peer']).abs().max().item():>11.2e}" if run_peer else ""
+            print(
+                f"{context:>8} {name:<22} {ms[name]:>9.2f} {1e3 / ms[name]:>7.1f} {nbytes / 1e6:>7.1f} {peer_s}"
+                f" {gbs:>6.1f} {ceiling:>7.1f} {100 * gbs / ceiling:>4.0f} {diff}"
+            )
+    print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

@@ -7,8 +7,9 @@ Shapes are K2.6's routed-expert projections: gate/up [2048 x 7168] and down [716
 (``Int4Linear``); the peer is ``F.linear`` on the same dequantized weight in BF16 -- what
 transformers runs for a BF16 checkpoint. GB/s counts the bytes each call must read (weights and,
 for INT4, the scale/zero table). Also times the dequantize-then-matmul reference path, to show why
-the conversion happens once at load time. ``%bw`` is GB/s over the machine's measured read
-bandwidth (the ceiling a bandwidth-bound kernel can reach).
+the conversion happens once at load time. ``%bw`` is GB/s over the machine's read bandwidth
+(the ceiling a bandwidth-bound kernel can reach), measured by a probe timed round-robin with the
+kernels (see ``_peer.BandwidthProbe``: on a shared host the ceiling moves from minute to minute).
 
 Then one routed-expert layer at M=1 as decode runs it (``Int4Experts``, K2.6's expert shape,
 ``--experts`` in the bank, top-8; float32 activations as the model has them) against the sum of
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -30,7 +32,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _peer import bandwidth_gbs, interleaved_median_ms, median_ms  # noqa: E402
+from _peer import BandwidthProbe, interleaved_median_ms, median_ms  # noqa: E402
 
 from kimidoc.model import int4  # noqa: E402
 from kimidoc.model.moe import Int4Experts  # noqa: E402
@@ -50,8 +52,8 @@ def main() -> None:
     )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    bw = bandwidth_gbs()
-    print(f"threads {args.threads}; memory-bandwidth ceiling (1 GiB sum): {bw:.1f} GB/s")
+    probe = BandwidthProbe()
+    print(f"threads {args.threads}; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"{'shape':<22} {'path':<26} {'ms':>8} {'GB/s':>7} {'%bw':>5} {'vs bf16':>8} {'max|err|':>9}")
     g = torch.Generator().manual_seed(0)
     for label, (out_f, in_f) in SHAPES.items():
@@ -103,8 +105,10 @@ def main() -> None:
                 reference,
             ),
         ]
-        fast = interleaved_median_ms({name: fn for name, fn, _, _ in rows[:-1]}, args.repeat)
+        fast = interleaved_median_ms({"probe": probe} | {name: fn for name, fn, _, _ in rows[:-1]}, args.repeat)
         fast[rows[-1][0]] = median_ms(rows[-1][1], max(3, args.repeat // 10))
+        bw = probe.gbs(fast["probe"])
+        print(f"{label}: ceiling {bw:.1f} GB/s (256 MiB sum, same rounds)")
         peer_ms = fast[rows[0][0]]
         for name, _fn, nbytes, y in rows:
             ms = fast[name]
@@ -113,10 +117,12 @@ def main() -> None:
             print(
                 f"{label:<22} {name:<26} {ms:>8.3f} {gbs:>7.1f} {100 * gbs / bw:>5.0f} {peer_ms / ms:>7.2f}x {err:>9.2e}"
             )
-    expert_layer(args.experts, args.repeat, bw)
+    expert_layer(args.experts, args.repeat, probe)
 
 
-def expert_layer(n_experts: int, repeat: int, bw: float, hidden: int = 7168, width: int = 2048, top_k: int = 8) -> None:
+def expert_layer(
+    n_experts: int, repeat: int, probe: BandwidthProbe, hidden: int = 7168, width: int = 2048, top_k: int = 8
+) -> None:
     """Int4Experts.forward for one token vs the bare kernel calls for the same experts."""
     g = torch.Generator().manual_seed(1)
     bank = Int4Experts(n_experts, hidden, width, compute_dtype=torch.bfloat16)
@@ -136,14 +142,18 @@ def expert_layer(n_experts: int, repeat: int, bw: float, hidden: int = 7168, wid
             int4.int4_matmul(xb, bank.gate_up[e], bank.gate_up_scale_zeros[e], bank.group_size)
             int4.int4_matmul(hb, bank.down[e], bank.down_scale_zeros[e], bank.group_size)
 
-    t = interleaved_median_ms({"layer": lambda: bank(x, idx, weight), "kernels": kernels_only}, max(5, repeat // 5))
+    t = interleaved_median_ms(
+        {"probe": probe, "layer": lambda: bank(x, idx, weight), "kernels": kernels_only}, max(5, repeat // 5)
+    )
+    bw = probe.gbs(t["probe"])
     per_expert = sum(
         b[0].numel() * b.element_size()
         for b in (bank.gate_up, bank.down, bank.gate_up_scale_zeros, bank.down_scale_zeros)
     )
     nbytes = top_k * per_expert
     print(
-        f"\nrouted-expert layer, {top_k} of {n_experts} experts [{hidden} x {width}], M=1, {nbytes / 1e6:.0f} MB read:"
+        f"\nrouted-expert layer, {top_k} of {n_experts} experts [{hidden} x {width}], M=1, {nbytes / 1e6:.0f} MB read"
+        f" (ceiling {bw:.1f} GB/s):"
     )
     for name, label in (("layer", "Int4Experts forward"), ("kernels", f"{2 * top_k} kernel calls alone")):
         gbs = nbytes / t[name] / 1e6

@@ -6,11 +6,18 @@ over 61 layers in bf16). Per-head keys and values are never stored: prefill expa
 fly and decode works in the absorbed form straight on these latents (see :mod:`.mla`).
 
 ``tokens`` records which ids the cached positions hold, so a later call can reuse a shared prefix.
+
+Capacity comes in multiples of ``PAD`` tokens, and :meth:`LatentCache.padded` gives a layer's
+latents up to the next multiple, with finite values past the cached ones: a decode step then
+multiplies by a key matrix whose shape changes once every ``PAD`` tokens, not every token
+(oneDNN builds a kernel per shape, see :mod:`.mla`).
 """
 
 from __future__ import annotations
 
 import torch
+
+PAD = 256
 
 
 class LatentCache:
@@ -32,8 +39,10 @@ class LatentCache:
         self.length = 0
         self.tokens: list[int] = []
         self._buffers = [self._alloc(capacity) for _ in range(num_layers)]
+        self._finite = [0] * num_layers  # per layer, positions before this hold finite values
 
     def _alloc(self, capacity: int) -> torch.Tensor:
+        capacity = -(-capacity // PAD) * PAD
         return torch.empty(self.batch_size, capacity, self.latent_dim, dtype=self.dtype, device=self.device)
 
     @property
@@ -48,6 +57,7 @@ class LatentCache:
             new = self._alloc(capacity)
             new[:, : self.length] = old[:, : self.length]
             self._buffers[i] = new
+            self._finite[i] = self.length
 
     def append(self, layer: int, latent: torch.Tensor) -> torch.Tensor:
         """Write ``latent`` ``[B, T, D]`` after the cached tokens of ``layer``; return all ``[B, length+T, D]``.
@@ -59,7 +69,18 @@ class LatentCache:
             self.reserve(max(end, 2 * self.capacity))
         buf = self._buffers[layer]
         buf[:, self.length : end] = latent
+        self._finite[layer] = max(self._finite[layer], end)
         return buf[:, :end]
+
+    def padded(self, layer: int, end: int) -> torch.Tensor:
+        """``layer``'s latents ``[B, n, D]`` up to ``n``, ``end`` rounded up to a multiple of ``PAD``:
+        positions from ``end`` on hold finite values (zeros or stale latents) to be masked out."""
+        n = -(-end // PAD) * PAD
+        buf = self._buffers[layer]
+        if self._finite[layer] < n:
+            buf[:, self._finite[layer] : n] = 0
+            self._finite[layer] = n
+        return buf[:, :n]
 
     def advance(self, count: int) -> None:
         self.length += count

@@ -134,6 +134,7 @@ def load(
     strict: bool = True,
     customize: Callable[[nn.Module], None] | None = None,
     wrap: Wrap | None = None,
+    pack: bool = True,
 ) -> nn.Module:
     """Load a K2.x checkpoint folder; returns :class:`KimiForCausalLM`, or what ``wrap(config, text_model)``
     builds around it (the multimodal model: see :func:`kimidoc.vision.multimodal.load_multimodal`).
@@ -144,6 +145,8 @@ def load(
     activations and cache -- on CPUs without BF16 units that keeps prefill fast while decode reads
     half the bytes. ``strict`` rejects tensors the model has no place for. ``customize`` is called with the
     meta-built model before any memory is allocated (see :func:`kimidoc.placement.runtime.load_placed`).
+    ``pack`` stores BF16 linears in RAM in the layout decode reads fastest
+    (:meth:`KimiForCausalLM.pack_linears`); pass False to keep plain weights (to move or save them).
     """
     path = Path(path)
     device = torch.device(device)
@@ -203,4 +206,6 @@ def load(
     left = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
     if left:
         raise CheckpointError(f"{path}: {left[0]} was never filled (built on the meta device, not in the checkpoint)")
+    if pack:
+        text.pack_linears()
     return model.eval()

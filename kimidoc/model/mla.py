@@ -30,7 +30,7 @@ from torch import nn
 
 from .cache import LatentCache
 from .config import TextConfig
-from .linear import Linear
+from .linear import Linear, matmul_nt
 from .norm import RMSNorm
 from .rope import apply_interleaved
 
@@ -83,12 +83,13 @@ class MLAttention(nn.Module):
         """``x`` ``[B, T, hidden]``; ``cos``/``sin`` ``[T, rope_dim/2]`` for the new positions."""
         b, t, _ = x.shape
         q_nope, q_pe, latent = self.project(x, cos, sin, cache)
+        padded = self.padded_keys(cache, latent)
         if form == "auto":
             length = latent.shape[1]
             expanded_bytes = b * length * self.num_heads * 2 * self.qk_dim * latent.element_size()
             form = "absorbed" if t <= ABSORB_MAX_TOKENS or expanded_bytes > EXPANDED_KV_BUDGET else "expanded"
         if form == "absorbed":
-            out = self._absorbed(q_nope, q_pe, latent)
+            out = self._absorbed(q_nope, q_pe, latent, padded)
         elif form == "expanded":
             out = self._expanded(q_nope, q_pe, latent)
         else:
@@ -116,6 +117,13 @@ class MLAttention(nn.Module):
             latent = cache.append(self.layer_idx, latent.to(cache.dtype)).to(x.dtype)
         return q_nope, q_pe, latent
 
+    def padded_keys(self, cache: LatentCache | None, latent: torch.Tensor) -> torch.Tensor | None:
+        """The cache's padded view of ``latent`` (see :meth:`LatentCache.padded`) when it holds the
+        same values (same dtype), else None."""
+        if cache is None or cache.dtype != latent.dtype:
+            return None
+        return cache.padded(self.layer_idx, latent.shape[1])
+
     def _expanded(self, q_nope: torch.Tensor, q_pe: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
         b, t = q_nope.shape[:2]
         length = latent.shape[1]
@@ -134,28 +142,44 @@ class MLAttention(nn.Module):
             o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
         return o[..., : self.v_dim].transpose(1, 2).reshape(b, t, self.num_heads * self.v_dim)
 
-    def _absorbed(self, q_nope: torch.Tensor, q_pe: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+    def _absorbed(
+        self, q_nope: torch.Tensor, q_pe: torch.Tensor, latent: torch.Tensor, padded: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``padded``: ``latent`` followed by finite rows up to a multiple of the cache's ``PAD``."""
         b, t = q_nope.shape[:2]
         length = latent.shape[1]
         w = self.kv_b_proj.weight.to(q_nope.dtype).view(self.num_heads, self.nope_dim + self.v_dim, self.kv_lora_rank)
         w_uk, w_uv = w[:, : self.nope_dim], w[:, self.nope_dim :]
         q_abs = torch.matmul(q_nope.transpose(1, 2), w_uk)  # [B, H, T, kv_lora_rank]
-        q_cat = torch.cat([q_abs, q_pe.transpose(1, 2)], dim=-1).reshape(b, self.num_heads * t, -1)
+        # Scaled here, on H*T rows, rather than the [H*T, length] scores.
+        q_cat = torch.cat([q_abs, q_pe.transpose(1, 2)], dim=-1).reshape(b, self.num_heads * t, -1) * self.scale
         past = length - t
         block = max(1, SCORE_BUDGET // (b * self.num_heads * t * 4))
-        if length <= block:
+        if b == t == 1 and padded is not None and padded.shape[1] <= block:
+            o_lat = self._one_query(q_cat[0], padded[0], length)[None]
+        elif length <= block:
             probs = torch.softmax(self._scores(q_cat, latent, 0, past), dim=-1, dtype=torch.float32)
-            o_lat = torch.bmm(probs.to(latent.dtype), latent[..., : self.kv_lora_rank])
+            o_lat = self._weighted_latents(probs.to(latent.dtype), latent)
         else:
             o_lat = self._online_softmax(q_cat, latent, past, block)
         o_lat = o_lat.view(b, self.num_heads, t, self.kv_lora_rank)
         o = torch.matmul(o_lat, w_uv.transpose(1, 2))  # [B, H, T, v_dim]
         return o.transpose(1, 2).reshape(b, t, self.num_heads * self.v_dim)
 
+    def _one_query(self, q_cat: torch.Tensor, keys: torch.Tensor, length: int) -> torch.Tensor:
+        """One token's heads ``[H, D]`` over the first ``length`` of ``keys`` ``[n, D]``: both
+        products on the padded keys, whose shape changes every ``PAD`` tokens (oneDNN reads the
+        cache ~30% faster than MKL's batched GEMM, once its kernel for the shape exists); the
+        padding is masked out of the scores."""
+        scores = matmul_nt(q_cat, keys)
+        scores[:, length:] = float("-inf")
+        probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(keys.dtype)
+        return matmul_nt(probs, keys.t())[:, : self.kv_lora_rank]
+
     def _scores(self, q_cat: torch.Tensor, keys: torch.Tensor, start: int, past: int) -> torch.Tensor:
-        """Scaled scores ``[B, H*T, len(keys)]`` for the keys at positions ``start...``, causally
-        masked for queries at positions ``past...``."""
-        scores = torch.bmm(q_cat, keys.transpose(1, 2)) * self.scale
+        """Scores ``[B, H*T, len(keys)]`` of the scaled queries for the keys at positions
+        ``start...``, causally masked for queries at positions ``past...``."""
+        scores = torch.bmm(q_cat, keys.transpose(1, 2))
         b, rows, n = scores.shape
         t = rows // self.num_heads
         if t == 1 and start + n <= past + 1:
@@ -163,6 +187,11 @@ class MLAttention(nn.Module):
         keys_pos = torch.arange(start, start + n, device=scores.device)
         allowed = keys_pos[None, :] <= (past + torch.arange(t, device=scores.device))[:, None]
         return scores.view(b, self.num_heads, t, n).masked_fill(~allowed, float("-inf")).view(b, rows, n)
+
+    def _weighted_latents(self, probs: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """``probs @ c_kv`` ``[B, H*T, kv_lora_rank]``, computed as ``(c_kv^T @ probs^T)^T``: with
+        the long latent axis in the left operand MKL streams the cache ~20% faster at 16K tokens."""
+        return torch.bmm(keys[..., : self.kv_lora_rank].transpose(1, 2), probs.transpose(1, 2)).transpose(1, 2)
 
     def _online_softmax(self, q_cat: torch.Tensor, latent: torch.Tensor, past: int, block: int) -> torch.Tensor:
         """``softmax(scores) @ c_kv`` over key blocks, rescaling partial sums by the running max."""
@@ -177,6 +206,6 @@ class MLAttention(nn.Module):
             probs = torch.exp(scores - new_max)
             rescale = torch.exp(running_max - new_max)
             denom = denom * rescale + probs.sum(-1, keepdim=True)
-            acc = acc * rescale + torch.bmm(probs.to(latent.dtype), keys[..., : self.kv_lora_rank]).float()
+            acc = acc * rescale + self._weighted_latents(probs.to(latent.dtype), keys).float()
             running_max = new_max
         return (acc / denom).to(latent.dtype)

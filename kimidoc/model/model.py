@@ -19,7 +19,7 @@ from torch import nn
 from . import int4
 from .cache import LatentCache
 from .config import TextConfig
-from .linear import Embedding, Linear, linear
+from .linear import Embedding, Linear, can_pack_rows, linear, pack_rows
 from .mla import MLAttention
 from .moe import DenseExperts, ExpertBank, Int4Experts, MoE, SwiGLU
 from .norm import RMSNorm
@@ -165,6 +165,24 @@ class KimiForCausalLM(nn.Module):
         if logits_to_keep:
             h = h[:, -logits_to_keep:]
         return self.logits(h)
+
+    def pack_linears(self) -> int:
+        """Store the BF16 weights of this model's CPU linears in oneDNN's blocked layout, which
+        one-row products (decode) read ~1.6x faster (see :mod:`.linear`); returns how many were
+        packed (0 where oneDNN cannot). Call it once the weights are loaded and placed: a packed
+        weight can no longer be moved, saved or viewed. ``kv_b_proj`` stays plain (absorbed
+        attention reads it as a matrix), as do the embeddings."""
+        if not can_pack_rows():
+            return 0
+        plain = {id(layer.self_attn.kv_b_proj) for layer in self.model.layers}
+        count = 0
+        for module in self.modules():
+            w = module.weight if type(module) is Linear else None
+            if w is None or id(module) in plain or w.is_mkldnn or w.dtype != torch.bfloat16 or w.device.type != "cpu":
+                continue
+            module.weight = nn.Parameter(pack_rows(w.detach()), requires_grad=False)
+            count += 1
+        return count
 
     def checkpoint_slots(self, prefix: str = "") -> dict[str, Slot]:
         """Official tensor name -> slot, for loading (see :mod:`.slots`)."""

@@ -25,7 +25,7 @@ from torch import nn
 
 from . import int4
 from .config import TextConfig
-from .linear import Linear, linear
+from .linear import Linear, linear, matmul_nt
 from .slots import Slot, tensor_slot
 
 _PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
@@ -65,7 +65,7 @@ class Router(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``x`` ``[N, H]`` -> (``topk_idx`` ``[N, k]`` int64, ``topk_weight`` ``[N, k]`` float32)."""
-        scores = F.linear(x.float(), self.weight).sigmoid()
+        scores = matmul_nt(x.float(), self.weight).sigmoid()
         choice = scores + self.e_score_correction_bias
         if self.n_group > 1:
             grouped = choice.view(-1, self.n_group, self.num_experts // self.n_group)
@@ -93,17 +93,14 @@ class ExpertBank(nn.Module):
     def expert_weights(self, e: int) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
-    def decode(self, x: torch.Tensor, experts: list[int], weights: list[float]) -> torch.Tensor:
-        """One token ``x`` ``[1, H]`` through ``experts``, summed with ``weights``."""
-        out = torch.zeros_like(x)
-        for e, w in zip(experts, weights):
-            out += self.run_expert(e, x) * w
-        return out
+    def decode(self, x: torch.Tensor, experts: list[int], weights: torch.Tensor) -> torch.Tensor:
+        """One token ``x`` ``[1, H]`` through ``experts``, summed with ``weights`` ``[k]``."""
+        return combine(torch.cat([self.run_expert(e, x) for e in experts]), weights, x.dtype)
 
     def forward(self, x: torch.Tensor, topk_idx: torch.Tensor, topk_weight: torch.Tensor) -> torch.Tensor:
         """``x`` ``[N, H]``; returns ``sum_k topk_weight[:, k] * expert_{topk_idx[:, k]}(x)``."""
         if x.shape[0] == 1:  # decode: no sorting or scattering, just the chosen experts in turn
-            return self.decode(x, topk_idx[0].tolist(), topk_weight[0].tolist())
+            return self.decode(x, topk_idx[0].tolist(), topk_weight[0])
         g = group_by_expert(x, topk_idx, topk_weight)
         out = torch.zeros_like(x)
         start = 0
@@ -113,6 +110,11 @@ class ExpertBank(nn.Module):
             out.index_add_(0, g.token[rows], y.to(out.dtype))
             start += n
         return out
+
+
+def combine(ys: torch.Tensor, weights: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``sum_k weights[k] * ys[k]`` as ``[1, H]`` in ``dtype``, accumulated in float32."""
+    return (weights.float()[None] @ ys.float()).to(dtype)
 
 
 class Routed(NamedTuple):
@@ -202,18 +204,15 @@ class Int4Experts(ExpertBank):
         y = int4.int4_matmul(F.silu(gate) * up, self.down[e], self.down_scale_zeros[e], self.group_size)
         return y.to(x.dtype)
 
-    def decode(self, x: torch.Tensor, experts: list[int], weights: list[float]) -> torch.Tensor:
-        # run_expert per expert, without its per-call conversions: x is cast to the kernel's dtype
-        # once, and each expert's output is added in x's dtype, in the same order.
-        mm = int4.int4_matmul
+    def decode(self, x: torch.Tensor, experts: list[int], weights: torch.Tensor) -> torch.Tensor:
+        # run_expert for k experts with the elementwise work done once on [k, *] (a step's Python
+        # and dispatch cost is per op, see benchmarks/bench_decode.py --overhead).
+        mm, g, width = int4.int4_matmul, self.group_size, self.width
         xc = x.to(self.compute_dtype)
-        g, width = self.group_size, self.width
-        out = torch.zeros_like(x)
-        for e, w in zip(experts, weights):
-            h = mm(xc, self.gate_up[e], self.gate_up_scale_zeros[e], g)
-            y = mm(F.silu(h[:, :width]) * h[:, width:], self.down[e], self.down_scale_zeros[e], g)
-            out += y.to(out.dtype) * w
-        return out
+        h = torch.cat([mm(xc, self.gate_up[e], self.gate_up_scale_zeros[e], g) for e in experts])
+        a = F.silu(h[:, :width]) * h[:, width:]
+        y = torch.cat([mm(r, self.down[e], self.down_scale_zeros[e], g) for r, e in zip(a.split(1), experts)])
+        return combine(y, weights, x.dtype)
 
     def expert_weights(self, e: int) -> dict[str, torch.Tensor]:
         """Dequantized weights of expert ``e``, recovered from the kernel layout (slow; for checks)."""

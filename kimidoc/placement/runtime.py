@@ -258,6 +258,7 @@ def load_placed(
         activation_dtype=activation_dtype,
         customize=customize,
         wrap=wrap,
+        pack=False,
     )
     for bank in model.expert_banks():
         assert isinstance(bank, TieredExperts)
@@ -269,6 +270,7 @@ def load_placed(
         from kimidoc.placement.shrink import shrink_linears
 
         shrink_linears(getattr(model, "language_model", model), p.shrink, torch_device(main))
+    getattr(model, "language_model", model).pack_linears()  # last: packed weights stay where they are
     model.plan = p
     model.expert_cache = cache
     return model

@@ -141,7 +141,8 @@ def test_tied_embeddings_have_no_lm_head(tmp_path):
     m = load(path, dtype=torch.float32)
     assert m.lm_head is None
     h = torch.randn(1, 1, m.config.hidden_size)
-    assert torch.allclose(m.logits(h), h @ m.model.embed_tokens.weight.t())
+    # The tied table is the head (a different GEMV kernel may sum the 64 products in another order).
+    torch.testing.assert_close(m.logits(h), h @ m.model.embed_tokens.weight.t(), rtol=1e-5, atol=1e-4)
 
 
 def test_bf16_weights_with_float32_activations(tmp_path):

@@ -118,6 +118,10 @@ def test_grouped_experts_equal_a_naive_loop_for_int4_and_dense():
             expected[t] += w[t, j] * (h @ reference[(e, "down_proj")].t())
     assert torch.allclose(bank(x, idx, w), expected, atol=1e-4)
     assert torch.allclose(dense(x, idx, w), expected, atol=1e-4)
+    # One token takes each bank's decode path (experts' rows batched, then combined).
+    for t in (0, 5):
+        assert torch.allclose(bank(x[t : t + 1], idx[t : t + 1], w[t : t + 1]), expected[t : t + 1], atol=1e-4)
+        assert torch.allclose(dense(x[t : t + 1], idx[t : t + 1], w[t : t + 1]), expected[t : t + 1], atol=1e-4)
 
 
 def test_bank_runs_only_active_experts():

@@ -48,7 +48,8 @@ PROBE = textwrap.dedent(
     before = status("VmRSS")
     model = load(sys.argv[1], dtype=torch.bfloat16)
     peak = status("VmHWM")
-    tensors = {t.data_ptr(): t for t in list(model.parameters()) + list(model.buffers())}
+    # (packed BF16 weights are opaque oneDNN tensors, with no data pointer)
+    tensors = {id(t) if t.is_mkldnn else t.data_ptr(): t for t in list(model.parameters()) + list(model.buffers())}
     weights = sum(t.numel() * t.element_size() for t in tensors.values())
     print(json.dumps({"before": before, "peak": peak, "weights": weights}))
     """

@@ -153,3 +153,33 @@ def test_long_prefix_prefill_falls_back_to_absorbed_form(model, monkeypatch):
     monkeypatch.setattr(mla, "EXPANDED_KV_BUDGET", 1)
     got = model(ids[:, 8:], cache=cache)
     assert forms and (got - expected).abs().max().item() < 1e-4
+
+
+@pytest.mark.parametrize("onednn", [False, True])
+def test_one_token_steps_across_padding_boundaries_match_expanded_attention(model, monkeypatch, onednn):
+    """A decode step attends over the cache padded to a multiple of PAD tokens with the padding
+    masked out: across a boundary, and over stale rows left by truncate, it equals expanded attention."""
+    from kimidoc.model import cache as cache_mod
+    from kimidoc.model import decode_step
+    from kimidoc.model import linear as lin
+
+    if onednn:
+        if not lin._ONEDNN:
+            pytest.skip("this torch has no oneDNN")
+        monkeypatch.setattr(lin, "_ONEDNN_MIN_BYTES", 0)
+    monkeypatch.setattr(cache_mod, "PAD", 16)
+    ids = _ids(30, 11)
+    fast, slow = model.new_cache(capacity=8), model.new_cache(capacity=8)
+    assert fast.capacity % 16 == 0
+    model(ids[:, :12], cache=fast)
+    model(ids[:, :12], cache=slow)
+    for position in range(12, 30):  # through 16 and 32
+        token = int(ids[0, position])
+        expected = model(torch.tensor([[token]]), cache=slow, attention_form="expanded")[0, -1]
+        torch.testing.assert_close(decode_step(model, token, fast), expected, rtol=1e-4, atol=1e-4)
+    # Rows 20..29 stay in the buffer after truncate: the next steps must not see them.
+    fast.truncate(20)
+    slow.truncate(20)
+    token = int(ids[0, 3])
+    expected = model(torch.tensor([[token]]), cache=slow, attention_form="expanded")[0, -1]
+    torch.testing.assert_close(decode_step(model, token, fast), expected, rtol=1e-4, atol=1e-4)
