@@ -43,7 +43,10 @@ class LatentCache:
 
     def _alloc(self, capacity: int) -> torch.Tensor:
         capacity = -(-capacity // PAD) * PAD
-        return torch.empty(self.batch_size, capacity, self.latent_dim, dtype=self.dtype, device=self.device)
+        # A normal tensor even when the cache grows inside a step (inference mode), so that code
+        # outside inference mode may still append to it.
+        with torch.inference_mode(False):
+            return torch.empty(self.batch_size, capacity, self.latent_dim, dtype=self.dtype, device=self.device)
 
     @property
     def capacity(self) -> int:

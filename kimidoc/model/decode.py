@@ -44,7 +44,7 @@ def _layer(
     return x + out
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def decode_step(lm: KimiForCausalLM, token: int, cache: LatentCache) -> torch.Tensor:
     """Logits ``[vocab]`` for ``token`` following what ``cache`` holds; appends it to the cache."""
     model = lm.model

@@ -105,7 +105,7 @@ def _id_list(input_ids: Sequence[int] | torch.Tensor) -> list[int]:
     return ids
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def generate(
     model: torch.nn.Module,
     input_ids: Sequence[int] | torch.Tensor,

@@ -183,3 +183,19 @@ def test_one_token_steps_across_padding_boundaries_match_expanded_attention(mode
     token = int(ids[0, 3])
     expected = model(torch.tensor([[token]]), cache=slow, attention_form="expanded")[0, -1]
     torch.testing.assert_close(decode_step(model, token, fast), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_a_cache_grown_inside_a_decode_step_takes_appends_outside_inference_mode(model, monkeypatch):
+    from kimidoc.model import cache as cache_mod
+    from kimidoc.model import decode_step
+
+    monkeypatch.setattr(cache_mod, "PAD", 4)
+    cache = model.new_cache(capacity=4)
+    model(_ids(3, 12), cache=cache)
+    for token in (5, 6):
+        decode_step(model, token, cache)  # grows the buffers inside inference mode
+    assert cache.capacity > 4
+    assert not torch.is_inference_mode_enabled()
+    latent = torch.zeros(1, 1, cache.latent_dim)
+    cache.append(0, latent)  # would raise on an inference tensor
+    assert torch.equal(cache._buffers[0][:, cache.length], latent[:, 0])
