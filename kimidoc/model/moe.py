@@ -197,6 +197,8 @@ class Int4Experts(ExpertBank):
         )
         # Stored 0..15 values of a gate or up weight waiting for its partner before fused conversion.
         self._pending: dict[tuple[int, str], torch.Tensor] = {}
+        self._views: list[tuple[torch.Tensor, ...]] = []
+        self._views_key: tuple[int, ...] = ()
 
     def run_expert(self, e: int, x: torch.Tensor) -> torch.Tensor:
         h = int4.int4_matmul(x.to(self.compute_dtype), self.gate_up[e], self.gate_up_scale_zeros[e], self.group_size)
@@ -208,11 +210,22 @@ class Int4Experts(ExpertBank):
         # run_expert for k experts with the elementwise work done once on [k, *] (a step's Python
         # and dispatch cost is per op, see benchmarks/bench_decode.py --overhead).
         mm, g, width = int4.int4_matmul, self.group_size, self.width
+        views = self._expert_views()
         xc = x.to(self.compute_dtype)
-        h = torch.cat([mm(xc, self.gate_up[e], self.gate_up_scale_zeros[e], g) for e in experts])
+        h = torch.cat([mm(xc, *views[e][:2], g) for e in experts])
         a = F.silu(h[:, :width]) * h[:, width:]
-        y = torch.cat([mm(r, self.down[e], self.down_scale_zeros[e], g) for r, e in zip(a.split(1), experts)])
+        y = torch.cat([mm(r, *views[e][2:], g) for r, e in zip(a.split(1), experts)])
         return combine(y, weights, x.dtype)
+
+    def _expert_views(self) -> list[tuple[torch.Tensor, ...]]:
+        """Per expert, views of (gate_up, its table, down, its table), made once per storage:
+        indexing the banks anew costs four ops per expert on every step."""
+        banks = (self.gate_up, self.gate_up_scale_zeros, self.down, self.down_scale_zeros)
+        key = tuple(b.data_ptr() for b in banks)
+        if self._views_key != key:
+            self._views = list(zip(*(b.unbind(0) for b in banks)))
+            self._views_key = key
+        return self._views
 
     def expert_weights(self, e: int) -> dict[str, torch.Tensor]:
         """Dequantized weights of expert ``e``, recovered from the kernel layout (slow; for checks)."""
