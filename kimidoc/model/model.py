@@ -19,7 +19,7 @@ from torch import nn
 from . import int4
 from .cache import LatentCache
 from .config import TextConfig
-from .linear import Embedding, Linear, can_pack_rows, linear, pack_rows
+from .linear import Embedding, Linear, can_pack_rows, linear, pack_rows, uses_onednn
 from .mla import MLAttention
 from .moe import DenseExperts, ExpertBank, Int4Experts, MoE, SwiGLU
 from .norm import RMSNorm
@@ -167,20 +167,28 @@ class KimiForCausalLM(nn.Module):
         return self.logits(h)
 
     def pack_linears(self) -> int:
-        """Store the BF16 weights of this model's CPU linears in oneDNN's blocked layout, which
-        one-row products (decode) read ~1.6x faster (see :mod:`.linear`); returns how many were
-        packed (0 where oneDNN cannot). Call it once the weights are loaded and placed: a packed
-        weight can no longer be moved, saved or viewed. ``kv_b_proj`` stays plain (absorbed
-        attention reads it as a matrix), as do the embeddings."""
-        if not can_pack_rows():
-            return 0
+        """Lay out this model's CPU linear weights for one-row products (decode, see
+        :mod:`.linear`): BF16 weights in oneDNN's blocked layout (read ~1.6x faster), float32
+        weights at least 8x wider than deep (the head) column-major (read ~10% faster by oneDNN).
+        Returns how many weights changed (0 where oneDNN cannot run). Call it once the weights
+        are loaded and placed: a packed weight can no longer be moved, saved or viewed.
+        ``kv_b_proj`` stays as it is (absorbed attention reads it as a matrix), as do the
+        embeddings."""
         plain = {id(layer.self_attn.kv_b_proj) for layer in self.model.layers}
         count = 0
         for module in self.modules():
-            w = module.weight if type(module) is Linear else None
-            if w is None or id(module) in plain or w.is_mkldnn or w.dtype != torch.bfloat16 or w.device.type != "cpu":
+            if type(module) is not Linear or id(module) in plain:
                 continue
-            module.weight = nn.Parameter(pack_rows(w.detach()), requires_grad=False)
+            w = module.weight
+            if w.device.type != "cpu" or w.is_mkldnn:
+                continue
+            if w.dtype == torch.bfloat16 and can_pack_rows():
+                w = pack_rows(w.detach())
+            elif w.dtype == torch.float32 and w.shape[0] >= 8 * w.shape[1] and w.is_contiguous() and uses_onednn():
+                w = w.detach().t().contiguous().t()
+            else:
+                continue
+            module.weight = nn.Parameter(w, requires_grad=False)
             count += 1
         return count
 

@@ -71,3 +71,18 @@ def test_loading_bf16_packs_the_linears_decode_reads_and_nothing_else(tmp_path):
     # Decode multiplies in BF16 either way; only the summation order differs.
     x, y = decode_step(packed, 42, a), decode_step(plain, 42, b)
     assert (x - y).abs().max().item() < 0.02 * y.abs().max().item()
+
+
+@needs_onednn
+def test_a_float32_head_is_stored_column_major_and_gives_the_same_logits(tmp_path):
+    path = write_checkpoint(tmp_path / "ckpt", config=tiny_text_config(num_hidden_layers=2), int4=True, text_only=True)
+    laid_out = load(path, dtype=torch.float32)
+    plain = load(path, dtype=torch.float32, pack=False)
+    head = laid_out.lm_head.weight  # [163840, 64]: far wider than deep
+    assert head.t().is_contiguous() and not head.is_contiguous()
+    assert torch.equal(head, plain.lm_head.weight)
+    assert laid_out.model.layers[1].self_attn.q_b_proj.weight.is_contiguous()  # not wide enough to change
+    ids = torch.tensor([[163587, 1000, 2000, 3000, 4000]])
+    a, b = laid_out.new_cache(), plain.new_cache()
+    torch.testing.assert_close(laid_out(ids, cache=a), plain(ids, cache=b), rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(decode_step(laid_out, 42, a), decode_step(plain, 42, b), rtol=1e-5, atol=1e-4)
