@@ -17,6 +17,7 @@ follows :class:`ExpertBank`'s call and ``run_expert`` contract.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -86,6 +87,22 @@ class ExpertBank(nn.Module):
     num_experts: int
     hidden: int
     width: int
+    _bank_names: tuple[str, ...] = ()  # per-expert tensors (expert on the first dim), see _expert_views
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._views: list[tuple[torch.Tensor, ...]] = []
+        self._views_key: tuple[int, ...] = ()
+
+    def _expert_views(self) -> list[tuple[torch.Tensor, ...]]:
+        """Per expert, views of its slice of each ``_bank_names`` tensor, made once per storage:
+        indexing the banks anew costs an op per tensor and expert on every decode step."""
+        banks = [getattr(self, name) for name in self._bank_names]
+        key = tuple(b.data_ptr() for b in banks)
+        if self._views_key != key:
+            self._views = list(zip(*(b.unbind(0) for b in banks)))
+            self._views_key = key
+        return self._views
 
     def run_expert(self, e: int, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -110,6 +127,21 @@ class ExpertBank(nn.Module):
             out.index_add_(0, g.token[rows], y.to(out.dtype))
             start += n
         return out
+
+
+def swiglu_rows(
+    x: torch.Tensor,
+    experts: list[int],
+    gate_up: Callable[[int, torch.Tensor], torch.Tensor],
+    down: Callable[[int, torch.Tensor], torch.Tensor],
+    width: int,
+) -> torch.Tensor:
+    """``[k, H]``: row ``i`` is expert ``experts[i]``'s SwiGLU of one row ``x``, given each expert's
+    fused gate/up and down products; the elementwise work is done once on ``[k, *]`` (a decode
+    step's Python and dispatch cost is per op, see ``benchmarks/bench_decode.py --overhead``)."""
+    h = torch.cat([gate_up(e, x) for e in experts])
+    a = F.silu(h[:, :width]) * h[:, width:]
+    return torch.cat([down(e, r) for r, e in zip(a.split(1), experts)])
 
 
 def combine(ys: torch.Tensor, weights: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -139,6 +171,8 @@ def group_by_expert(x: torch.Tensor, topk_idx: torch.Tensor, topk_weight: torch.
 
 
 class DenseExperts(ExpertBank):
+    _bank_names = ("gate_up", "down")
+
     def __init__(self, num_experts: int, hidden: int, width: int):
         super().__init__()
         self.num_experts, self.hidden, self.width = num_experts, hidden, width
@@ -148,6 +182,13 @@ class DenseExperts(ExpertBank):
     def run_expert(self, e: int, x: torch.Tensor) -> torch.Tensor:
         gate, up = linear(x, self.gate_up[e]).chunk(2, dim=-1)
         return linear(F.silu(gate) * up, self.down[e])
+
+    def decode(self, x: torch.Tensor, experts: list[int], weights: torch.Tensor) -> torch.Tensor:
+        views = self._expert_views()
+        y = swiglu_rows(
+            x, experts, lambda e, v: linear(v, views[e][0]), lambda e, v: linear(v, views[e][1]), self.width
+        )
+        return combine(y, weights, x.dtype)
 
     def expert_weights(self, e: int) -> dict[str, torch.Tensor]:
         return {
@@ -166,6 +207,8 @@ class DenseExperts(ExpertBank):
 
 class Int4Experts(ExpertBank):
     """INT4 experts in the kernel layout; ``compute_dtype`` is the kernel's activation dtype."""
+
+    _bank_names = ("gate_up", "gate_up_scale_zeros", "down", "down_scale_zeros")
 
     def __init__(
         self,
@@ -197,8 +240,6 @@ class Int4Experts(ExpertBank):
         )
         # Stored 0..15 values of a gate or up weight waiting for its partner before fused conversion.
         self._pending: dict[tuple[int, str], torch.Tensor] = {}
-        self._views: list[tuple[torch.Tensor, ...]] = []
-        self._views_key: tuple[int, ...] = ()
 
     def run_expert(self, e: int, x: torch.Tensor) -> torch.Tensor:
         h = int4.int4_matmul(x.to(self.compute_dtype), self.gate_up[e], self.gate_up_scale_zeros[e], self.group_size)
@@ -207,25 +248,12 @@ class Int4Experts(ExpertBank):
         return y.to(x.dtype)
 
     def decode(self, x: torch.Tensor, experts: list[int], weights: torch.Tensor) -> torch.Tensor:
-        # run_expert for k experts with the elementwise work done once on [k, *] (a step's Python
-        # and dispatch cost is per op, see benchmarks/bench_decode.py --overhead).
-        mm, g, width = int4.int4_matmul, self.group_size, self.width
-        views = self._expert_views()
-        xc = x.to(self.compute_dtype)
-        h = torch.cat([mm(xc, *views[e][:2], g) for e in experts])
-        a = F.silu(h[:, :width]) * h[:, width:]
-        y = torch.cat([mm(r, *views[e][2:], g) for r, e in zip(a.split(1), experts)])
+        mm, g, views = int4.int4_matmul, self.group_size, self._expert_views()
+        xc = x.to(self.compute_dtype)  # once, not per expert as run_expert does
+        y = swiglu_rows(
+            xc, experts, lambda e, v: mm(v, *views[e][:2], g), lambda e, v: mm(v, *views[e][2:], g), self.width
+        )
         return combine(y, weights, x.dtype)
-
-    def _expert_views(self) -> list[tuple[torch.Tensor, ...]]:
-        """Per expert, views of (gate_up, its table, down, its table), made once per storage:
-        indexing the banks anew costs four ops per expert on every step."""
-        banks = (self.gate_up, self.gate_up_scale_zeros, self.down, self.down_scale_zeros)
-        key = tuple(b.data_ptr() for b in banks)
-        if self._views_key != key:
-            self._views = list(zip(*(b.unbind(0) for b in banks)))
-            self._views_key = key
-        return self._views
 
     def expert_weights(self, e: int) -> dict[str, torch.Tensor]:
         """Dequantized weights of expert ``e``, recovered from the kernel layout (slow; for checks)."""
