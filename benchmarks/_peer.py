@@ -4,6 +4,7 @@ latents, timing and the machine's memory-bandwidth ceiling."""
 
 from __future__ import annotations
 
+import random
 import statistics
 import time
 import warnings
@@ -129,12 +130,17 @@ def median_ms(fn: Callable[[], object], repeat: int, warmup: int = 1) -> float:
 
 
 def interleaved_median_ms(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
-    """Median ms per function, timed round-robin so load changes on a shared machine hit all alike."""
+    """Median ms per function, timed round-robin so load changes on a shared machine hit all alike,
+    in a new (seeded) order each round: what ran just before a call (a large read, a cold cache)
+    changes its time, and a fixed order would favour some functions every round."""
     for fn in fns.values():
         fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
+    order = list(fns.items())
+    shuffle = random.Random(0).shuffle
     for _ in range(rounds):
-        for name, fn in fns.items():
+        shuffle(order)
+        for name, fn in order:
             t = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t)

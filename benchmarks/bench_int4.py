@@ -2,8 +2,9 @@
 
     python benchmarks/bench_int4.py [--threads N] [--repeat R] [--experts E]
 
-Shapes are K2.6's routed-expert projections: gate/up [2048 x 7168] and down [7168 x 2048]
-(out x in). The INT4 weight is the checkpoint's packing converted once to the kernel layout
+Shapes are K2.6's routed-expert projections (out x in): gate or up [2048 x 7168] as stored,
+gate+up [4096 x 7168] as ``Int4Experts`` runs them (fused at load, one call), and down
+[7168 x 2048]. The INT4 weight is the checkpoint's packing converted once to the kernel layout
 (``Int4Linear``); the peer is ``F.linear`` on the same dequantized weight in BF16 -- what
 transformers runs for a BF16 checkpoint. GB/s counts the bytes each call must read (weights and,
 for INT4, the scale/zero table). Also times the dequantize-then-matmul reference path, to show why
@@ -37,7 +38,12 @@ from _peer import BandwidthProbe, interleaved_median_ms, median_ms  # noqa: E402
 from kimidoc.model import int4  # noqa: E402
 from kimidoc.model.moe import Int4Experts  # noqa: E402
 
-SHAPES = {"gate/up [2048x7168]": (2048, 7168), "down [7168x2048]": (7168, 2048)}
+# gate and up as the checkpoint stores them, fused as the model runs them (one call), and down.
+SHAPES = {
+    "gate/up [2048x7168]": (2048, 7168),
+    "gate+up [4096x7168]": (4096, 7168),
+    "down [7168x2048]": (7168, 2048),
+}
 
 
 def main() -> None:
