@@ -10,7 +10,7 @@ name (``model.embed_tokens.weight``, ``model.layers.N.self_attn.q_a_proj.weight`
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -201,3 +201,13 @@ class KimiForCausalLM(nn.Module):
 
     def expert_banks(self) -> list[ExpertBank]:
         return [layer.mlp.experts for layer in self.model.layers if isinstance(layer.mlp, MoE)]
+
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> KimiForCausalLM:
+        # .to() / .cuda() / .half() would fail deep inside torch on an opaque packed weight.
+        packed = next((n for n, p in self.named_parameters() if p.is_mkldnn), None)
+        if packed is not None:
+            raise RuntimeError(
+                f"{packed} is packed in oneDNN's layout for CPU decode and cannot be moved or converted; "
+                "load with kimidoc.model.load(..., pack=False) to keep plain weights"
+            )
+        return super()._apply(fn, recurse)

@@ -86,3 +86,11 @@ def test_a_float32_head_is_stored_column_major_and_gives_the_same_logits(tmp_pat
     a, b = laid_out.new_cache(), plain.new_cache()
     torch.testing.assert_close(laid_out(ids, cache=a), plain(ids, cache=b), rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(decode_step(laid_out, 42, a), decode_step(plain, 42, b), rtol=1e-5, atol=1e-4)
+
+
+@needs_packing
+def test_moving_a_packed_model_says_how_to_keep_it_movable(tmp_path):
+    path = write_checkpoint(tmp_path / "ckpt", config=tiny_text_config(num_hidden_layers=2), int4=True, text_only=True)
+    with pytest.raises(RuntimeError, match=r"model\.layers\.0\.self_attn\.q_a_proj\.weight is packed.*pack=False"):
+        load(path, dtype=torch.bfloat16).to(torch.float32)
+    load(path, dtype=torch.bfloat16, pack=False).to(torch.float32)  # plain weights move
