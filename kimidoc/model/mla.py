@@ -83,13 +83,12 @@ class MLAttention(nn.Module):
         """``x`` ``[B, T, hidden]``; ``cos``/``sin`` ``[T, rope_dim/2]`` for the new positions."""
         b, t, _ = x.shape
         q_nope, q_pe, latent = self.project(x, cos, sin, cache)
-        padded = self.padded_keys(cache, latent)
         if form == "auto":
             length = latent.shape[1]
             expanded_bytes = b * length * self.num_heads * 2 * self.qk_dim * latent.element_size()
             form = "absorbed" if t <= ABSORB_MAX_TOKENS or expanded_bytes > EXPANDED_KV_BUDGET else "expanded"
         if form == "absorbed":
-            out = self._absorbed(q_nope, q_pe, latent, padded)
+            out = self._absorbed(q_nope, q_pe, latent, self.padded_keys(cache, latent) if t == 1 else None)
         elif form == "expanded":
             out = self._expanded(q_nope, q_pe, latent)
         else:
