@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _peer import BandwidthProbe, interleaved_median_ms, median_ms  # noqa: E402
 
-from kimidoc.model import int4  # noqa: E402
+from kimidoc.model import int4, int4_vnni  # noqa: E402
 from kimidoc.model.moe import Int4Experts  # noqa: E402
 
 # gate and up as the checkpoint stores them, fused as the model runs them (one call), and down.
@@ -104,6 +104,18 @@ def main() -> None:
                 int4_bytes,
                 layer(x),
             ),
+        ]
+        if int4_vnni.load() is not None:  # the checkpoint's bytes as they are, one expert of a bank
+            u8, sc = packed.weight_packed.view(torch.uint8)[None], packed.weight_scale[None]
+            rows.append(
+                (
+                    "int4 VNNI (fp32 act.)",
+                    cycle(list(zip(copies(u8), copies(sc))), lambda ws: int4_vnni.matmul(x, *ws, [0], shared_x=True)),
+                    u8.numel() + sc.numel() * 2,
+                    int4_vnni.matmul(x, u8, sc, [0], shared_x=True)[0],
+                )
+            )
+        rows += [
             (
                 "dequantize + F.linear",
                 lambda: F.linear(x, packed.dequantize()),
@@ -129,42 +141,52 @@ def main() -> None:
 def expert_layer(
     n_experts: int, repeat: int, probe: BandwidthProbe, hidden: int = 7168, width: int = 2048, top_k: int = 8
 ) -> None:
-    """Int4Experts.forward for one token vs the bare kernel calls for the same experts."""
+    """Int4Experts.forward for one token vs the bare kernel calls for the same experts, for each
+    layout: PyTorch's kernel (2 calls per expert) and, where it runs, the VNNI one (2 calls in all)."""
     g = torch.Generator().manual_seed(1)
-    bank = Int4Experts(n_experts, hidden, width, compute_dtype=torch.bfloat16)
-    bank.gate_up.copy_(torch.randint(0, 256, bank.gate_up.shape, generator=g, dtype=torch.uint8))
-    bank.down.copy_(torch.randint(0, 256, bank.down.shape, generator=g, dtype=torch.uint8))
-    for table in (bank.gate_up_scale_zeros, bank.down_scale_zeros):
-        table.zero_()
-        table[..., 0] = (torch.rand(table.shape[:-1], generator=g) * 0.02 + 0.001).to(table.dtype)
     x = torch.randn(1, hidden, generator=g)
     chosen = torch.randperm(n_experts, generator=g)[:top_k]
     idx, weight = chosen[None], torch.softmax(torch.randn(1, top_k, generator=g), -1)
     xb, hb = x.to(torch.bfloat16), torch.randn(1, width, generator=g).to(torch.bfloat16)
     experts = chosen.tolist()
+    fns: dict[str, Callable[[], object]] = {"probe": probe}
+    sizes = {}
+    for vnni in (False, True) if int4_vnni.load() is not None else (False,):
+        bank = Int4Experts(n_experts, hidden, width, compute_dtype=torch.bfloat16, vnni=vnni)
+        names = bank._bank_names
+        for name in names[0::2]:  # the weights: random bytes
+            getattr(bank, name).copy_(torch.randint(0, 256, getattr(bank, name).shape, generator=g, dtype=torch.uint8))
+        for name in names[1::2]:  # the scales (and zeros: 0)
+            table = getattr(bank, name)
+            table.copy_((torch.rand(table.shape, generator=g) * 0.02 + 0.001).to(table.dtype))
+            if not vnni:
+                table[..., 1] = 0
+        if vnni:
+            kernels = lambda bank=bank: bank._vnni_swiglu(x, experts)  # noqa: E731
+            label, calls = "VNNI", 2
+        else:
 
-    def kernels_only() -> None:
-        for e in experts:
-            int4.int4_matmul(xb, bank.gate_up[e], bank.gate_up_scale_zeros[e], bank.group_size)
-            int4.int4_matmul(hb, bank.down[e], bank.down_scale_zeros[e], bank.group_size)
+            def kernels(bank=bank) -> None:
+                for e in experts:
+                    int4.int4_matmul(xb, bank.gate_up[e], bank.gate_up_scale_zeros[e], bank.group_size)
+                    int4.int4_matmul(hb, bank.down[e], bank.down_scale_zeros[e], bank.group_size)
 
-    t = interleaved_median_ms(
-        {"probe": probe, "layer": lambda: bank(x, idx, weight), "kernels": kernels_only}, max(5, repeat // 5)
-    )
+            label, calls = "PyTorch kernel", 2 * top_k
+        fns[f"{label} layer"] = lambda bank=bank: bank(x, idx, weight)
+        fns[f"{label}: {calls} kernel calls alone"] = kernels
+        sizes[label] = top_k * sum(getattr(bank, n)[0].numel() * getattr(bank, n).element_size() for n in names)
+    t = interleaved_median_ms(fns, max(5, repeat // 5))
     bw = probe.gbs(t["probe"])
-    per_expert = sum(
-        b[0].numel() * b.element_size()
-        for b in (bank.gate_up, bank.down, bank.gate_up_scale_zeros, bank.down_scale_zeros)
-    )
-    nbytes = top_k * per_expert
-    print(
-        f"\nrouted-expert layer, {top_k} of {n_experts} experts [{hidden} x {width}], M=1, {nbytes / 1e6:.0f} MB read"
-        f" (ceiling {bw:.1f} GB/s):"
-    )
-    for name, label in (("layer", "Int4Experts forward"), ("kernels", f"{2 * top_k} kernel calls alone")):
-        gbs = nbytes / t[name] / 1e6
-        print(f"  {label:<26} {t[name]:>8.3f} ms {gbs:>7.1f} GB/s {100 * gbs / bw:>4.0f}% bw")
-    print(f"  layer / kernels: {t['layer'] / t['kernels']:.2f}x")
+    print(f"\nrouted-expert layer, {top_k} of {n_experts} experts [{hidden} x {width}], M=1 (ceiling {bw:.1f} GB/s):")
+    for label, nbytes in sizes.items():
+        print(f"  {label}: {nbytes / 1e6:.0f} MB read")
+        names = [n for n in fns if n.startswith(label)]
+        for name in names:
+            gbs = nbytes / t[name] / 1e6
+            print(f"    {name:<34} {t[name]:>8.3f} ms {gbs:>7.1f} GB/s {100 * gbs / bw:>4.0f}% bw")
+        print(f"    layer / kernels: {t[names[0]] / t[names[1]]:.2f}x")
+    if len(sizes) == 2:
+        print(f"  VNNI layer vs PyTorch-kernel layer: {t['PyTorch kernel layer'] / t['VNNI layer']:.2f}x faster")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import int4
+from . import int4, int4_vnni
 from .config import TextConfig
 from .linear import Linear, linear, matmul_nt
 from .slots import Slot, tensor_slot
@@ -206,9 +206,14 @@ class DenseExperts(ExpertBank):
 
 
 class Int4Experts(ExpertBank):
-    """INT4 experts in the kernel layout; ``compute_dtype`` is the kernel's activation dtype."""
+    """INT4 experts; ``compute_dtype`` is the kernel's activation dtype.
 
-    _bank_names = ("gate_up", "gate_up_scale_zeros", "down", "down_scale_zeros")
+    Two layouts, chosen at construction. With bf16 activations on a CPU with AVX512-VNNI (and the
+    widths multiples of 128), the checkpoint's bytes are kept as they are and run by
+    :mod:`.int4_vnni` (int8 activations per 32-column group, all chosen experts in one call per
+    projection). Otherwise (float32 activations for exact parity, CUDA, other CPUs) gate and up are
+    fused and converted to PyTorch's tinygemm layout (:func:`.int4.to_kernel_layout`).
+    """
 
     def __init__(
         self,
@@ -219,12 +224,33 @@ class Int4Experts(ExpertBank):
         group_size: int = int4.GROUP_SIZE,
         compute_dtype: torch.dtype = torch.bfloat16,
         device: torch.device | str = "cpu",
+        vnni: bool = True,
     ):
         super().__init__()
         self.num_experts, self.hidden, self.width = num_experts, hidden, width
         self.group_size = group_size
         self.compute_dtype = compute_dtype
         dev = torch.device(device)
+        self.vnni = (  # ``vnni=False``: PyTorch's kernel even where the VNNI one would run (to compare)
+            vnni
+            and compute_dtype == torch.bfloat16
+            and group_size == int4_vnni.GROUP
+            and int4_vnni.usable(hidden, dev)
+            and int4_vnni.usable(width, dev)
+        )
+        if self.vnni:
+            self._bank_names = ("gate_up", "gate_up_scale", "down", "down_scale")
+            self.register_buffer("gate_up", torch.empty(num_experts, 2 * width, hidden // 2, dtype=torch.uint8))
+            self.register_buffer(
+                "gate_up_scale", torch.empty(num_experts, 2 * width, hidden // group_size, dtype=torch.bfloat16)
+            )
+            self.register_buffer("down", torch.empty(num_experts, hidden, width // 2, dtype=torch.uint8))
+            self.register_buffer(
+                "down_scale", torch.empty(num_experts, hidden, width // group_size, dtype=torch.bfloat16)
+            )
+            self._pending: dict[tuple[int, str], torch.Tensor] = {}
+            return
+        self._bank_names = ("gate_up", "gate_up_scale_zeros", "down", "down_scale_zeros")
         wdtype = int4.kernel_weight_dtype(dev)
         self.register_buffer(
             "gate_up", torch.empty(num_experts, *int4.kernel_weight_shape(2 * width, hidden, dev), dtype=wdtype)
@@ -239,15 +265,28 @@ class Int4Experts(ExpertBank):
             "down_scale_zeros", torch.empty(num_experts, width // group_size, hidden, 2, dtype=compute_dtype)
         )
         # Stored 0..15 values of a gate or up weight waiting for its partner before fused conversion.
-        self._pending: dict[tuple[int, str], torch.Tensor] = {}
+        self._pending = {}
+
+    def _vnni_swiglu(self, x: torch.Tensor, experts: list[int]) -> torch.Tensor:
+        """``[k, T, H]``: each of ``experts``' SwiGLU of the ``T`` rows ``x``, in two kernel calls.
+
+        Rounded to ``compute_dtype`` as the other layout's kernel returns it, so that a bank split
+        across tiers (each part combined on its own) gives the same sums as one bank."""
+        h = int4_vnni.matmul(x, self.gate_up, self.gate_up_scale, experts, shared_x=True)
+        a = F.silu(h[..., : self.width]) * h[..., self.width :]
+        return int4_vnni.matmul(a, self.down, self.down_scale, experts, shared_x=False).to(self.compute_dtype)
 
     def run_expert(self, e: int, x: torch.Tensor) -> torch.Tensor:
+        if self.vnni:
+            return self._vnni_swiglu(x, [e])[0].to(x.dtype)
         h = int4.int4_matmul(x.to(self.compute_dtype), self.gate_up[e], self.gate_up_scale_zeros[e], self.group_size)
         gate, up = h.chunk(2, dim=-1)
         y = int4.int4_matmul(F.silu(gate) * up, self.down[e], self.down_scale_zeros[e], self.group_size)
         return y.to(x.dtype)
 
     def decode(self, x: torch.Tensor, experts: list[int], weights: torch.Tensor) -> torch.Tensor:
+        if self.vnni:
+            return combine(self._vnni_swiglu(x, experts)[:, 0], weights, x.dtype)
         mm, g, views = int4.int4_matmul, self.group_size, self._expert_views()
         xc = x.to(self.compute_dtype)  # once, not per expert as run_expert does
         y = swiglu_rows(
@@ -256,7 +295,14 @@ class Int4Experts(ExpertBank):
         return combine(y, weights, x.dtype)
 
     def expert_weights(self, e: int) -> dict[str, torch.Tensor]:
-        """Dequantized weights of expert ``e``, recovered from the kernel layout (slow; for checks)."""
+        """Dequantized weights of expert ``e``, recovered from the bank's layout (slow; for checks)."""
+        if self.vnni:
+            g = self.group_size
+            gate_up = int4.dequantize(
+                self.gate_up[e].view(torch.int32), self.gate_up_scale[e], (2 * self.width, self.hidden), g
+            )
+            down = int4.dequantize(self.down[e].view(torch.int32), self.down_scale[e], (self.hidden, self.width), g)
+            return {"gate_proj": gate_up[: self.width], "up_proj": gate_up[self.width :], "down_proj": down}
         eye = torch.eye(self.hidden, dtype=self.compute_dtype, device=self.gate_up.device)
         gate_up = int4.int4_matmul(eye, self.gate_up[e], self.gate_up_scale_zeros[e], self.group_size).t()
         eye = torch.eye(self.width, dtype=self.compute_dtype, device=self.down.device)
@@ -265,7 +311,14 @@ class Int4Experts(ExpertBank):
 
     # -- loading ------------------------------------------------------------------------------
 
+    def _rows(self, proj: str) -> slice:
+        return slice(0, self.width) if proj == "gate_proj" else slice(self.width, 2 * self.width)
+
     def _fill_packed(self, e: int, proj: str, packed: torch.Tensor) -> None:
+        if self.vnni:  # the checkpoint's words, read as little-endian bytes, are the kernel's layout
+            target = self.down[e] if proj == "down_proj" else self.gate_up[e, self._rows(proj)]
+            target.copy_(packed.contiguous().view(torch.uint8))
+            return
         if proj == "down_proj":
             u = int4.unpack_u8(packed)
             self.down[e].copy_(int4.to_kernel_layout(u, self.down.device))
@@ -281,12 +334,15 @@ class Int4Experts(ExpertBank):
         self.gate_up[e].copy_(int4.to_kernel_layout(torch.cat([gate, up]), self.gate_up.device))
 
     def _fill_scale(self, e: int, proj: str, scale: torch.Tensor) -> None:
+        if self.vnni:
+            target = self.down_scale[e] if proj == "down_proj" else self.gate_up_scale[e, self._rows(proj)]
+            target.copy_(scale)
+            return
         table = int4.scales_and_zeros(scale, self.compute_dtype)
         if proj == "down_proj":
             self.down_scale_zeros[e].copy_(table)
         else:
-            rows = slice(0, self.width) if proj == "gate_proj" else slice(self.width, 2 * self.width)
-            self.gate_up_scale_zeros[e, :, rows].copy_(table)
+            self.gate_up_scale_zeros[e, :, self._rows(proj)].copy_(table)
 
     def _check_shape(self, name: str, proj: str, shape: torch.Tensor) -> None:
         expected = (self.hidden, self.width) if proj == "down_proj" else (self.width, self.hidden)

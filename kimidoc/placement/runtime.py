@@ -68,6 +68,7 @@ def bank_factory(
                     group_size=template.group_size,
                     compute_dtype=template.compute_dtype,
                     device=device,
+                    vnni=template.vnni,
                 )
 
         return make_int4

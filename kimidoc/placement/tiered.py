@@ -25,7 +25,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from kimidoc.model.moe import ExpertBank, group_by_expert
+from kimidoc.model.moe import ExpertBank, combine, group_by_expert
 from kimidoc.model.shards import CheckpointError, ShardReader
 from kimidoc.model.slots import Slot
 
@@ -312,6 +312,8 @@ class TieredExperts(ExpertBank):
                     offset += n
                 if self.where[e] == "disk":
                     self.disk_hits += n
+        if x.shape[0] == 1:  # summed as ExpertBank.decode sums one token: placement must not change it
+            return combine(torch.cat([ys[e].to(x.device) for e in topk_idx[0].tolist()]), topk_weight[0], x.dtype)
         out = torch.zeros_like(x)
         for e, s, n in sorted((g for gs in groups.values() for g in gs), key=lambda g: g[0]):
             y = ys[e].to(x.device) * ws[s : s + n]
