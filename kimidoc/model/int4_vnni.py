@@ -127,7 +127,7 @@ def matmul(
     e, n, half_k = weight.shape
     k = 2 * half_k
     # The C side trusts every pointer and index: check what it will read.
-    if weight.dtype != torch.uint8 or scale.dtype != torch.bfloat16 or scale.shape != (e, n, k // 32):
+    if weight.dtype != torch.uint8 or scale.dtype != torch.bfloat16 or scale.shape != (e, n, k // GROUP):
         raise ValueError(f"INT4 weight {tuple(weight.shape)} {weight.dtype} / scale {tuple(scale.shape)} {scale.dtype}")
     if not (weight.is_contiguous() and scale.is_contiguous()):
         raise ValueError("INT4 weight and scale must be contiguous")

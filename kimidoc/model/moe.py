@@ -231,6 +231,9 @@ class Int4Experts(ExpertBank):
         self.group_size = group_size
         self.compute_dtype = compute_dtype
         dev = torch.device(device)
+        # Stored 0..15 values of a gate or up weight waiting for its partner before fused conversion
+        # (the tinygemm layout only: the VNNI one copies each weight on its own).
+        self._pending: dict[tuple[int, str], torch.Tensor] = {}
         self.vnni = (  # ``vnni=False``: PyTorch's kernel even where the VNNI one would run (to compare)
             vnni
             and compute_dtype == torch.bfloat16
@@ -248,7 +251,6 @@ class Int4Experts(ExpertBank):
             self.register_buffer(
                 "down_scale", torch.empty(num_experts, hidden, width // group_size, dtype=torch.bfloat16)
             )
-            self._pending: dict[tuple[int, str], torch.Tensor] = {}
             return
         self._bank_names = ("gate_up", "gate_up_scale_zeros", "down", "down_scale_zeros")
         wdtype = int4.kernel_weight_dtype(dev)
@@ -264,8 +266,6 @@ class Int4Experts(ExpertBank):
         self.register_buffer(
             "down_scale_zeros", torch.empty(num_experts, width // group_size, hidden, 2, dtype=compute_dtype)
         )
-        # Stored 0..15 values of a gate or up weight waiting for its partner before fused conversion.
-        self._pending = {}
 
     def _vnni_swiglu(self, x: torch.Tensor, experts: list[int]) -> torch.Tensor:
         """``[k, T, H]``: each of ``experts``' SwiGLU of the ``T`` rows ``x``, in two kernel calls.
