@@ -114,8 +114,8 @@ def _fill(reader: ShardReader, name: str, slot: Slot) -> None:
     if slot.defer is not None:
         slot.defer(reader.path, name)
         return
-    target = slot.target
-    if target is not None and target.dtype == info.dtype and target.device.type == "cpu" and target.is_contiguous():
+    target = slot.direct(info.dtype)
+    if target is not None:
         reader.read_into(name, target)
         return
     try:

@@ -349,6 +349,16 @@ class Int4Experts(ExpertBank):
         if tuple(int(v) for v in shape.tolist()) != expected:
             raise ValueError(f"{name}: weight_shape {shape.tolist()} does not match the config's {list(expected)}")
 
+    def _vnni_targets(self, e: int, proj: str) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Where expert ``e``'s packed words and scales can be read straight from the file (the
+        VNNI layout is the checkpoint's own), or ``None``s for the layout that converts them."""
+        if not self.vnni:
+            return None, None
+        if proj == "down_proj":
+            return self.down[e].view(torch.int32), self.down_scale[e]
+        rows = self._rows(proj)
+        return self.gate_up[e, rows].view(torch.int32), self.gate_up_scale[e, rows]
+
     def checkpoint_slots(self, prefix: str) -> dict[str, Slot]:
         g = self.group_size
         slots: dict[str, Slot] = {}
@@ -356,11 +366,15 @@ class Int4Experts(ExpertBank):
             for proj in _PROJECTIONS:
                 out_f, in_f = (self.hidden, self.width) if proj == "down_proj" else (self.width, self.hidden)
                 base = f"{prefix}{e}.{proj}."
+                packed, scale = self._vnni_targets(e, proj)
                 slots[base + "weight_packed"] = Slot(
-                    (out_f, in_f // 8), lambda t, e=e, p=proj: self._fill_packed(e, p, t), dtype=torch.int32
+                    (out_f, in_f // 8),
+                    lambda t, e=e, p=proj: self._fill_packed(e, p, t),
+                    target=packed,
+                    dtype=torch.int32,
                 )
                 slots[base + "weight_scale"] = Slot(
-                    (out_f, in_f // g), lambda t, e=e, p=proj: self._fill_scale(e, p, t)
+                    (out_f, in_f // g), lambda t, e=e, p=proj: self._fill_scale(e, p, t), target=scale
                 )
                 slots[base + "weight_shape"] = Slot(
                     (2,), lambda t, n=base + "weight_shape", p=proj: self._check_shape(n, p, t), dtype=torch.int32

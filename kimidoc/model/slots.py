@@ -28,6 +28,13 @@ class Slot:
     # the tensor stays on disk and is read on demand (the placement disk tier).
     defer: Callable[[Path, str], None] | None = None
 
+    def direct(self, dtype: torch.dtype) -> torch.Tensor | None:
+        """The tensor a file tensor of ``dtype`` can be read into byte for byte, skipping ``fill``."""
+        t = self.target
+        if t is not None and t.dtype == dtype and t.device.type == "cpu" and t.is_contiguous():
+            return t
+        return None
+
 
 def tensor_slot(tensor: torch.Tensor) -> Slot:
     def fill(src: torch.Tensor) -> None:

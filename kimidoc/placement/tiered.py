@@ -136,18 +136,24 @@ class ExpertCache:
             self._top_up()
         return bank
 
-    def read(self, path: Path, name: str) -> torch.Tensor:
-        """Tensor ``name`` of shard ``path`` (safe from any thread: each has its own handles)."""
+    def fill(self, slot: Slot, path: Path, name: str) -> None:
+        """Fill ``slot`` with tensor ``name`` of shard ``path``: straight into the bank when the
+        bank keeps the file's bytes, else through ``slot.fill`` (safe from any thread: each has its
+        own file handles)."""
         readers = self._local.__dict__.setdefault("readers", {})
         reader = readers.get(path)
         if reader is None:
             reader = readers[path] = ShardReader(path)
             with self._lock:
                 self._readers.append(reader)
-        t = reader.read(name)
+        info = reader.tensors[name]
+        target = slot.direct(info.dtype)
+        if target is not None:
+            reader.read_into(name, target)
+        else:
+            slot.fill(reader.read(name))
         with self._lock:
-            self.bytes_read += t.numel() * t.element_size()
-        return t
+            self.bytes_read += info.nbytes
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -252,7 +258,7 @@ class TieredExperts(ExpertBank):
             with torch.no_grad():
                 for rest, (path, name) in self.disk_refs[e].items():
                     try:
-                        slots["0." + rest].fill(cache.read(path, name))
+                        cache.fill(slots["0." + rest], path, name)
                     except (OSError, ValueError) as exc:
                         raise CheckpointError(
                             f"{path}: tensor {name} (disk-tier expert {e} of layer {self.layer}): {exc}"
