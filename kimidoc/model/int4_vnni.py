@@ -113,6 +113,12 @@ def usable(in_features: int, device: torch.device | str) -> bool:
     return torch.device(device).type == "cpu" and in_features % CHUNK == 0 and load() is not None
 
 
+def runs(hidden: int, width: int, compute_dtype: torch.dtype, device: torch.device | str) -> bool:
+    """Whether an INT4 expert bank of these widths, activation dtype and device runs this kernel,
+    and so keeps the checkpoint's bytes as they are (the plan counts its memory by this)."""
+    return compute_dtype == torch.bfloat16 and usable(hidden, device) and usable(width, device)
+
+
 def matmul(
     x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, experts: list[int], *, shared_x: bool
 ) -> torch.Tensor:

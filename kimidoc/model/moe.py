@@ -235,11 +235,7 @@ class Int4Experts(ExpertBank):
         # (the tinygemm layout only: the VNNI one copies each weight on its own).
         self._pending: dict[tuple[int, str], torch.Tensor] = {}
         self.vnni = (  # ``vnni=False``: PyTorch's kernel even where the VNNI one would run (to compare)
-            vnni
-            and compute_dtype == torch.bfloat16
-            and group_size == int4_vnni.GROUP
-            and int4_vnni.usable(hidden, dev)
-            and int4_vnni.usable(width, dev)
+            vnni and group_size == int4_vnni.GROUP and int4_vnni.runs(hidden, width, compute_dtype, dev)
         )
         if self.vnni:
             self._bank_names = ("gate_up", "gate_up_scale", "down", "down_scale")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,11 +46,14 @@ SHRINK_BYTES_PER_PARAM = {"int8": 1.0, "nf4": 0.5 + 4 / 64}
 SHRINKABLE = ("attention", "shared_expert", "dense_mlp")
 # Parts that run once per image, not per token; text-only loading skips them.
 OFF_PATH = ("vision", "projector")
-# INT4 routed experts in memory (the kernel layout, kimidoc.model.int4): the packed values as
-# stored, but each group's bf16 scale sits in a (scale, zero) pair table, twice the checkpoint's
-# scale bytes; ``weight_shape`` is only checked. A BF16 expert quantized on load ends up the same.
+# INT4 routed experts in memory. PyTorch's kernel layout (kimidoc.model.int4: GPUs, and CPUs
+# without the VNNI kernel) keeps the packed values as stored, but each group's bf16 scale sits in
+# a (scale, zero) pair table, twice the checkpoint's scale bytes. The VNNI kernel
+# (kimidoc.model.int4_vnni) keeps the checkpoint's bytes. ``weight_shape`` is only checked. A BF16
+# expert quantized on load ends up the same.
 INT4_SCALE_TABLE_FACTOR = 2
 QUANTIZED_EXPERT_BYTES_PER_PARAM = 0.5 + INT4_SCALE_TABLE_FACTOR * 2 / 32
+QUANTIZED_EXPERT_NATIVE_BYTES_PER_PARAM = 0.5 + 2 / 32
 
 
 def parse_bytes(text: str | int | float) -> int:
@@ -81,6 +84,10 @@ class Machine:
     cpu_bandwidth: float = 1.0e11  # bytes/s of RAM reads
     disk_bandwidth: float = 3.0e9  # bytes/s of NVMe reads
     gpu_reserve: int = 2 * GiB  # per GPU: activations, kernels' workspace, allocator slack
+    # INT4 experts in RAM (and read from the disk tier) keep the checkpoint's bytes, as the VNNI
+    # kernel runs them; False: PyTorch's layout with its scale table. None: as on this machine
+    # (resolved by :func:`int4_native`).
+    int4_native: bool | None = None
 
 
 @dataclass
@@ -244,13 +251,18 @@ def plan(
     n_layers = tc["num_hidden_layers"]
     cache_per_token = (tc["kv_lora_rank"] + tc["qk_rope_head_dim"]) * 2 * n_layers * batch
 
+    machine = replace(machine, int4_native=int4_native(machine, config))
+    # Bytes of each unit on a GPU, and in RAM or on the disk tier (INT4 experts' layouts differ);
+    # ``unit_bytes`` takes the figure of the device each unit is put on.
     unit_bytes: dict[str, int] = {}
+    host_bytes: dict[str, int] = {}
     unit_kind: dict[str, str] = {}
     unit_tensors: dict[str, list[TensorSpec]] = {}
     for unit, group in iter_units(specs):
         unit_tensors[unit] = group
         unit_kind[unit] = _unit_kind(group)
         unit_bytes[unit] = sum(resident_bytes(s, shrink, quantize_experts) for s in group)
+        host_bytes[unit] = sum(resident_bytes(s, shrink, quantize_experts, machine.int4_native) for s in group)
 
     freq = _expert_freq(tc, unit_kind, expert_freq)
     free: dict[Device, float] = {i: g - machine.gpu_reserve for i, g in enumerate(machine.gpus)}
@@ -262,15 +274,16 @@ def plan(
     warnings: list[str] = []
     per_layer_cache = cache_per_token // n_layers * context
     cache_total = per_layer_cache * n_layers
-    total_need = sum(unit_bytes.values()) + cache_total
+    total_need = sum(host_bytes.values()) + cache_total  # the least any placement needs
 
     def put(unit: str, order: list[Device], extra: int = 0) -> Device:
-        need = unit_bytes[unit] + extra
         for dev in order:
-            if free.get(dev, -1) >= need:
-                free[dev] -= need
+            size = unit_bytes[unit] if isinstance(dev, int) else host_bytes[unit]
+            if free.get(dev, -1) >= size + extra:
+                free[dev] -= size + extra
                 placed[unit] = dev
                 return dev
+        need = host_bytes[unit] + extra
         gpu_free = [round(free[i] / GiB, 1) for i in range(len(machine.gpus))]
         disk_free = "off" if machine.disk is None else f"{free['disk'] / GiB:.1f} GiB"
         needed, offered = total_need, offered_bytes(machine)
@@ -314,6 +327,7 @@ def plan(
         order = ([home] if isinstance(home, int) else []) + gpus + ["cpu", "disk"]
         put(unit, list(dict.fromkeys(order)))
 
+    unit_bytes = {u: b if isinstance(placed[u], int) else host_bytes[u] for u, b in unit_bytes.items()}
     tensors = {s.name: placed[u] for u, group in unit_tensors.items() for s in group}
     p = Plan(
         placed,
@@ -353,14 +367,18 @@ def _unit_kind(group: list[TensorSpec]) -> str:
     return kinds.pop()
 
 
-def resident_bytes(s: TensorSpec, shrink: str | None = None, quantize_experts: bool = False) -> int:
-    """Bytes tensor ``s`` takes once loaded (see :data:`INT4_SCALE_TABLE_FACTOR`, :data:`SHRINK_BYTES_PER_PARAM`)."""
+def resident_bytes(
+    s: TensorSpec, shrink: str | None = None, quantize_experts: bool = False, int4_native: bool = False
+) -> int:
+    """Bytes tensor ``s`` takes once loaded (see :data:`INT4_SCALE_TABLE_FACTOR`,
+    :data:`SHRINK_BYTES_PER_PARAM`); ``int4_native``: INT4 experts keep the checkpoint's layout."""
     if s.kind == "routed_expert" and s.name.endswith(".weight_scale"):
-        return INT4_SCALE_TABLE_FACTOR * s.nbytes
+        return s.nbytes if int4_native else INT4_SCALE_TABLE_FACTOR * s.nbytes
     if s.kind == "routed_expert" and s.name.endswith(".weight_shape"):
         return 0
     if quantize_experts and s.kind == "routed_expert" and len(s.shape) == 2 and s.dtype in ("BF16", "F16", "F32"):
-        return math.ceil(s.numel * QUANTIZED_EXPERT_BYTES_PER_PARAM)
+        per_param = QUANTIZED_EXPERT_NATIVE_BYTES_PER_PARAM if int4_native else QUANTIZED_EXPERT_BYTES_PER_PARAM
+        return math.ceil(s.numel * per_param)
     # kv_b_proj stays BF16: absorbed MLA decode reads its weight directly, not through a linear.
     if (
         shrink
@@ -419,6 +437,19 @@ def _expert_freq(
     return out
 
 
+def int4_native(machine: Machine, config: dict[str, Any]) -> bool:
+    """Whether ``machine`` keeps INT4 experts in the checkpoint's layout in RAM: as it says, else
+    as this machine's kernel does with bf16 activations (imports torch only then)."""
+    if machine.int4_native is not None:
+        return machine.int4_native
+    import torch
+
+    from kimidoc.model import int4_vnni
+
+    tc = _text_config(config)
+    return int4_vnni.runs(tc["hidden_size"], tc["moe_intermediate_size"], torch.bfloat16, "cpu")
+
+
 def default_cache_bytes(config: dict[str, Any], expert_bytes: int) -> int:
     """Room for two layers' worth of routed experts (``2 * num_experts_per_tok`` experts)."""
     return 2 * config.get("text_config", config)["num_experts_per_tok"] * expert_bytes
@@ -442,11 +473,12 @@ def plan_for_checkpoint(
     over all budgets, or with a part other than routed experts pushed to the disk tier."""
     config = read_config(path)
     specs = [s for s in inventory_from_checkpoint(path) if vision or s.kind not in OFF_PATH]
+    machine = replace(machine, int4_native=int4_native(machine, config))
     if machine.disk is not None:
         if disk_cache_bytes is None:
             first = next(s for s in specs if s.kind == "routed_expert")
             one = sum(
-                resident_bytes(s, None, quantize_experts)
+                resident_bytes(s, None, quantize_experts, machine.int4_native)
                 for s in specs
                 if s.kind == "routed_expert" and (s.layer, s.expert) == (first.layer, first.expert)
             )
@@ -458,7 +490,7 @@ def plan_for_checkpoint(
                 needed=disk_cache_bytes,
                 offered=machine.cpu,
             )
-        machine = Machine(**{**machine.__dict__, "cpu": machine.cpu - disk_cache_bytes})
+        machine = replace(machine, cpu=machine.cpu - disk_cache_bytes)
     p = plan(
         config,
         specs,

@@ -16,17 +16,19 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from kimidoc.model import int4_vnni
 from kimidoc.model.loading import Wrap, load, materialize
 from kimidoc.model.model import KimiForCausalLM, default_dtype
 from kimidoc.model.moe import DenseExperts, ExpertBank, Int4Experts, MoE
 from kimidoc.model.shards import CheckpointError
-from kimidoc.placement.inventory import read_config
+from kimidoc.placement.inventory import _text_config, read_config
 from kimidoc.placement.plan import (
     DEFAULT_CONTEXT,
     OFF_PATH,
@@ -179,7 +181,12 @@ def load_placed(
     path = Path(path)
     vision = wrap is not None
     config = read_config(path)
+    tc = _text_config(config)
+    # The plan counts INT4 experts in RAM in the layout the banks built here will have.
+    native = int4_vnni.runs(tc["hidden_size"], tc["moe_intermediate_size"], int4_compute_dtype, "cpu")
     if isinstance(where, Machine):
+        if where.int4_native is None:
+            where = replace(where, int4_native=native)
         p = plan_for_checkpoint(
             path,
             where,
@@ -199,6 +206,11 @@ def load_placed(
             )
         if quantize_experts and not p.quantize_experts:
             raise ValueError("quantize_experts=True but the plan was made without it; plan with quantize_experts=True")
+    if p.machine.int4_native and not native:
+        raise ValueError(
+            "the plan counts INT4 experts in RAM in the checkpoint's layout, but here they are converted to PyTorch's "
+            f"(larger) layout (int4_compute_dtype={int4_compute_dtype}, or no VNNI kernel): plan with Machine(int4_native=False)"
+        )
     _check_devices(p)
     refuse_disk_resident(p)
     main = main_device(p)

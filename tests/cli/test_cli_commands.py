@@ -15,6 +15,8 @@ from kimidoc.backends import Scripted
 from kimidoc.cli import agent as cli_agent
 from kimidoc.cli import main
 from kimidoc.messages import AssistantMessage, ToolCall
+from kimidoc.placement import Machine, read_config
+from kimidoc.placement.plan import int4_native
 
 REPORT = str(Path(__file__).resolve().parents[2] / "examples" / "data" / "report.pdf")
 
@@ -35,16 +37,22 @@ def test_plan_prints_the_format_reference_numbers(capsys):
     assert main(["plan", "--cpu-memory", "1TB", "--cpu-bandwidth", "2e11", "--json"]) == 0
     s = json.loads(capsys.readouterr().out)
     parts = {k: sum(v.values()) for k, v in s["bytes_by_part"].items()}
-    # 570.76 GB as stored; loaded, each bf16 group scale gains a zero (0.5 + 4/32 bytes per weight, not 0.5 + 2/32)
-    assert parts["routed_expert"] == pytest.approx(570.76e9 * (0.5 + 4 / 32) / (0.5 + 2 / 32), rel=1e-3)
+    # 570.76 GB as stored: the VNNI kernel keeps those bytes; PyTorch's layout gives each bf16 group
+    # scale a zero (0.5 + 4/32 bytes per weight, not 0.5 + 2/32)
+    native = int4_native(Machine(), read_config("k2.6"))
+    table = 1 if native else (0.5 + 4 / 32) / (0.5 + 2 / 32)
+    assert parts["routed_expert"] == pytest.approx(570.76e9 * table, rel=1e-3)
     text_bf16 = sum(b for k, b in parts.items() if k not in ("routed_expert", "vision", "projector"))
     assert text_bf16 == pytest.approx(23.44e9, rel=2e-3)
     assert s["latent_cache_bytes_per_token"] == 70_272
     assert s["decode_tokens_per_s_ceiling"] == pytest.approx(2e11 / sum(s["bytes_read_per_token"].values()), rel=1e-6)
 
-    assert main(["plan", "--gpu-memory", "24GiB", "--cpu-memory", "768GiB", "--cpu-bandwidth", "2e11"]) == 0
+    flags = ["plan", "--gpu-memory", "24GiB", "--cpu-memory", "768GiB", "--cpu-bandwidth", "2e11"]
+    assert main([*flags, "--json"]) == 0
+    experts = sum(json.loads(capsys.readouterr().out)["bytes_by_part"]["routed_expert"].values())
+    assert main(flags) == 0
     out = capsys.readouterr().out
-    assert "70,272 bytes per token" in out and "634.07" in out and "cuda:0" in out
+    assert "70,272 bytes per token" in out and f"{experts / 1e9:,.2f}" in out and "cuda:0" in out
 
 
 def test_plan_that_does_not_fit_exits_2_with_the_reason(capsys):

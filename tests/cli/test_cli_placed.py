@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from kimidoc.cli import main
-from kimidoc.placement import DoesNotFit, inventory_from_checkpoint, machine_for, read_config
-from kimidoc.placement.plan import default_cache_bytes, resident_bytes
+from kimidoc.placement import DoesNotFit, Machine, inventory_from_checkpoint, machine_for, read_config
+from kimidoc.placement.plan import default_cache_bytes, int4_native, resident_bytes
 from kimidoc.testing import tiny_text_config, write_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
@@ -81,12 +81,14 @@ def _sizes(path: Path) -> dict[str, int]:
     CONTEXT and the disk tier's default expert cache."""
     specs = inventory_from_checkpoint(path)
     cfg = read_config(path)
+    native = int4_native(Machine(), cfg)  # the layout `kimidoc ask` keeps INT4 experts in, here
     experts = [s for s in specs if s.kind == "routed_expert"]
-    one = sum(resident_bytes(s) for s in experts) // len({(s.layer, s.expert) for s in experts})
+    loaded = sum(resident_bytes(s, int4_native=native) for s in experts)
+    one = loaded // len({(s.layer, s.expert) for s in experts})
     latent = (cfg["kv_lora_rank"] + cfg["qk_rope_head_dim"]) * 2 * cfg["num_hidden_layers"] * CONTEXT
     return {
         "dense": sum(s.nbytes for s in specs if s.kind != "routed_expert"),
-        "experts": sum(resident_bytes(s) for s in experts),
+        "experts": loaded,
         "one": one,
         "latent": latent,
         "disk_cache": default_cache_bytes(cfg, one),

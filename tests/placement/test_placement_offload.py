@@ -159,6 +159,18 @@ def test_every_expert_tensor_is_resident_once_or_a_disk_reference(ckpt):
     assert resident | on_disk == expert_names
 
 
+def test_a_plan_counting_the_checkpoint_layout_is_refused_where_experts_are_converted(ckpt):
+    from kimidoc.placement.plan import plan_for_checkpoint
+
+    cpu, _ = _budget(ckpt, 1.0)
+    native = plan_for_checkpoint(ckpt, Machine(cpu=cpu, int4_native=True), context=64)
+    with pytest.raises(ValueError, match="int4_native=False"):  # float32 activations convert the experts
+        load_placed(ckpt, native, int4_compute_dtype=torch.float32, context=64)
+    # Given a Machine, the plan is made for the layout the run keeps.
+    model = load_placed(ckpt, Machine(cpu=cpu), int4_compute_dtype=torch.float32, context=64)
+    assert model.plan.machine.int4_native is False
+
+
 def test_cache_budget_is_checked_and_disk_errors_name_the_tensor(ckpt, tmp_path):
     cpu, _ = _budget(ckpt, 0.0)
     with pytest.raises(ValueError, match="cache budget"):

@@ -2,6 +2,7 @@
 
 import json
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 
@@ -31,19 +32,28 @@ def test_inventory_matches_the_official_checkpoint(inventory):
     assert packed[0].shape == (7168, 2048 // 8) and packed[0].dtype == "I32"
 
 
+# INT4 experts in RAM counted in PyTorch's layout (a CPU without the VNNI kernel), so that the
+# figures do not depend on the CPU the tests run on; test_int4_native_layout_* covers the other.
 MACHINES = {
     "1x24GB GPU + 768GB RAM": Machine(
-        gpus=[parse_bytes("24GiB")], cpu=parse_bytes("768GiB"), gpu_bandwidth=1.0e12, cpu_bandwidth=2.0e11
+        gpus=[parse_bytes("24GiB")],
+        cpu=parse_bytes("768GiB"),
+        gpu_bandwidth=1.0e12,
+        cpu_bandwidth=2.0e11,
+        int4_native=False,
     ),
-    "8x H200": Machine(gpus=parse_gpus(["8x141GB"]), cpu=parse_bytes("512GiB"), gpu_bandwidth=4.8e12),
-    "CPU only, 1TB RAM": Machine(cpu=parse_bytes("1TB")),
-    "256GB RAM + NVMe": Machine(cpu=parse_bytes("256GB"), disk=parse_bytes("2TB")),
+    "8x H200": Machine(
+        gpus=parse_gpus(["8x141GB"]), cpu=parse_bytes("512GiB"), gpu_bandwidth=4.8e12, int4_native=False
+    ),
+    "CPU only, 1TB RAM": Machine(cpu=parse_bytes("1TB"), int4_native=False),
+    "256GB RAM + NVMe": Machine(cpu=parse_bytes("256GB"), disk=parse_bytes("2TB"), int4_native=False),
 }
 
 
+@pytest.mark.parametrize("native", [False, True])
 @pytest.mark.parametrize("name", list(MACHINES))
-def test_every_tensor_placed_once_within_budget(inventory, name):
-    m = MACHINES[name]
+def test_every_tensor_placed_once_within_budget(inventory, name, native):
+    m = replace(MACHINES[name], int4_native=native)
     p = plan(CONFIG, inventory, m, context=32768)
     assert sorted(p.tensors) == sorted(s.name for s in inventory)  # each exactly once
     used = p.bytes_by_device()
@@ -54,9 +64,16 @@ def test_every_tensor_placed_once_within_budget(inventory, name):
         assert "disk" not in used
     else:
         assert used.get("disk", 0) <= m.disk
-    # Loaded, an INT4 expert's bf16 scales sit in (scale, zero) pairs: twice their checkpoint bytes;
-    # weight_shape is only checked, not kept.
-    scales = sum(s.nbytes for s in inventory if s.kind == "routed_expert" and s.name.endswith(".weight_scale"))
+    # Loaded by PyTorch's kernel (on a GPU, or in RAM without the VNNI kernel), an INT4 expert's
+    # bf16 scales sit in (scale, zero) pairs: twice their checkpoint bytes; weight_shape is only
+    # checked, not kept.
+    scales = sum(
+        s.nbytes
+        for s in inventory
+        if s.kind == "routed_expert"
+        and s.name.endswith(".weight_scale")
+        and (not native or isinstance(p.tensors[s.name], int))
+    )
     shapes = sum(s.nbytes for s in inventory if s.kind == "routed_expert" and s.name.endswith(".weight_shape"))
     assert sum(used.values()) == sum(s.nbytes for s in inventory) + scales - shapes + p.cache_bytes
     assert p.cache_bytes_per_token == 70_272
@@ -78,6 +95,38 @@ def test_consumer_gpu_holds_what_every_token_reads(inventory):
         21e9 + reads["cpu"], rel=0.03
     )  # weights one decode step reads
     assert 8 < p.decode_ceiling() < 16
+
+
+def test_int4_native_layout_counts_the_checkpoint_bytes_in_ram_and_the_table_on_gpu(inventory):
+    def stored(unit: str, suffix: str = "") -> int:  # an expert's checkpoint bytes (weight_shape is not kept)
+        layer, expert = int(unit.split(".")[1]), int(unit.split(".")[3])
+        return sum(
+            s.nbytes
+            for s in inventory
+            if s.kind == "routed_expert"
+            and (s.layer, s.expert) == (layer, expert)
+            and s.name.endswith(suffix)
+            and not s.name.endswith("weight_shape")
+        )
+
+    gpu_ram = replace(MACHINES["1x24GB GPU + 768GB RAM"], int4_native=True)
+    freq = {(layer, e): (0.5 if e == 3 else 0.001) for layer in range(1, 61) for e in range(384)}
+    p = plan(CONFIG, inventory, gpu_ram, context=4096, expert_freq=freq)
+    assert p.machine.int4_native
+    on_gpu = next(u for u, d in p.units.items() if ".experts." in u and d == 0)
+    in_ram = next(u for u, d in p.units.items() if ".experts." in u and d == "cpu")
+    assert p.unit_bytes[in_ram] == stored(in_ram)  # in RAM: the checkpoint's bytes
+    assert p.unit_bytes[on_gpu] == stored(on_gpu) + stored(on_gpu, "weight_scale")  # on a GPU: the scale table
+    # 8 of 384 experts a layer read from RAM: their checkpoint bytes (0.5 + 2/32 bytes a weight)
+    assert plan(CONFIG, inventory, gpu_ram, context=32768).bytes_read_per_token()["cpu"] == pytest.approx(
+        11.9e9, rel=0.02
+    )
+    # RAM holds the 10% smaller layout, so the same budget keeps more experts off the disk.
+    in_ram_count = lambda p: sum(1 for u, d in p.units.items() if ".experts." in u and d == "cpu")  # noqa: E731
+    nvme = MACHINES["256GB RAM + NVMe"]
+    table = plan(CONFIG, inventory, nvme, context=8192)
+    native = plan(CONFIG, inventory, replace(nvme, int4_native=True), context=8192)
+    assert in_ram_count(native) > 1.08 * in_ram_count(table)
 
 
 def test_multi_gpu_keeps_experts_next_to_their_layer(inventory):
