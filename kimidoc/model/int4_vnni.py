@@ -146,13 +146,16 @@ def matmul(
     j = len(experts)
     if not shared_x and (x.dim() != 3 or x.shape[0] != j):
         raise ValueError(f"per-job activations must be [{j}, T, {k}], got {tuple(x.shape)}")
-    x = x.float().contiguous()
+    if x.dtype != torch.float32 or not x.is_contiguous():
+        x = x.float().contiguous()
     t = x.shape[-2]
-    index = torch.tensor(experts, dtype=torch.int64)
+    # A ctypes array, not a tensor: each torch call costs microseconds more when a decode step's
+    # weight stream has just flushed the caches, and this wrapper runs twice per MoE layer.
+    index = (ctypes.c_int64 * j)(*experts)
     y = torch.empty(j, t, n)
     rc = lib.kimidoc_int4_matmul(
         x.data_ptr(), 0 if shared_x else t * k, t, k, weight.data_ptr(), scale.data_ptr(),
-        index.data_ptr(), j, n, y.data_ptr(), torch.get_num_threads(),
+        ctypes.addressof(index), j, n, y.data_ptr(), torch.get_num_threads(),
     )  # fmt: skip
     if rc:
         raise MemoryError(f"the INT4 kernel could not allocate scratch for {j} x {t} rows of {k}")
