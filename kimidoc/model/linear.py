@@ -7,18 +7,20 @@ the meta device the init functions route through torch's reference ops, which im
 Weights may be stored in a narrower dtype than the activations (BF16 weights, float32
 activations: half the memory and the bytes a decode step reads, while CPUs without BF16 units
 multiply many rows far faster in float32). :func:`linear` then runs a single row in the weight's
-dtype and several rows in the activation dtype.
+dtype (or the row kernel's float32) and several rows in the activation dtype.
 
 Decode multiplies one row by each weight, a memory-bound GEMV, so the kernel's read speed is the
 step's speed. On CPU:
 
 * float32 GEMVs go to oneDNN (:func:`matmul_nt`): MKL's ``sgemv`` runs one thread there (20 GB/s
   on the 2-core AMD development machine, where oneDNN reads 33-45 GB/s);
-* BF16 weights can be stored in oneDNN's blocked layout (:func:`pack_rows`, done at load time by
-  :meth:`~.model.KimiForCausalLM.pack_linears`): a row then reads them at 40-44 GB/s instead of
-  the 26 GB/s of ``F.linear`` on the plain layout. The packed tensor replaces the plain one (no
-  second copy); several float32 rows (prefill) unpack it per call, as they converted the plain
-  BF16 weight to float32 per call before;
+* BF16 weights go to the row kernel :mod:`.bf16_rows` on AVX512 CPUs (:func:`rows_kernel`): it
+  reads the plain layout at the memory's speed and multiplies float32 rows by the exactly widened
+  weights. Elsewhere they can be stored in oneDNN's blocked layout (:func:`pack_rows`, done at load
+  time by :meth:`~.model.KimiForCausalLM.pack_linears`): a row then reads them at 40-44 GB/s
+  instead of the 26 GB/s of ``F.linear`` on the plain layout. The packed tensor replaces the
+  plain one (no second copy); several float32 rows (prefill) unpack it per call, as they convert
+  the plain BF16 weight to float32 per call;
 * a float32 head (many more outputs than inputs) is stored column-major at load time, which
   oneDNN reads at one row ~10% faster (44 against 39 GB/s on a [32000, 1024] head).
 
@@ -30,6 +32,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from . import bf16_rows
 
 _ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
@@ -74,9 +78,27 @@ def _packed_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     return F.linear(x, weight.to_dense(x.dtype), None if bias is None else bias.to(x.dtype))
 
 
+def rows_kernel(weight: torch.Tensor) -> bool:
+    """Whether one-row products with ``weight`` run :mod:`.bf16_rows` (a plain BF16 CPU weight on
+    an AVX512 CPU): it reads such weights faster than oneDNN's packed layout at every shape of K2.6
+    and the benchmarks' configs, 1.6-2x at the small ones (``benchmarks/bench_linear.py``)."""
+    return (
+        weight.dtype == torch.bfloat16
+        and not weight.is_mkldnn
+        and weight.dim() == 2
+        and weight.is_contiguous()
+        and bf16_rows.usable(weight.shape[1], weight.device)
+    )
+
+
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     if weight.is_mkldnn:
         return _packed_linear(x, weight, bias)
+    if x.numel() == x.shape[-1] and x.dtype in (torch.float32, torch.bfloat16) and rows_kernel(weight):
+        # float32 products with the exactly widened weight, rounded once to the activation dtype
+        y = bf16_rows.matmul(x.reshape(1, -1), weight[None], [0], shared_x=True)
+        y = y.view(*x.shape[:-1], weight.shape[0])
+        return (y if bias is None else y + bias).to(x.dtype)
     if weight.dtype == x.dtype:
         return matmul_nt(x, weight, bias) if x.numel() == x.shape[-1] else F.linear(x, weight, bias)
     if x.numel() == x.shape[-1]:  # one row: bandwidth-bound, read the narrow weight as is

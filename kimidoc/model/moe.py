@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import int4, int4_vnni
+from . import bf16_rows, int4, int4_vnni
 from .config import TextConfig
 from .linear import Linear, linear, matmul_nt
 from .slots import Slot, tensor_slot
@@ -144,6 +144,16 @@ def swiglu_rows(
     return torch.cat([down(e, r) for r, e in zip(a.split(1), experts)])
 
 
+def swiglu_jobs(
+    x: torch.Tensor, experts: list[int], matmul: Callable[..., torch.Tensor], gate_up: tuple, down: tuple, width: int
+) -> torch.Tensor:
+    """``[k, T, H]`` float32: each of ``experts``' SwiGLU of the ``T`` rows ``x`` in two calls of a
+    job kernel (:mod:`.ckernels`): ``matmul(x, *gate_up, experts, shared_x=True)`` for the fused
+    gate/up weights, then ``matmul(a, *down, experts, shared_x=False)`` on each expert's own rows."""
+    h = matmul(x, *gate_up, experts, shared_x=True)
+    return matmul(F.silu(h[..., :width]) * h[..., width:], *down, experts, shared_x=False)
+
+
 def combine(ys: torch.Tensor, weights: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """``sum_k weights[k] * ys[k]`` as ``[1, H]`` in ``dtype``, accumulated in float32."""
     return (weights.float()[None] @ ys.float()).to(dtype)
@@ -179,11 +189,30 @@ class DenseExperts(ExpertBank):
         self.gate_up = nn.Parameter(torch.empty(num_experts, 2 * width, hidden), requires_grad=False)
         self.down = nn.Parameter(torch.empty(num_experts, hidden, width), requires_grad=False)
 
+    def _rows_kernel(self, x: torch.Tensor) -> bool:
+        """Whether one row runs :mod:`.bf16_rows` (BF16 weights on an AVX512 CPU): rows
+        of one token, in :meth:`decode` and :meth:`run_expert` alike, so that a bank split across
+        tiers sums what one bank sums."""
+        return (
+            x.shape[0] == 1
+            and x.dtype in (torch.float32, torch.bfloat16)
+            and self.gate_up.dtype == torch.bfloat16
+            and bf16_rows.usable(self.hidden, self.gate_up.device)
+            and bf16_rows.usable(self.width, self.gate_up.device)
+        )
+
+    def _rows_swiglu(self, x: torch.Tensor, experts: list[int]) -> torch.Tensor:
+        return swiglu_jobs(x, experts, bf16_rows.matmul, (self.gate_up,), (self.down,), self.width)
+
     def run_expert(self, e: int, x: torch.Tensor) -> torch.Tensor:
+        if self._rows_kernel(x):
+            return self._rows_swiglu(x, [e])[0]
         gate, up = linear(x, self.gate_up[e]).chunk(2, dim=-1)
         return linear(F.silu(gate) * up, self.down[e])
 
     def decode(self, x: torch.Tensor, experts: list[int], weights: torch.Tensor) -> torch.Tensor:
+        if self._rows_kernel(x):
+            return combine(self._rows_swiglu(x, experts)[:, 0], weights, x.dtype)
         views = self._expert_views()
         y = swiglu_rows(
             x, experts, lambda e, v: linear(v, views[e][0]), lambda e, v: linear(v, views[e][1]), self.width
@@ -268,9 +297,8 @@ class Int4Experts(ExpertBank):
 
         Rounded to ``compute_dtype`` as the other layout's kernel returns it, so that a bank split
         across tiers (each part combined on its own) gives the same sums as one bank."""
-        h = int4_vnni.matmul(x, self.gate_up, self.gate_up_scale, experts, shared_x=True)
-        a = F.silu(h[..., : self.width]) * h[..., self.width :]
-        return int4_vnni.matmul(a, self.down, self.down_scale, experts, shared_x=False).to(self.compute_dtype)
+        gate_up, down = (self.gate_up, self.gate_up_scale), (self.down, self.down_scale)
+        return swiglu_jobs(x, experts, int4_vnni.matmul, gate_up, down, self.width).to(self.compute_dtype)
 
     def run_expert(self, e: int, x: torch.Tensor) -> torch.Tensor:
         if self.vnni:

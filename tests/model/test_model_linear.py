@@ -1,4 +1,5 @@
-"""The one-row fast paths: oneDNN float32 products and BF16 weights packed in oneDNN's layout."""
+"""The one-row fast paths: oneDNN float32 products and BF16 weights packed in oneDNN's layout
+(where the BF16 row kernel cannot run: the tests of packing switch it off; see test_model_bf16_rows)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kimidoc.model import decode_step, load
+from kimidoc.model import bf16_rows, decode_step, load
 from kimidoc.model import linear as lin
 from kimidoc.testing import tiny_text_config, write_checkpoint
 
 needs_onednn = pytest.mark.skipif(not lin._ONEDNN, reason="this torch has no oneDNN")
 needs_packing = pytest.mark.skipif(not lin.can_pack_rows(), reason="oneDNN without BF16 support here")
+
+
+@pytest.fixture
+def no_rows_kernel(monkeypatch):
+    """BF16 weights as on a CPU without the row kernel: packed for oneDNN."""
+    monkeypatch.setattr(bf16_rows, "load", lambda: None)
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -33,7 +40,7 @@ def test_onednn_products_equal_f_linear_for_any_weight_strides(monkeypatch, shap
 
 
 @needs_packing
-def test_packed_bf16_weight_gives_the_plain_results():
+def test_packed_bf16_weight_gives_the_plain_results(no_rows_kernel):
     g = _gen(1)
     w = torch.randn(384, 128, generator=g).to(torch.bfloat16)
     packed = lin.pack_rows(w)
@@ -53,7 +60,7 @@ def test_packed_bf16_weight_gives_the_plain_results():
 
 
 @needs_packing
-def test_loading_bf16_packs_the_linears_decode_reads_and_nothing_else(tmp_path):
+def test_loading_bf16_packs_the_linears_decode_reads_and_nothing_else(tmp_path, no_rows_kernel):
     path = write_checkpoint(tmp_path / "ckpt", config=tiny_text_config(num_hidden_layers=2), int4=True, text_only=True)
     packed = load(path, dtype=torch.bfloat16, activation_dtype=torch.float32)
     plain = load(path, dtype=torch.bfloat16, activation_dtype=torch.float32, pack=False)
@@ -89,7 +96,7 @@ def test_a_float32_head_is_stored_column_major_and_gives_the_same_logits(tmp_pat
 
 
 @needs_packing
-def test_moving_a_packed_model_says_how_to_keep_it_movable(tmp_path):
+def test_moving_a_packed_model_says_how_to_keep_it_movable(tmp_path, no_rows_kernel):
     path = write_checkpoint(tmp_path / "ckpt", config=tiny_text_config(num_hidden_layers=2), int4=True, text_only=True)
     with pytest.raises(RuntimeError, match=r"model\.layers\.0\.self_attn\.q_a_proj\.weight is packed.*pack=False"):
         load(path, dtype=torch.bfloat16).to(torch.float32)

@@ -1,0 +1,119 @@
+"""The package's C kernels (``kimidoc/model/*.c``): built on first use, cached, called through ctypes.
+
+No package on PyPI ships these kernels prebuilt for x86 (see the note in
+``benchmarks/bench_int4.py``), so each C file is compiled here, once per source, compiler and
+flags, with the C compiler found on the machine (``$CC``, else ``cc``/``gcc``) into
+``$KIMIDOC_CACHE`` (default ``~/.cache/kimidoc``)/kernels. Where a kernel cannot be built or
+cannot run, :func:`load` returns ``None`` (the reason is logged) and callers keep PyTorch's ops.
+
+Every kernel here has one calling convention, a batch of one-row-at-a-time products ("jobs"):
+``y[j] = x[j] @ W[experts[j]].T`` for a bank of weights ``W`` ``[E, N, ...]``, one OpenMP loop over
+every (job, weight row), so that a token's chosen experts run in one call.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).parent
+BASE_FLAGS = ["-O3", "-fopenmp", "-shared", "-fPIC"]
+_P = ctypes.c_void_p
+# (X, x_stride, T, K, *weight pointers, experts, J, N, Y, threads)
+_HEAD = [_P, ctypes.c_int64, ctypes.c_int, ctypes.c_int]
+_TAIL = [_P, ctypes.c_int, ctypes.c_int, _P, ctypes.c_int]
+
+
+def compiler() -> str | None:
+    for name in (os.environ.get("CC"), "cc", "gcc"):
+        if name and shutil.which(name):
+            return name
+    return None
+
+
+def build(source: Path, flags: list[str], cc: str) -> Path:
+    """The shared library for ``source``, ``flags`` and ``cc``, built once (atomically) into the cache."""
+    version = subprocess.run([cc, "--version"], capture_output=True, text=True, check=True).stdout
+    key = hashlib.sha256(source.read_bytes() + version.encode() + " ".join(flags).encode()).hexdigest()[:16]
+    cache = Path(os.environ.get("KIMIDOC_CACHE", Path.home() / ".cache" / "kimidoc")) / "kernels"
+    target = cache / f"{source.stem}-{key}.so"
+    if target.exists():
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache) as tmp:
+        built = Path(tmp) / target.name
+        result = subprocess.run([cc, *flags, str(source), "-o", str(built)], capture_output=True, text=True)
+        if result.returncode:
+            raise RuntimeError(f"{cc} could not build {source.name}: {result.stderr.strip()[-500:]}")
+        os.replace(built, target)  # another process building the same file at once is harmless
+    return target
+
+
+def load(source: str, symbol: str, flags: list[str], weights: int, what: str) -> ctypes._CFuncPtr | None:
+    """Function ``symbol`` of ``source`` (a C file here; ``weights`` weight pointers after K), or
+    ``None`` where it cannot be built; ``what`` says what runs instead, for the log."""
+    if sys.platform != "linux":
+        log.info("%s: the C kernels are built on Linux only", what)
+        return None
+    cc = compiler()
+    if cc is None:
+        log.warning("%s: no C compiler found", what)
+        return None
+    try:
+        lib = ctypes.CDLL(str(build(HERE / source, BASE_FLAGS + flags, cc)))
+    except (OSError, RuntimeError, subprocess.SubprocessError) as e:
+        log.warning("%s: %s", what, e)
+        return None
+    fn = getattr(lib, symbol)
+    fn.restype = ctypes.c_int
+    fn.argtypes = _HEAD + [_P] * weights + _TAIL
+    return fn
+
+
+def run_jobs(
+    fn: ctypes._CFuncPtr,
+    x: torch.Tensor,
+    weights: list[torch.Tensor],
+    experts: list[int],
+    *,
+    n: int,
+    k: int,
+    num_experts: int,
+    shared_x: bool,
+) -> torch.Tensor:
+    """``y[j] = x[j] @ W[experts[j]].T`` as float32 ``[J, T, n]`` through kernel ``fn``; ``x``
+    ``[T, k]`` used by every job (``shared_x``) or ``[J, T, k]``. The weights' own shapes and
+    dtypes are the caller's to check: here, what every kernel reads the same way."""
+    # The C side trusts every pointer and index: check what it will read.
+    if x.shape[-1] != k:
+        raise ValueError(f"activation width {x.shape[-1]} does not fit weights of {k} columns")
+    if not experts or min(experts) < 0 or max(experts) >= num_experts:
+        raise IndexError(f"experts {experts} out of range for a bank of {num_experts}")
+    j = len(experts)
+    if not shared_x and (x.dim() != 3 or x.shape[0] != j):
+        raise ValueError(f"per-job activations must be [{j}, T, {k}], got {tuple(x.shape)}")
+    if x.dtype != torch.float32 or not x.is_contiguous():
+        x = x.float().contiguous()
+    t = x.shape[-2]
+    # A ctypes array, not a tensor: each torch call costs microseconds more when a decode step's
+    # weight stream has just flushed the caches, and a MoE layer makes two of these calls.
+    index = (ctypes.c_int64 * j)(*experts)
+    y = torch.empty(j, t, n)
+    rc = fn(
+        x.data_ptr(), 0 if shared_x else t * k, t, k, *(w.data_ptr() for w in weights),
+        ctypes.addressof(index), j, n, y.data_ptr(), torch.get_num_threads(),
+    )  # fmt: skip
+    if rc:
+        raise MemoryError(f"the kernel could not allocate scratch for {j} x {t} rows of {k}")
+    return y
