@@ -60,9 +60,11 @@ def build(source: Path, flags: list[str], cc: str) -> Path:
     return target
 
 
-def load(source: str, symbol: str, flags: list[str], weights: int, what: str) -> ctypes._CFuncPtr | None:
-    """Function ``symbol`` of ``source`` (a C file here; ``weights`` weight pointers after K), or
-    ``None`` where it cannot be built; ``what`` says what runs instead, for the log."""
+def load(
+    source: str, symbols: tuple[str, ...], flags: list[str], weights: int, what: str
+) -> dict[str, ctypes._CFuncPtr] | None:
+    """Functions ``symbols`` of ``source`` (a C file here; each takes ``weights`` weight pointers
+    after K), or ``None`` where it cannot be built; ``what`` says what runs instead, for the log."""
     if sys.platform != "linux":
         log.info("%s: the C kernels are built on Linux only", what)
         return None
@@ -75,10 +77,12 @@ def load(source: str, symbol: str, flags: list[str], weights: int, what: str) ->
     except (OSError, RuntimeError, subprocess.SubprocessError) as e:
         log.warning("%s: %s", what, e)
         return None
-    fn = getattr(lib, symbol)
-    fn.restype = ctypes.c_int
-    fn.argtypes = _HEAD + [_P] * weights + _TAIL
-    return fn
+    functions = {}
+    for symbol in symbols:
+        fn = functions[symbol] = getattr(lib, symbol)
+        fn.restype = ctypes.c_int
+        fn.argtypes = _HEAD + [_P] * weights + _TAIL
+    return functions
 
 
 def run_jobs(

@@ -39,7 +39,7 @@ def cpu_has_vnni() -> bool:
 
 
 @functools.cache
-def load() -> ctypes._CFuncPtr | None:
+def load() -> dict[str, ctypes._CFuncPtr] | None:
     """The kernel, or ``None`` where it cannot run here (the reason is logged once)."""
     if os.environ.get("KIMIDOC_INT4_KERNEL", "").lower() == "aten":
         return None
@@ -48,7 +48,7 @@ def load() -> ctypes._CFuncPtr | None:
         return None
     return ckernels.load(
         "int4_vnni.c",
-        "kimidoc_int4_matmul",
+        ("kimidoc_int4_matmul",),
         FLAGS,
         2,
         "INT4 experts use PyTorch's kernel (about 1.5x slower at decode)",
@@ -74,8 +74,8 @@ def matmul(
     ``weight`` uint8 ``[E, N, K/2]`` and ``scale`` bf16 ``[E, N, K/32]``; ``x`` ``[T, K]`` used by
     every job (``shared_x``: quantized once) or ``[J, T, K]``.
     """
-    fn = load()
-    if fn is None:
+    lib = load()
+    if lib is None:
         raise RuntimeError("the VNNI INT4 kernel is not available on this machine (see int4_vnni.usable)")
     e, n, half_k = weight.shape
     k = 2 * half_k
@@ -85,4 +85,5 @@ def matmul(
         raise ValueError("INT4 weight and scale must be contiguous")
     if k % CHUNK:
         raise ValueError(f"INT4 weights of {k} columns: the kernel needs a multiple of {CHUNK}")
+    fn = lib["kimidoc_int4_matmul"]
     return ckernels.run_jobs(fn, x, [weight, scale], experts, n=n, k=k, num_experts=e, shared_x=shared_x)

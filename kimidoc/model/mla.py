@@ -28,9 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import bf16_rows
 from .cache import LatentCache
 from .config import TextConfig
-from .linear import Linear, matmul_nt
+from .linear import Linear, matmul_nt, rows_kernel
 from .norm import RMSNorm
 from .rope import apply_interleaved
 
@@ -71,6 +72,8 @@ class MLAttention(nn.Module):
         self.kv_a_layernorm = RMSNorm(self.kv_lora_rank)
         self.kv_b_proj = Linear(self.kv_lora_rank, self.num_heads * (self.nope_dim + self.v_dim), bias=False)
         self.o_proj = Linear(self.num_heads * self.v_dim, h, bias=bias)
+        # kv_b_proj's per-head k_nope and v blocks (see _absorbed)
+        self._k_blocks, self._v_blocks = list(range(0, 2 * self.num_heads, 2)), list(range(1, 2 * self.num_heads, 2))
 
     def forward(
         self,
@@ -147,9 +150,20 @@ class MLAttention(nn.Module):
         """``padded``: ``latent`` followed by finite rows up to a multiple of the cache's ``PAD``."""
         b, t = q_nope.shape[:2]
         length = latent.shape[1]
-        w = self.kv_b_proj.weight.to(q_nope.dtype).view(self.num_heads, self.nope_dim + self.v_dim, self.kv_lora_rank)
+        kv_b = self.kv_b_proj.weight
+        w = kv_b.view(self.num_heads, self.nope_dim + self.v_dim, self.kv_lora_rank)
         w_uk, w_uv = w[:, : self.nope_dim], w[:, self.nope_dim :]
-        q_abs = torch.matmul(q_nope.transpose(1, 2), w_uk)  # [B, H, T, kv_lora_rank]
+        # One row per head through the BF16 row kernel, all heads in one call per product:
+        # kv_b_proj read as it is stored, a bank of 2H blocks [nope_dim or v_dim, kv_lora_rank]
+        # (per head its k_nope rows, then its v rows). PyTorch's batched products would need a
+        # float32 copy of the weight each step (2x slower at K2.6's size), or run bf16 products.
+        blocks = None
+        if b * t == 1 and self.nope_dim == self.v_dim and rows_kernel(kv_b):
+            blocks = kv_b.view(2 * self.num_heads, self.v_dim, self.kv_lora_rank)
+            q_abs = bf16_rows.matmul_nn(q_nope.view(self.num_heads, 1, -1), blocks, self._k_blocks, shared_x=False)
+            q_abs = q_abs.view(b, self.num_heads, t, self.kv_lora_rank).to(q_pe.dtype)
+        else:
+            q_abs = torch.matmul(q_nope.transpose(1, 2), w_uk.to(q_nope.dtype))  # [B, H, T, kv_lora_rank]
         # Scaled here, on H*T rows, rather than the [H*T, length] scores.
         q_cat = torch.cat([q_abs, q_pe.transpose(1, 2)], dim=-1).reshape(b, self.num_heads * t, -1) * self.scale
         past = length - t
@@ -162,7 +176,10 @@ class MLAttention(nn.Module):
         else:
             o_lat = self._online_softmax(q_cat, latent, past, block)
         o_lat = o_lat.view(b, self.num_heads, t, self.kv_lora_rank)
-        o = torch.matmul(o_lat, w_uv.transpose(1, 2))  # [B, H, T, v_dim]
+        if blocks is not None:
+            o = bf16_rows.matmul(o_lat.view(self.num_heads, 1, -1), blocks, self._v_blocks, shared_x=False)
+            return o.view(b, t, self.num_heads * self.v_dim).to(o_lat.dtype)
+        o = torch.matmul(o_lat, w_uv.to(o_lat.dtype).transpose(1, 2))  # [B, H, T, v_dim]
         return o.transpose(1, 2).reshape(b, t, self.num_heads * self.v_dim)
 
     def _one_query(self, q_cat: torch.Tensor, keys: torch.Tensor, length: int) -> torch.Tensor:
