@@ -63,6 +63,27 @@ def matmul(x: torch.Tensor, weight: torch.Tensor, experts: list[int], *, shared_
     return ckernels.run_jobs(fn, x, [weight], experts, n=n, k=k, num_experts=e, shared_x=shared_x)
 
 
+_FIRST = (ctypes.c_int64 * 1)(0)  # the job list of a single weight
+
+
+def row(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``x @ weight.T`` as float32 ``[N]`` for one row ``x`` (``K`` values) and a bf16 ``[N, K]``
+    weight that :func:`kimidoc.model.linear.rows_kernel` accepted: the one-row linear of decode,
+    with as little Python around the call as it can have (it runs ~10 times per layer)."""
+    n, k = weight.shape
+    if x.numel() != k:
+        raise ValueError(f"activation of {x.numel()} values for a weight of {k} columns")
+    if x.dtype != torch.float32 or not x.is_contiguous():
+        x = x.float().contiguous()
+    y = torch.empty(n)
+    fn = load()["kimidoc_bf16_matmul"]
+    if fn(
+        x.data_ptr(), 0, 1, k, weight.data_ptr(), ctypes.addressof(_FIRST), 1, n, y.data_ptr(), torch.get_num_threads()
+    ):
+        raise MemoryError(f"the kernel could not allocate scratch for a row of {k}")
+    return y
+
+
 def matmul_nn(x: torch.Tensor, weight: torch.Tensor, experts: list[int], *, shared_x: bool) -> torch.Tensor:
     """``y[j] = x[j] @ W[experts[j]]`` (no transpose) as float32 ``[J, T, N]``: ``weight`` bf16
     ``[E, K, N]`` with ``N`` a multiple of 16; ``x`` as for :func:`matmul`."""

@@ -96,8 +96,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
         return _packed_linear(x, weight, bias)
     if x.numel() == x.shape[-1] and x.dtype in (torch.float32, torch.bfloat16) and rows_kernel(weight):
         # float32 products with the exactly widened weight, rounded once to the activation dtype
-        y = bf16_rows.matmul(x.reshape(1, -1), weight[None], [0], shared_x=True)
-        y = y.view(*x.shape[:-1], weight.shape[0])
+        y = bf16_rows.row(x, weight).view(*x.shape[:-1], weight.shape[0])
         return (y if bias is None else y + bias).to(x.dtype)
     if weight.dtype == x.dtype:
         return matmul_nt(x, weight, bias) if x.numel() == x.shape[-1] else F.linear(x, weight, bias)

@@ -112,8 +112,8 @@ def test_bad_arguments_are_refused_before_the_kernel_reads_them():
 @needs_kernel
 def test_one_row_linear_runs_the_kernel_and_several_rows_do_not(monkeypatch):
     calls = []
-    real = bf16_rows.matmul
-    monkeypatch.setattr(bf16_rows, "matmul", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    real = bf16_rows.row
+    monkeypatch.setattr(bf16_rows, "row", lambda *a, **kw: calls.append(1) or real(*a, **kw))
     g = _gen(1)
     w = torch.randn(300, 128, generator=g).to(torch.bfloat16)
     bias = torch.randn(300, generator=g)
@@ -126,6 +126,8 @@ def test_one_row_linear_runs_the_kernel_and_several_rows_do_not(monkeypatch):
     yb = lin.linear(row.to(torch.bfloat16), w)
     assert yb.dtype == torch.bfloat16
     torch.testing.assert_close(yb, F.linear(row.to(torch.bfloat16).float(), w.float()).to(torch.bfloat16))
+    with pytest.raises(ValueError, match="activation of 64 values"):
+        bf16_rows.row(torch.zeros(64), w)
     calls.clear()
     rows = torch.randn(5, 128, generator=g)
     torch.testing.assert_close(lin.linear(rows, w), F.linear(rows, w.float()), rtol=1e-5, atol=1e-4)
