@@ -14,9 +14,10 @@ step's speed. On CPU:
 
 * float32 GEMVs go to oneDNN (:func:`matmul_nt`): MKL's ``sgemv`` runs one thread there (20 GB/s
   on the 2-core AMD development machine, where oneDNN reads 33-45 GB/s);
-* BF16 weights go to the row kernel :mod:`.bf16_rows` on AVX512 CPUs (:func:`rows_kernel`): it
-  reads the plain layout at the memory's speed and multiplies float32 rows by the exactly widened
-  weights. Elsewhere they can be stored in oneDNN's blocked layout (:func:`pack_rows`, done at load
+* on AVX512 CPUs a row times a BF16 or float32 weight goes to the row kernels (:mod:`.rows`): they
+  read the plain layout at the memory's speed, in float32 arithmetic (BF16 weights widened
+  exactly);
+* elsewhere BF16 weights can be stored in oneDNN's blocked layout (:func:`pack_rows`, done at load
   time by :meth:`~.model.KimiForCausalLM.pack_linears`): a row then reads them at 40-44 GB/s
   instead of the 26 GB/s of ``F.linear`` on the plain layout. The packed tensor replaces the
   plain one (no second copy); several float32 rows (prefill) unpack it per call, as they convert
@@ -33,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import bf16_rows
+from . import rows
 
 _ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
@@ -78,25 +79,12 @@ def _packed_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     return F.linear(x, weight.to_dense(x.dtype), None if bias is None else bias.to(x.dtype))
 
 
-def rows_kernel(weight: torch.Tensor) -> bool:
-    """Whether one-row products with ``weight`` run :mod:`.bf16_rows` (a plain BF16 CPU weight on
-    an AVX512 CPU): it reads such weights faster than oneDNN's packed layout at every shape of K2.6
-    and the benchmarks' configs, 1.6-2x at the small ones (``benchmarks/bench_linear.py``)."""
-    return (
-        weight.dtype == torch.bfloat16
-        and not weight.is_mkldnn
-        and weight.dim() == 2
-        and weight.is_contiguous()
-        and bf16_rows.usable(weight.shape[1], weight.device)
-    )
-
-
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     if weight.is_mkldnn:
         return _packed_linear(x, weight, bias)
-    if x.numel() == x.shape[-1] and x.dtype in (torch.float32, torch.bfloat16) and rows_kernel(weight):
+    if x.numel() == x.shape[-1] and rows.usable(weight):
         # float32 products with the exactly widened weight, rounded once to the activation dtype
-        y = bf16_rows.row(x, weight).view(*x.shape[:-1], weight.shape[0])
+        y = rows.row(x, weight).view(*x.shape[:-1], weight.shape[0])
         return (y if bias is None else y + bias).to(x.dtype)
     if weight.dtype == x.dtype:
         return matmul_nt(x, weight, bias) if x.numel() == x.shape[-1] else F.linear(x, weight, bias)

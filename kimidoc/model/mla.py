@@ -28,10 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import bf16_rows
+from . import rows
 from .cache import LatentCache
 from .config import TextConfig
-from .linear import Linear, matmul_nt, rows_kernel
+from .linear import Linear, matmul_nt
 from .norm import RMSNorm
 from .rope import apply_interleaved
 
@@ -158,9 +158,9 @@ class MLAttention(nn.Module):
         # (per head its k_nope rows, then its v rows). PyTorch's batched products would need a
         # float32 copy of the weight each step (2x slower at K2.6's size), or run bf16 products.
         blocks = None
-        if b * t == 1 and self.nope_dim == self.v_dim and rows_kernel(kv_b):
+        if b * t == 1 and self.nope_dim == self.v_dim and kv_b.dtype == torch.bfloat16 and rows.usable(kv_b):
             blocks = kv_b.view(2 * self.num_heads, self.v_dim, self.kv_lora_rank)
-            q_abs = bf16_rows.matmul_nn(q_nope.view(self.num_heads, 1, -1), blocks, self._k_blocks, shared_x=False)
+            q_abs = rows.matmul_nn(q_nope.view(self.num_heads, 1, -1), blocks, self._k_blocks, shared_x=False)
             q_abs = q_abs.view(b, self.num_heads, t, self.kv_lora_rank).to(q_pe.dtype)
         else:
             q_abs = torch.matmul(q_nope.transpose(1, 2), w_uk.to(q_nope.dtype))  # [B, H, T, kv_lora_rank]
@@ -177,7 +177,7 @@ class MLAttention(nn.Module):
             o_lat = self._online_softmax(q_cat, latent, past, block)
         o_lat = o_lat.view(b, self.num_heads, t, self.kv_lora_rank)
         if blocks is not None:
-            o = bf16_rows.matmul(o_lat.view(self.num_heads, 1, -1), blocks, self._v_blocks, shared_x=False)
+            o = rows.matmul(o_lat.view(self.num_heads, 1, -1), blocks, self._v_blocks, shared_x=False)
             return o.view(b, t, self.num_heads * self.v_dim).to(o_lat.dtype)
         o = torch.matmul(o_lat, w_uv.to(o_lat.dtype).transpose(1, 2))  # [B, H, T, v_dim]
         return o.transpose(1, 2).reshape(b, t, self.num_heads * self.v_dim)

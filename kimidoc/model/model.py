@@ -16,10 +16,10 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from . import int4
+from . import int4, rows
 from .cache import LatentCache
 from .config import TextConfig
-from .linear import Embedding, Linear, can_pack_rows, linear, pack_rows, rows_kernel, uses_onednn
+from .linear import Embedding, Linear, can_pack_rows, linear, pack_rows, uses_onednn
 from .mla import MLAttention
 from .moe import DenseExperts, ExpertBank, Int4Experts, MoE, SwiGLU
 from .norm import RMSNorm
@@ -168,9 +168,9 @@ class KimiForCausalLM(nn.Module):
 
     def pack_linears(self) -> int:
         """Lay out this model's CPU linear weights for one-row products (decode, see
-        :mod:`.linear`): BF16 weights in oneDNN's blocked layout (read ~1.6x faster) where the
-        BF16 row kernel (:mod:`.bf16_rows`, faster still on plain weights) cannot run, float32
-        weights at least 8x wider than deep (the head) column-major (read ~10% faster by oneDNN).
+        :mod:`.linear`) where the row kernels (:mod:`.rows`, fastest on plain weights) cannot
+        run: BF16 weights in oneDNN's blocked layout (read ~1.6x faster), float32 weights at least
+        8x wider than deep (the head) column-major (read ~10% faster by oneDNN).
         Returns how many weights changed (0 where oneDNN cannot run). Call it once the weights
         are loaded and placed: a packed weight can no longer be moved, saved or viewed.
         ``kv_b_proj`` stays as it is (absorbed attention reads it as a matrix), as do the
@@ -183,7 +183,9 @@ class KimiForCausalLM(nn.Module):
             w = module.weight
             if w.device.type != "cpu" or w.is_mkldnn:
                 continue
-            if w.dtype == torch.bfloat16 and can_pack_rows() and not rows_kernel(w):
+            if rows.usable(w):  # the row kernels read plain weights fastest
+                continue
+            if w.dtype == torch.bfloat16 and can_pack_rows():
                 w = pack_rows(w.detach())
             elif w.dtype == torch.float32 and w.shape[0] >= 8 * w.shape[1] and w.is_contiguous() and uses_onednn():
                 w = w.detach().t().contiguous().t()

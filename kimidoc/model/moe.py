@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import bf16_rows, int4, int4_vnni
+from . import int4, int4_vnni, rows
 from .config import TextConfig
-from .linear import Linear, linear, matmul_nt
+from .linear import Linear, linear
 from .slots import Slot, tensor_slot
 
 _PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
@@ -66,7 +66,7 @@ class Router(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``x`` ``[N, H]`` -> (``topk_idx`` ``[N, k]`` int64, ``topk_weight`` ``[N, k]`` float32)."""
-        scores = matmul_nt(x.float(), self.weight).sigmoid()
+        scores = linear(x.float(), self.weight).sigmoid()
         choice = scores + self.e_score_correction_bias
         if self.n_group > 1:
             grouped = choice.view(-1, self.n_group, self.num_experts // self.n_group)
@@ -190,19 +190,13 @@ class DenseExperts(ExpertBank):
         self.down = nn.Parameter(torch.empty(num_experts, hidden, width), requires_grad=False)
 
     def _rows_kernel(self, x: torch.Tensor) -> bool:
-        """Whether one row runs :mod:`.bf16_rows` (BF16 weights on an AVX512 CPU): rows
-        of one token, in :meth:`decode` and :meth:`run_expert` alike, so that a bank split across
-        tiers sums what one bank sums."""
-        return (
-            x.shape[0] == 1
-            and x.dtype in (torch.float32, torch.bfloat16)
-            and self.gate_up.dtype == torch.bfloat16
-            and bf16_rows.usable(self.hidden, self.gate_up.device)
-            and bf16_rows.usable(self.width, self.gate_up.device)
-        )
+        """Whether one row runs the row kernels (:mod:`.rows`: an AVX512 CPU): rows of one
+        token, in :meth:`decode` and :meth:`run_expert` alike, so that a bank split across tiers
+        sums what one bank sums."""
+        return x.shape[0] == 1 and rows.usable(self.gate_up) and rows.usable(self.down)
 
     def _rows_swiglu(self, x: torch.Tensor, experts: list[int]) -> torch.Tensor:
-        return swiglu_jobs(x, experts, bf16_rows.matmul, (self.gate_up,), (self.down,), self.width)
+        return swiglu_jobs(x, experts, rows.matmul, (self.gate_up,), (self.down,), self.width)
 
     def run_expert(self, e: int, x: torch.Tensor) -> torch.Tensor:
         if self._rows_kernel(x):

@@ -1,5 +1,5 @@
 """The one-row fast paths: oneDNN float32 products and BF16 weights packed in oneDNN's layout
-(where the BF16 row kernel cannot run: the tests of packing switch it off; see test_model_bf16_rows)."""
+(where the row kernels cannot run: these tests switch them off; see test_model_rows)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kimidoc.model import bf16_rows, decode_step, load
+from kimidoc.model import decode_step, load, rows
 from kimidoc.model import linear as lin
 from kimidoc.testing import tiny_text_config, write_checkpoint
 
@@ -17,8 +17,8 @@ needs_packing = pytest.mark.skipif(not lin.can_pack_rows(), reason="oneDNN witho
 
 @pytest.fixture
 def no_rows_kernel(monkeypatch):
-    """BF16 weights as on a CPU without the row kernel: packed for oneDNN."""
-    monkeypatch.setattr(bf16_rows, "load", lambda: None)
+    """One-row products as on a CPU without the row kernels: oneDNN, BF16 weights packed for it."""
+    monkeypatch.setattr(rows, "load", lambda: None)
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -27,7 +27,7 @@ def _gen(seed: int) -> torch.Generator:
 
 @needs_onednn
 @pytest.mark.parametrize("shape", [(1, 96), (1, 1, 96), (5, 96)])
-def test_onednn_products_equal_f_linear_for_any_weight_strides(monkeypatch, shape):
+def test_onednn_products_equal_f_linear_for_any_weight_strides(monkeypatch, shape, no_rows_kernel):
     monkeypatch.setattr(lin, "_ONEDNN_MIN_BYTES", 0)  # every float32 product through oneDNN
     g = _gen(0)
     x = torch.randn(*shape, generator=g)
@@ -81,7 +81,7 @@ def test_loading_bf16_packs_the_linears_decode_reads_and_nothing_else(tmp_path, 
 
 
 @needs_onednn
-def test_a_float32_head_is_stored_column_major_and_gives_the_same_logits(tmp_path):
+def test_a_float32_head_is_stored_column_major_and_gives_the_same_logits(tmp_path, no_rows_kernel):
     path = write_checkpoint(tmp_path / "ckpt", config=tiny_text_config(num_hidden_layers=2), int4=True, text_only=True)
     laid_out = load(path, dtype=torch.float32)
     plain = load(path, dtype=torch.float32, pack=False)

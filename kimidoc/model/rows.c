@@ -1,5 +1,5 @@
-/* Float rows times BF16 weights on AVX512 CPUs, many weights in one call: the one-row products of
-   decode (BF16 linears, BF16 routed experts, absorbed attention's two products with kv_b_proj).
+/* Float rows times BF16 or float32 weights on AVX512 CPUs, many weights in one call: the one-row
+   products of decode (linears, float routed experts, absorbed attention's products with kv_b_proj).
 
    A bf16 value is the top half of a float32, so widening is exact and costs one integer op: in a
    32-bit lane of the weight row, the even column is the low half (shift it up 16 bits) and the odd
@@ -100,6 +100,32 @@ int kimidoc_bf16_matmul_nn(const float* X, int64_t x_stride, int T, int K, const
       }
       float* y = Y + ((int64_t)j * T + t) * N + n0;
       for (int v = 0; v < vecs; v++) _mm512_storeu_ps(y + 16 * v, acc[v]);
+    }
+  }
+  return 0;
+}
+
+/* kimidoc_bf16_matmul for float32 weights W[e] [N, K]: K a multiple of 16 (the caller asks 32). One
+   call reads its weights faster than oneDNN's one-row product, whose per-call cost dominates small
+   shapes (benchmarks/bench_linear.py). */
+int kimidoc_f32_matmul(const float* X, int64_t x_stride, int T, int K, const float* W, const int64_t* experts, int J,
+                       int N, float* Y, int threads) {
+  int64_t rows = (int64_t)J * N;
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t i = 0; i < rows; i++) {
+    int64_t j = i / N, n = i % N;
+    const float* w = W + (experts[j] * N + n) * K;
+    for (int t = 0; t < T; t++) {
+      const float* x = X + j * x_stride + (int64_t)t * K;
+      __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+      int k = 0;
+      for (; k + 32 <= K; k += 32) {
+        _mm_prefetch((const char*)(w + k) + PREFETCH, _MM_HINT_T0);
+        acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + k), _mm512_loadu_ps(x + k), acc0);
+        acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(w + k + 16), _mm512_loadu_ps(x + k + 16), acc1);
+      }
+      if (k < K) acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + k), _mm512_loadu_ps(x + k), acc0);
+      Y[((size_t)j * T + t) * N + n] = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
     }
   }
   return 0;

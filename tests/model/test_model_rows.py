@@ -1,5 +1,5 @@
-"""The BF16 row kernel: float32 products with the exactly widened BF16 weights, for expert banks and
-one-row linears, and PyTorch's ops where it is switched off."""
+"""The row kernels: float32 products with BF16 (exactly widened) or float32 weights, for expert banks,
+one-row linears and absorbed attention, and PyTorch's ops where they are switched off."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kimidoc.model import bf16_rows, decode_step, load
+from kimidoc.model import decode_step, load, rows
 from kimidoc.model import linear as lin
 from kimidoc.model.moe import DenseExperts, combine
 from kimidoc.testing import tiny_text_config, write_checkpoint
 
-needs_kernel = pytest.mark.skipif(bf16_rows.load() is None, reason="no AVX512 CPU or no C compiler here")
+needs_kernel = pytest.mark.skipif(rows.load() is None, reason="no AVX512 CPU or no C compiler here")
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -28,23 +28,24 @@ def _exact(x: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
 
 
 @needs_kernel
-def test_products_are_float32_math_on_the_widened_weights_for_each_job():
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_products_are_float32_math_on_the_widened_weights_for_each_job(dtype):
     g = _gen(0)
-    w = torch.randn(5, 70, 96, generator=g).to(torch.bfloat16)
+    w = torch.randn(5, 70, 96, generator=g).to(dtype)
     x = torch.randn(3, 96, generator=g)
     experts = [4, 0, 4]
-    y = bf16_rows.matmul(x, w, experts, shared_x=True)
+    y = rows.matmul(x, w, experts, shared_x=True)
     assert y.shape == (3, 3, 70) and y.dtype == torch.float32
     for j, e in enumerate(experts):
         exact, bound = _exact(x, w[e])
         assert ((y[j].double() - exact).abs() <= bound).all()
     # The bound tells the kernel from a product that rounds the activations to bf16 first.
-    exact, bound = _exact(x, w[4])
-    rounded = x.to(torch.bfloat16).double() @ w[4].double().t()
+    exact, bound = _exact(x, w[4].to(torch.bfloat16))
+    rounded = x.to(torch.bfloat16).double() @ w[4].to(torch.bfloat16).double().t()
     assert ((rounded - exact).abs() > bound).any()
     # Per-job rows: each job reads its own activations.
     xs = torch.randn(2, 4, 96, generator=g)
-    y = bf16_rows.matmul(xs, w, [1, 3], shared_x=False)
+    y = rows.matmul(xs, w, [1, 3], shared_x=False)
     for j, e in enumerate([1, 3]):
         exact, bound = _exact(xs[j], w[e])
         assert ((y[j].double() - exact).abs() <= bound).all()
@@ -56,16 +57,16 @@ def test_untransposed_products_are_float32_math_on_the_widened_weights(n):
     g = _gen(3)
     w = torch.randn(4, 40, n, generator=g).to(torch.bfloat16)  # [E, K, N]: x @ W, not x @ W.T
     xs = torch.randn(2, 3, 40, generator=g)
-    y = bf16_rows.matmul_nn(xs, w, [3, 1], shared_x=False)
+    y = rows.matmul_nn(xs, w, [3, 1], shared_x=False)
     assert y.shape == (2, 3, n)
     for j, e in enumerate([3, 1]):
         exact, bound = _exact(xs[j], w[e].t())
         assert ((y[j].double() - exact).abs() <= bound).all()
-    y = bf16_rows.matmul_nn(xs[0], w, [2], shared_x=True)
+    y = rows.matmul_nn(xs[0], w, [2], shared_x=True)
     exact, bound = _exact(xs[0], w[2].t())
     assert ((y[0].double() - exact).abs() <= bound).all()
     with pytest.raises(ValueError, match="multiple of 16"):
-        bf16_rows.matmul_nn(xs[0], w[..., :40].contiguous(), [0], shared_x=True)
+        rows.matmul_nn(xs[0], w[..., :40].contiguous(), [0], shared_x=True)
 
 
 @needs_kernel
@@ -82,11 +83,11 @@ def test_absorbed_attention_of_one_token_reads_kv_b_through_the_kernel(monkeypat
     latent = torch.randn(1, 37, cfg.kv_lora_rank + cfg.qk_rope_head_dim, generator=g)
     calls = []
     for name in ("matmul", "matmul_nn"):
-        real = getattr(bf16_rows, name)
-        monkeypatch.setattr(bf16_rows, name, lambda *a, real=real, **kw: calls.append(1) or real(*a, **kw))
+        real = getattr(rows, name)
+        monkeypatch.setattr(rows, name, lambda *a, real=real, **kw: calls.append(1) or real(*a, **kw))
     fast = attn._absorbed(q_nope, q_pe, latent)
     assert len(calls) == 2  # both products of kv_b_proj
-    monkeypatch.setattr(mla, "rows_kernel", lambda w: False)
+    monkeypatch.setattr(rows, "usable", lambda w: False)
     reference = attn._absorbed(q_nope, q_pe, latent)  # PyTorch's products on the widened weight
     torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-5 * reference.abs().max().item())
 
@@ -95,27 +96,30 @@ def test_absorbed_attention_of_one_token_reads_kv_b_through_the_kernel(monkeypat
 def test_bad_arguments_are_refused_before_the_kernel_reads_them():
     w = torch.zeros(2, 8, 64, dtype=torch.bfloat16)
     x = torch.zeros(1, 64)
+    with pytest.raises(ValueError, match="bf16 or float32"):
+        rows.matmul(x, w.half(), [0], shared_x=True)
     with pytest.raises(ValueError, match="bf16"):
-        bf16_rows.matmul(x, w.float(), [0], shared_x=True)
+        rows.matmul_nn(x, w.float(), [0], shared_x=True)
     with pytest.raises(ValueError, match="contiguous"):
-        bf16_rows.matmul(x, torch.zeros(2, 64, 8, dtype=torch.bfloat16).transpose(1, 2), [0], shared_x=True)
+        rows.matmul(x, torch.zeros(2, 64, 8, dtype=torch.bfloat16).transpose(1, 2), [0], shared_x=True)
     with pytest.raises(ValueError, match="multiple of 32"):
-        bf16_rows.matmul(torch.zeros(1, 48), torch.zeros(2, 8, 48, dtype=torch.bfloat16), [0], shared_x=True)
+        rows.matmul(torch.zeros(1, 48), torch.zeros(2, 8, 48, dtype=torch.bfloat16), [0], shared_x=True)
     with pytest.raises(ValueError, match="activation width"):
-        bf16_rows.matmul(torch.zeros(1, 32), w, [0], shared_x=True)
+        rows.matmul(torch.zeros(1, 32), w, [0], shared_x=True)
     with pytest.raises(IndexError, match="out of range"):
-        bf16_rows.matmul(x, w, [2], shared_x=True)
+        rows.matmul(x, w, [2], shared_x=True)
     with pytest.raises(ValueError, match="per-job"):
-        bf16_rows.matmul(x, w, [0, 1], shared_x=False)
+        rows.matmul(x, w, [0, 1], shared_x=False)
 
 
 @needs_kernel
-def test_one_row_linear_runs_the_kernel_and_several_rows_do_not(monkeypatch):
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_one_row_linear_runs_the_kernel_and_several_rows_do_not(monkeypatch, dtype):
     calls = []
-    real = bf16_rows.row
-    monkeypatch.setattr(bf16_rows, "row", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    real = rows.row
+    monkeypatch.setattr(rows, "row", lambda *a, **kw: calls.append(1) or real(*a, **kw))
     g = _gen(1)
-    w = torch.randn(300, 128, generator=g).to(torch.bfloat16)
+    w = torch.randn(300, 128, generator=g).to(dtype)
     bias = torch.randn(300, generator=g)
     row = torch.randn(1, 1, 128, generator=g)
     y = lin.linear(row, w, bias)
@@ -123,23 +127,25 @@ def test_one_row_linear_runs_the_kernel_and_several_rows_do_not(monkeypatch):
     exact, bound = _exact(row, w)
     assert ((y.double() - exact - bias.double()).abs() <= bound + 2.0**-24 * y.abs().double()).all()
     # BF16 activations: the float32 result, rounded once to bf16.
-    yb = lin.linear(row.to(torch.bfloat16), w)
+    yb = lin.linear(row.to(torch.bfloat16), w.to(torch.bfloat16))
     assert yb.dtype == torch.bfloat16
-    torch.testing.assert_close(yb, F.linear(row.to(torch.bfloat16).float(), w.float()).to(torch.bfloat16))
+    reference = F.linear(row.to(torch.bfloat16).float(), w.to(torch.bfloat16).float()).to(torch.bfloat16)
+    torch.testing.assert_close(yb, reference)
     with pytest.raises(ValueError, match="activation of 64 values"):
-        bf16_rows.row(torch.zeros(64), w)
+        rows.row(torch.zeros(64), w)
     calls.clear()
-    rows = torch.randn(5, 128, generator=g)
-    torch.testing.assert_close(lin.linear(rows, w), F.linear(rows, w.float()), rtol=1e-5, atol=1e-4)
+    several = torch.randn(5, 128, generator=g)
+    torch.testing.assert_close(lin.linear(several, w), F.linear(several, w.float()), rtol=1e-5, atol=1e-4)
     assert not calls  # several rows are compute-bound: PyTorch's GEMM
 
 
 @needs_kernel
-def test_a_bf16_expert_bank_sums_one_token_as_its_experts_do_one_by_one():
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_an_expert_bank_sums_one_token_as_its_experts_do_one_by_one(dtype):
     g = _gen(2)
     bank = DenseExperts(6, 96, 64)
-    bank.gate_up.data = torch.randn(6, 128, 96, generator=g).to(torch.bfloat16)
-    bank.down.data = torch.randn(6, 96, 64, generator=g).to(torch.bfloat16) * 0.1
+    bank.gate_up.data = torch.randn(6, 128, 96, generator=g).to(dtype)
+    bank.down.data = torch.randn(6, 96, 64, generator=g).to(dtype) * 0.1
     x = torch.randn(1, 96, generator=g)
     experts, weights = [5, 1, 2], torch.tensor([0.5, 0.3, 0.2])
     y = bank.decode(x, experts, weights)
@@ -164,7 +170,7 @@ def test_a_bf16_model_decodes_as_the_float32_model_of_its_weights(tmp_path):
     fp32 = load(path, dtype=torch.float32)  # the same bf16 values, widened at load
     attn = bf16.model.layers[1].self_attn
     assert not any(p.is_mkldnn for p in bf16.parameters())  # plain weights: the kernel reads them
-    assert lin.rows_kernel(attn.q_a_proj.weight) and lin.rows_kernel(bf16.lm_head.weight)
+    assert rows.usable(attn.q_a_proj.weight) and rows.usable(bf16.lm_head.weight)
     assert isinstance(bf16.model.layers[1].mlp.experts, DenseExperts)
     ids = torch.tensor([[163587, 1000, 2000, 3000, 4000]])
     a, b = bf16.new_cache(), fp32.new_cache()
@@ -176,16 +182,15 @@ def test_a_bf16_model_decodes_as_the_float32_model_of_its_weights(tmp_path):
 
 
 def test_switched_off_the_kernel_leaves_pytorch_ops(monkeypatch):
-    bf16_rows.load.cache_clear()
+    rows.load.cache_clear()
     try:
-        monkeypatch.setenv("KIMIDOC_BF16_KERNEL", "aten")
-        assert bf16_rows.load() is None and not bf16_rows.usable(128, "cpu")
+        monkeypatch.setenv("KIMIDOC_ROW_KERNEL", "aten")
         w = torch.randn(40, 128).to(torch.bfloat16)
-        assert not lin.rows_kernel(w)
+        assert rows.load() is None and not rows.usable(w)
         row = torch.randn(1, 128)
         torch.testing.assert_close(lin.linear(row, w), F.linear(row.to(torch.bfloat16), w).float())
         with pytest.raises(RuntimeError, match="not available"):
-            bf16_rows.matmul(row, w[None], [0], shared_x=True)
+            rows.matmul(row, w[None], [0], shared_x=True)
     finally:
-        monkeypatch.delenv("KIMIDOC_BF16_KERNEL")
-        bf16_rows.load.cache_clear()
+        monkeypatch.delenv("KIMIDOC_ROW_KERNEL")
+        rows.load.cache_clear()
