@@ -193,7 +193,12 @@ class DenseExperts(ExpertBank):
         """Whether one row runs the row kernels (:mod:`.rows`: an AVX512 CPU): rows of one
         token, in :meth:`decode` and :meth:`run_expert` alike, so that a bank split across tiers
         sums what one bank sums."""
-        return x.shape[0] == 1 and rows.usable(self.gate_up) and rows.usable(self.down)
+        return (
+            x.shape[0] == 1
+            and not (x.requires_grad and torch.is_grad_enabled())
+            and rows.usable(self.gate_up)
+            and rows.usable(self.down)
+        )
 
     def _rows_swiglu(self, x: torch.Tensor, experts: list[int]) -> torch.Tensor:
         return swiglu_jobs(x, experts, rows.matmul, (self.gate_up,), (self.down,), self.width)

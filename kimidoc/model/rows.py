@@ -46,9 +46,11 @@ def load() -> dict[str, ctypes._CFuncPtr] | None:
 
 def usable(weight: torch.Tensor) -> bool:
     """Whether one-row products with ``weight`` (``[N, K]`` or a bank ``[E, N, K]``) run here: a
-    contiguous BF16 or float32 CPU tensor, ``K`` a multiple of 32, the kernels built."""
+    contiguous BF16 or float32 CPU tensor, ``K`` a multiple of 32, the kernels built, and no
+    gradient wanted (the kernels have no backward)."""
     return (
         weight.dtype in _SYMBOLS
+        and not (weight.requires_grad and torch.is_grad_enabled())
         and weight.device.type == "cpu"
         and not weight.is_mkldnn
         and weight.is_contiguous()

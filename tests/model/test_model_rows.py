@@ -131,6 +131,11 @@ def test_one_row_linear_runs_the_kernel_and_several_rows_do_not(monkeypatch, dty
     assert yb.dtype == torch.bfloat16
     reference = F.linear(row.to(torch.bfloat16).float(), w.to(torch.bfloat16).float()).to(torch.bfloat16)
     torch.testing.assert_close(yb, reference)
+    # A product that wants a gradient keeps PyTorch's op (the kernels have no backward).
+    calls.clear()
+    wg = w.float().requires_grad_()
+    lin.linear(row, wg).sum().backward()
+    assert not calls and wg.grad is not None
     with pytest.raises(ValueError, match="activation of 64 values"):
         rows.row(torch.zeros(64), w)
     calls.clear()
