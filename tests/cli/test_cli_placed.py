@@ -141,7 +141,7 @@ def test_ram_budget_and_disk_tier_give_the_all_in_ram_tokens_within_budget(ckpt,
     probe.write_text(_PROBE)
     # glibc raises its mmap threshold each time a large block is freed, and from then on keeps
     # freed heap memory mapped: how much depends on the order of frees between threads (runs of
-    # this test differed by ~30 MB). Held at its default, freed large blocks go back to the
+    # this test differed by ~20 MB). Held at its default, freed large blocks go back to the
     # system, so RSS counts what kimidoc holds rather than what the allocator kept.
     env = {**os.environ, "PYTHONPATH": str(REPO), "KIMIDOC_PROGRESS": "0", "MALLOC_MMAP_THRESHOLD_": "131072"}
     out = {}
