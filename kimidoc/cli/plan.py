@@ -55,6 +55,12 @@ def add_parser(sub: Any) -> None:
         action="store_true",
         help="a BF16-only checkpoint whose routed experts are quantized to INT4 on load",
     )
+    p.add_argument(
+        "--int4-layout",
+        choices=["checkpoint", "torch"],
+        help="how RAM holds INT4 experts: the checkpoint's bytes (CPUs with AVX512-VNNI) or PyTorch's layout "
+        "(a zero beside each scale, 10%% more); default: as this CPU does",
+    )
     p.add_argument("--routing-stats", metavar="FILE", help="expert routing frequencies saved by a previous run")
     p.add_argument("--gpu-bandwidth", type=float, default=1.0e12, help="bytes/s per GPU (default 1e12; H200 ~4.8e12)")
     p.add_argument("--cpu-bandwidth", type=float, help="bytes/s of RAM reads (default: measured on this machine)")
@@ -72,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
     machine.gpu_bandwidth = args.gpu_bandwidth
     machine.cpu_bandwidth = measure_read_bandwidth() if measured else args.cpu_bandwidth
     machine.disk_bandwidth = args.disk_bandwidth
+    if args.int4_layout:
+        machine.int4_native = args.int4_layout == "checkpoint"
     freq = load_routing_stats(args.routing_stats) if args.routing_stats else None
     options = dict(context=args.context, shrink=args.shrink, expert_freq=freq, quantize_experts=args.quantize_experts)
     if args.model:  # exactly what LocalKimi / load_placed will run (vision parts included)
@@ -126,6 +134,11 @@ def plan_table(s: dict[str, Any], machine: Machine) -> str:
         )
         console.print(
             "routed experts by device: " + ", ".join(f"{d} {n:,}" for d, n in s["routed_experts_by_device"].items())
+        )
+        console.print(
+            "INT4 experts: the checkpoint's bytes in RAM and on disk, PyTorch's layout on GPUs"
+            if s["int4_native_in_ram"]
+            else "INT4 experts: PyTorch's layout (a zero beside each scale) in RAM, on disk and on GPUs"
         )
         reads = ", ".join(f"{d} {b / GB:,.2f} GB" for d, b in s["bytes_read_per_token"].items())
         src = "measured here" if s["cpu_bandwidth_measured_here"] else "given"

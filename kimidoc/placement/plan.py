@@ -177,6 +177,7 @@ class Plan:
             "context_tokens": self.context,
             "shrink": self.shrink,
             "quantize_experts": self.quantize_experts,
+            "int4_native_in_ram": bool(self.machine.int4_native),
             "bytes_by_part": {k: {_dev_name(d): b for d, b in v.items()} for k, v in kinds.items()},
             "bytes_by_device": {_dev_name(d): b for d, b in self.bytes_by_device().items()},
             "routed_experts_by_device": dict(expert_tiers),

@@ -53,6 +53,14 @@ def test_plan_prints_the_format_reference_numbers(capsys):
     assert main(flags) == 0
     out = capsys.readouterr().out
     assert "70,272 bytes per token" in out and f"{experts / 1e9:,.2f}" in out and "cuda:0" in out
+    # Planning for a CPU without the VNNI kernel (or with it) whatever this one has.
+    for layout, stored in (("torch", 634.18e9), ("checkpoint", 570.76e9)):
+        assert main(["plan", "--cpu-memory", "1TB", "--cpu-bandwidth", "2e11", "--int4-layout", layout, "--json"]) == 0
+        s = json.loads(capsys.readouterr().out)
+        assert sum(s["bytes_by_part"]["routed_expert"].values()) == pytest.approx(stored, rel=1e-3)
+        assert s["int4_native_in_ram"] == (layout == "checkpoint")
+    assert main(["plan", "--cpu-memory", "1TB", "--cpu-bandwidth", "2e11", "--int4-layout", "torch"]) == 0
+    assert "PyTorch's layout (a zero beside each scale) in RAM" in capsys.readouterr().out
 
 
 def test_plan_that_does_not_fit_exits_2_with_the_reason(capsys):
