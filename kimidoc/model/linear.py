@@ -12,17 +12,17 @@ dtype (or the row kernel's float32) and several rows in the activation dtype.
 Decode multiplies one row by each weight, a memory-bound GEMV, so the kernel's read speed is the
 step's speed. On CPU:
 
-* float32 GEMVs go to oneDNN (:func:`matmul_nt`): MKL's ``sgemv`` runs one thread there (20 GB/s
-  on the 2-core AMD development machine, where oneDNN reads 33-45 GB/s);
 * on AVX512 CPUs a row times a BF16 or float32 weight goes to the row kernels (:mod:`.rows`): they
   read the plain layout at the memory's speed, in float32 arithmetic (BF16 weights widened
-  exactly);
-* elsewhere BF16 weights can be stored in oneDNN's blocked layout (:func:`pack_rows`, done at load
+  exactly), 1.05-2.6x faster than the oneDNN paths below (``benchmarks/bench_linear.py``);
+* elsewhere float32 GEMVs go to oneDNN (:func:`matmul_nt`): MKL's ``sgemv`` runs one thread there
+  (20 GB/s on the 2-core AMD development machine, where oneDNN reads 33-45 GB/s);
+* and BF16 weights can be stored in oneDNN's blocked layout (:func:`pack_rows`, done at load
   time by :meth:`~.model.KimiForCausalLM.pack_linears`): a row then reads them at 40-44 GB/s
   instead of the 26 GB/s of ``F.linear`` on the plain layout. The packed tensor replaces the
   plain one (no second copy); several float32 rows (prefill) unpack it per call, as they convert
   the plain BF16 weight to float32 per call;
-* a float32 head (many more outputs than inputs) is stored column-major at load time, which
+* and a float32 head (many more outputs than inputs) is stored column-major at load time, which
   oneDNN reads at one row ~10% faster (44 against 39 GB/s on a [32000, 1024] head).
 
 ``benchmarks/bench_decode.py`` shows the effect on whole steps.
