@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -61,10 +62,25 @@ def build(source: Path, flags: list[str], cc: str) -> Path:
 
 
 def load(
-    source: str, symbols: tuple[str, ...], flags: list[str], weights: int, what: str
+    source: str,
+    symbols: tuple[str, ...],
+    flags: list[str],
+    weights: int,
+    *,
+    switch: str,
+    feature: str,
+    cpu_has: Callable[[], bool],
+    what: str,
 ) -> dict[str, ctypes._CFuncPtr] | None:
     """Functions ``symbols`` of ``source`` (a C file here; each takes ``weights`` weight pointers
-    after K), or ``None`` where it cannot be built; ``what`` says what runs instead, for the log."""
+    after K), or ``None`` where they cannot run: the environment variable ``switch`` is ``aten``,
+    the CPU lacks ``feature`` (``cpu_has()`` is false), or the build fails. ``what`` says what
+    runs instead, for the log."""
+    if os.environ.get(switch, "").lower() == "aten":
+        return None
+    if not cpu_has():
+        log.info("%s: this CPU has no %s", what, feature)
+        return None
     if sys.platform != "linux":
         log.info("%s: the C kernels are built on Linux only", what)
         return None

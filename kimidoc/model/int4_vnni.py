@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import os
 from pathlib import Path
 
 import torch
@@ -41,17 +40,15 @@ def cpu_has_vnni() -> bool:
 @functools.cache
 def load() -> dict[str, ctypes._CFuncPtr] | None:
     """The kernel, or ``None`` where it cannot run here (the reason is logged once)."""
-    if os.environ.get("KIMIDOC_INT4_KERNEL", "").lower() == "aten":
-        return None
-    if not cpu_has_vnni():
-        ckernels.log.info("INT4 experts use PyTorch's kernel: this CPU has no AVX512-VNNI")
-        return None
     return ckernels.load(
         "int4_vnni.c",
         ("kimidoc_int4_matmul",),
         FLAGS,
         2,
-        "INT4 experts use PyTorch's kernel (about 1.5x slower at decode)",
+        switch="KIMIDOC_INT4_KERNEL",
+        feature="AVX512-VNNI",
+        cpu_has=cpu_has_vnni,  # looked up at each load(), so tests can stand in for the CPU
+        what="INT4 experts use PyTorch's kernel (about 1.5x slower at decode)",
     )
 
 

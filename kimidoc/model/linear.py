@@ -82,7 +82,7 @@ def _packed_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     if weight.is_mkldnn:
         return _packed_linear(x, weight, bias)
-    if x.numel() == x.shape[-1] and not (x.requires_grad and torch.is_grad_enabled()) and rows.usable(weight):
+    if x.numel() == x.shape[-1] and rows.usable(weight, x):
         # float32 products with the exactly widened weight, rounded once to the activation dtype
         y = rows.row(x, weight).view(*x.shape[:-1], weight.shape[0])
         return (y if bias is None else y + bias).to(x.dtype)

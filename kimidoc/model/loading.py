@@ -114,12 +114,8 @@ def _fill(reader: ShardReader, name: str, slot: Slot) -> None:
     if slot.defer is not None:
         slot.defer(reader.path, name)
         return
-    target = slot.direct(info.dtype)
-    if target is not None:
-        reader.read_into(name, target)
-        return
     try:
-        slot.fill(reader.read(name))
+        slot.read_from(reader, name)
     except ValueError as e:
         raise CheckpointError(f"{reader.path}: tensor {name}: {e}") from e
 

@@ -159,7 +159,7 @@ class MLAttention(nn.Module):
         # float32 copy of the weight each step, or run bf16 products: the whole step was 3.7x
         # slower that way at K2.6's shape and a 1K context.
         blocks = None
-        if b * t == 1 and self.nope_dim == self.v_dim and kv_b.dtype == torch.bfloat16 and rows.usable(kv_b):
+        if b * t == 1 and self.nope_dim == self.v_dim and kv_b.dtype == torch.bfloat16 and rows.usable(kv_b, q_nope):
             blocks = kv_b.view(2 * self.num_heads, self.v_dim, self.kv_lora_rank)
             q_abs = rows.matmul_nn(q_nope.view(self.num_heads, 1, -1), blocks, self._k_blocks, shared_x=False)
             q_abs = q_abs.view(b, self.num_heads, t, self.kv_lora_rank).to(q_pe.dtype)

@@ -193,12 +193,7 @@ class DenseExperts(ExpertBank):
         """Whether one row runs the row kernels (:mod:`.rows`: an AVX512 CPU): rows of one
         token, in :meth:`decode` and :meth:`run_expert` alike, so that a bank split across tiers
         sums what one bank sums."""
-        return (
-            x.shape[0] == 1
-            and not (x.requires_grad and torch.is_grad_enabled())
-            and rows.usable(self.gate_up)
-            and rows.usable(self.down)
-        )
+        return x.shape[0] == 1 and rows.usable(self.gate_up, x) and rows.usable(self.down, x)
 
     def _rows_swiglu(self, x: torch.Tensor, experts: list[int]) -> torch.Tensor:
         return swiglu_jobs(x, experts, rows.matmul, (self.gate_up,), (self.down,), self.width)
@@ -339,8 +334,7 @@ class Int4Experts(ExpertBank):
 
     def _fill_packed(self, e: int, proj: str, packed: torch.Tensor) -> None:
         if self.vnni:  # the checkpoint's words, read as little-endian bytes, are the kernel's layout
-            target = self.down[e] if proj == "down_proj" else self.gate_up[e, self._rows(proj)]
-            target.copy_(packed.contiguous().view(torch.uint8))
+            self._vnni_targets(e, proj)[0].copy_(packed)
             return
         if proj == "down_proj":
             u = int4.unpack_u8(packed)
@@ -358,8 +352,7 @@ class Int4Experts(ExpertBank):
 
     def _fill_scale(self, e: int, proj: str, scale: torch.Tensor) -> None:
         if self.vnni:
-            target = self.down_scale[e] if proj == "down_proj" else self.gate_up_scale[e, self._rows(proj)]
-            target.copy_(scale)
+            self._vnni_targets(e, proj)[1].copy_(scale)
             return
         table = int4.scales_and_zeros(scale, self.compute_dtype)
         if proj == "down_proj":
@@ -373,8 +366,9 @@ class Int4Experts(ExpertBank):
             raise ValueError(f"{name}: weight_shape {shape.tolist()} does not match the config's {list(expected)}")
 
     def _vnni_targets(self, e: int, proj: str) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Where expert ``e``'s packed words and scales can be read straight from the file (the
-        VNNI layout is the checkpoint's own), or ``None``s for the layout that converts them."""
+        """Where expert ``e``'s packed words (int32 view) and scales go in the VNNI layout, the
+        checkpoint's own, so the loader can read them straight from the file; ``None``s for the
+        layout that converts them."""
         if not self.vnni:
             return None, None
         if proj == "down_proj":

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import os
 
 import torch
 
@@ -35,22 +34,26 @@ def cpu_has_avx512() -> bool:
 @functools.cache
 def load() -> dict[str, ctypes._CFuncPtr] | None:
     """The kernels, or ``None`` where they cannot run here (the reason is logged once)."""
-    if os.environ.get("KIMIDOC_ROW_KERNEL", "").lower() == "aten":
-        return None
-    if not cpu_has_avx512():
-        ckernels.log.info("one-row products use PyTorch's ops: this CPU has no AVX512")
-        return None
-    symbols = (*_SYMBOLS.values(), "kimidoc_bf16_matmul_nn")
-    return ckernels.load("rows.c", symbols, ["-mavx512f"], 1, "one-row products use PyTorch's ops")
+    return ckernels.load(
+        "rows.c",
+        (*_SYMBOLS.values(), "kimidoc_bf16_matmul_nn"),
+        ["-mavx512f"],
+        1,
+        switch="KIMIDOC_ROW_KERNEL",
+        feature="AVX512",
+        cpu_has=cpu_has_avx512,
+        what="one-row products use PyTorch's ops",
+    )
 
 
-def usable(weight: torch.Tensor) -> bool:
-    """Whether one-row products with ``weight`` (``[N, K]`` or a bank ``[E, N, K]``) run here: a
-    contiguous BF16 or float32 CPU tensor, ``K`` a multiple of 32, the kernels built, and no
-    gradient wanted (the kernels have no backward)."""
+def usable(weight: torch.Tensor, x: torch.Tensor | None = None) -> bool:
+    """Whether one-row products with ``weight`` (``[N, K]`` or a bank ``[E, N, K]``), of
+    activations ``x``, run here: a contiguous BF16 or float32 CPU weight, ``K`` a multiple of 32,
+    the kernels built, and no gradient wanted of either (the kernels have no backward)."""
+    wants_grad = torch.is_grad_enabled() and (weight.requires_grad or (x is not None and x.requires_grad))
     return (
         weight.dtype in _SYMBOLS
-        and not (weight.requires_grad and torch.is_grad_enabled())
+        and not wants_grad
         and weight.device.type == "cpu"
         and not weight.is_mkldnn
         and weight.is_contiguous()

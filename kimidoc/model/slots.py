@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .shards import ShardReader
+
 
 @dataclass
 class Slot:
@@ -28,12 +30,14 @@ class Slot:
     # the tensor stays on disk and is read on demand (the placement disk tier).
     defer: Callable[[Path, str], None] | None = None
 
-    def direct(self, dtype: torch.dtype) -> torch.Tensor | None:
-        """The tensor a file tensor of ``dtype`` can be read into byte for byte, skipping ``fill``."""
+    def read_from(self, reader: ShardReader, name: str) -> None:
+        """Fill from tensor ``name`` of ``reader``: its bytes straight into ``target`` when the
+        dtypes match (no intermediate tensor), else through ``fill``."""
         t = self.target
-        if t is not None and t.dtype == dtype and t.device.type == "cpu" and t.is_contiguous():
-            return t
-        return None
+        if t is not None and t.dtype == reader.tensors[name].dtype and t.device.type == "cpu" and t.is_contiguous():
+            reader.read_into(name, t)
+        else:
+            self.fill(reader.read(name))
 
 
 def tensor_slot(tensor: torch.Tensor) -> Slot:

@@ -445,10 +445,16 @@ def int4_native(machine: Machine, config: dict[str, Any]) -> bool:
         return machine.int4_native
     import torch
 
+    return int4_native_here(config, torch.bfloat16)
+
+
+def int4_native_here(config: dict[str, Any], compute_dtype: Any) -> bool:
+    """Whether INT4 expert banks of ``config`` built on this CPU with activations of
+    ``compute_dtype`` (a torch dtype) keep the checkpoint's bytes (the VNNI kernel runs them)."""
     from kimidoc.model import int4_vnni
 
     tc = _text_config(config)
-    return int4_vnni.runs(tc["hidden_size"], tc["moe_intermediate_size"], torch.bfloat16, "cpu")
+    return int4_vnni.runs(tc["hidden_size"], tc["moe_intermediate_size"], compute_dtype, "cpu")
 
 
 def default_cache_bytes(config: dict[str, Any], expert_bytes: int) -> int:

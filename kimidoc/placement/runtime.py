@@ -23,12 +23,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from kimidoc.model import int4_vnni
 from kimidoc.model.loading import Wrap, load, materialize
 from kimidoc.model.model import KimiForCausalLM, default_dtype
 from kimidoc.model.moe import DenseExperts, ExpertBank, Int4Experts, MoE
 from kimidoc.model.shards import CheckpointError
-from kimidoc.placement.inventory import _text_config, read_config
+from kimidoc.placement.inventory import read_config
 from kimidoc.placement.plan import (
     DEFAULT_CONTEXT,
     OFF_PATH,
@@ -36,6 +35,7 @@ from kimidoc.placement.plan import (
     Machine,
     Plan,
     default_cache_bytes,
+    int4_native_here,
     plan_for_checkpoint,
     refuse_disk_resident,
 )
@@ -181,9 +181,8 @@ def load_placed(
     path = Path(path)
     vision = wrap is not None
     config = read_config(path)
-    tc = _text_config(config)
     # The plan counts INT4 experts in RAM in the layout the banks built here will have.
-    native = int4_vnni.runs(tc["hidden_size"], tc["moe_intermediate_size"], int4_compute_dtype, "cpu")
+    native = int4_native_here(config, int4_compute_dtype)
     if isinstance(where, Machine):
         if where.int4_native is None:
             where = replace(where, int4_native=native)

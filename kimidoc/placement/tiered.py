@@ -146,14 +146,9 @@ class ExpertCache:
             reader = readers[path] = ShardReader(path)
             with self._lock:
                 self._readers.append(reader)
-        info = reader.tensors[name]
-        target = slot.direct(info.dtype)
-        if target is not None:
-            reader.read_into(name, target)
-        else:
-            slot.fill(reader.read(name))
+        slot.read_from(reader, name)
         with self._lock:
-            self.bytes_read += info.nbytes
+            self.bytes_read += reader.tensors[name].nbytes
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -87,7 +87,7 @@ def test_absorbed_attention_of_one_token_reads_kv_b_through_the_kernel(monkeypat
         monkeypatch.setattr(rows, name, lambda *a, real=real, **kw: calls.append(1) or real(*a, **kw))
     fast = attn._absorbed(q_nope, q_pe, latent)
     assert len(calls) == 2  # both products of kv_b_proj
-    monkeypatch.setattr(rows, "usable", lambda w: False)
+    monkeypatch.setattr(rows, "usable", lambda w, x=None: False)
     reference = attn._absorbed(q_nope, q_pe, latent)  # PyTorch's products on the widened weight
     torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-5 * reference.abs().max().item())
 
