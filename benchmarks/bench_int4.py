@@ -35,7 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _peer import BandwidthProbe, interleaved_median_ms, median_ms  # noqa: E402
 
-from kimidoc.model import int4, int4_vnni  # noqa: E402
+from kimidoc.model import hugepages, int4, int4_vnni  # noqa: E402
+from kimidoc.model.loading import materialize  # noqa: E402
 from kimidoc.model.moe import Int4Experts  # noqa: E402
 
 # gate and up as the checkpoint stores them, fused as the model runs them (one call), and down.
@@ -72,9 +73,11 @@ def main() -> None:
         reference = x @ w.t()
         int4_bytes = layer.weight.numel() + layer.scale_zeros.numel() * layer.scale_zeros.element_size()
         # Each path cycles through copies of its weight totalling >= --cold-mib, so every call reads
-        # from memory as a decode step does (one weight, read again and again, sits in the LLC).
+        # from memory as a decode step does (one weight, read again and again, sits in the LLC). The
+        # copies sit on huge pages, as a loaded model's weights do (kimidoc.model.hugepages).
         copies = lambda t: [
-            t.clone() for _ in range(max(1, math.ceil(args.cold_mib * 2**20 / (t.numel() * t.element_size()))))
+            hugepages.empty(t.shape, t.dtype).copy_(t)
+            for _ in range(max(1, math.ceil(args.cold_mib * 2**20 / (t.numel() * t.element_size()))))
         ]  # noqa: E731
         bf16_ws, fp32_ws = copies(w_bf16), copies(w)
         int4_ws = list(zip(copies(layer.weight), copies(layer.scale_zeros)))
@@ -152,7 +155,9 @@ def expert_layer(
     fns: dict[str, Callable[[], object]] = {"probe": probe}
     sizes = {}
     for vnni in (False, True) if int4_vnni.load() is not None else (False,):
-        bank = Int4Experts(n_experts, hidden, width, compute_dtype=torch.bfloat16, vnni=vnni)
+        with torch.device("meta"):  # then allocated as loading does (huge pages)
+            bank = Int4Experts(n_experts, hidden, width, compute_dtype=torch.bfloat16, vnni=vnni)
+        materialize(bank, torch.device("cpu"))
         names = bank._bank_names
         for name in names[0::2]:  # the weights: random bytes
             getattr(bank, name).copy_(torch.randint(0, 256, getattr(bank, name).shape, generator=g, dtype=torch.uint8))

@@ -8,8 +8,10 @@ generation.
 Modules: ``config`` (config.json, the quantization config), ``linear`` (uninitialised layers, mixed
 precision), ``norm``, ``rope`` (YaRN, interleaved), ``mla`` (attention math), ``cache`` (latent
 cache), ``moe`` (router, expert banks -- the placement seam), ``int4`` (packing and kernels),
-``model`` (the causal LM), ``shards`` / ``slots`` / ``loading`` (checkpoint -> text model),
-``decode`` (``decode_step``: one token, the fast path), ``generation`` (``generate``, ``sample``).
+``model`` (the causal LM), ``shards`` / ``slots`` / ``loading`` (checkpoint -> text model, weights on
+``hugepages``), ``decode`` (``decode_step``: one token, the fast path), ``generation``
+(``generate``, ``sample``). C kernels (``ckernels`` builds them): ``int4_vnni`` and ``rows`` (one-row
+products), ``decode_ops`` (decode's fused norm, rotation, routing and attention).
 The multimodal model (text + vision tower) is one floor up, in :mod:`kimidoc.vision.multimodal`.
 
 Names load on first use, so reading a config (``kimidoc plan``) does not import torch.

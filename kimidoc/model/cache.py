@@ -10,7 +10,8 @@ fly and decode works in the absorbed form straight on these latents (see :mod:`.
 Capacity comes in multiples of ``PAD`` tokens, and :meth:`LatentCache.padded` gives a layer's
 latents up to the next multiple, with finite values past the cached ones: a decode step then
 multiplies by a key matrix whose shape changes once every ``PAD`` tokens, not every token
-(oneDNN builds a kernel per shape, see :mod:`.mla`).
+(oneDNN builds a kernel per shape, see :mod:`.mla`). The fused attention kernel
+(:mod:`.decode_ops`) reads the cached latents as they are, without the padding.
 """
 
 from __future__ import annotations

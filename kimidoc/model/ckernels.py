@@ -6,9 +6,11 @@ flags, with the C compiler found on the machine (``$CC``, else ``cc``/``gcc``) i
 ``$KIMIDOC_CACHE`` (default ``~/.cache/kimidoc``)/kernels. Where a kernel cannot be built or
 cannot run, :func:`load` returns ``None`` (the reason is logged) and callers keep PyTorch's ops.
 
-Every kernel here has one calling convention, a batch of one-row-at-a-time products ("jobs"):
-``y[j] = x[j] @ W[experts[j]].T`` for a bank of weights ``W`` ``[E, N, ...]``, one OpenMP loop over
-every (job, weight row), so that a token's chosen experts run in one call.
+The products (``int4_vnni.c``, ``rows.c``) share one calling convention, a batch of
+one-row-at-a-time products ("jobs"): ``y[j] = x[j] @ W[experts[j]].T`` for a bank of weights
+``W`` ``[E, N, ...]``, one OpenMP loop over every (job, weight row), so that a token's chosen
+experts run in one call (:func:`run_jobs`). The fused decode ops (``decode_ops.c``: RMSNorm, one
+token's attention) have signatures of their own.
 """
 
 from __future__ import annotations
@@ -61,19 +63,23 @@ def build(source: Path, flags: list[str], cc: str) -> Path:
     return target
 
 
+def jobs(weights: int) -> list[type]:
+    """The argument types of a kernel with the jobs convention and ``weights`` weight pointers."""
+    return _HEAD + [_P] * weights + _TAIL
+
+
 def load(
     source: str,
-    symbols: tuple[str, ...],
+    symbols: dict[str, list[type]],
     flags: list[str],
-    weights: int,
     *,
     switch: str,
     feature: str,
     cpu_has: Callable[[], bool],
     what: str,
 ) -> dict[str, ctypes._CFuncPtr] | None:
-    """Functions ``symbols`` of ``source`` (a C file here; each takes ``weights`` weight pointers
-    after K), or ``None`` where they cannot run: the environment variable ``switch`` is ``aten``,
+    """Functions ``symbols`` of ``source`` (a C file here; each symbol with its argument types,
+    :func:`jobs` for the jobs convention; each returns an int), or ``None`` where they cannot run: the environment variable ``switch`` is ``aten``,
     the CPU lacks ``feature`` (``cpu_has()`` is false), or the build fails. ``what`` says what
     runs instead, for the log."""
     if os.environ.get(switch, "").lower() == "aten":
@@ -94,10 +100,10 @@ def load(
         log.warning("%s: %s", what, e)
         return None
     functions = {}
-    for symbol in symbols:
+    for symbol, argtypes in symbols.items():
         fn = functions[symbol] = getattr(lib, symbol)
         fn.restype = ctypes.c_int
-        fn.argtypes = _HEAD + [_P] * weights + _TAIL
+        fn.argtypes = argtypes
     return functions
 
 

@@ -31,7 +31,7 @@ def _layer(
 ) -> torch.Tensor:
     attn = layer.self_attn
     q_nope, q_pe, latent = attn.project(layer.input_layernorm(x), cos, sin, cache)
-    x = x + attn.o_proj(attn._absorbed(q_nope, q_pe, latent, attn.padded_keys(cache, latent)))
+    x = x + attn.o_proj(attn._absorbed(q_nope, q_pe, latent, cache))
     h = layer.post_attention_layernorm(x)
     mlp = layer.mlp
     if not isinstance(mlp, MoE):

@@ -42,9 +42,8 @@ def load() -> dict[str, ctypes._CFuncPtr] | None:
     """The kernel, or ``None`` where it cannot run here (the reason is logged once)."""
     return ckernels.load(
         "int4_vnni.c",
-        ("kimidoc_int4_matmul",),
+        {"kimidoc_int4_matmul": ckernels.jobs(2)},
         FLAGS,
-        2,
         switch="KIMIDOC_INT4_KERNEL",
         feature="AVX512-VNNI",
         cpu_has=cpu_has_vnni,  # looked up at each load(), so tests can stand in for the CPU

@@ -27,6 +27,7 @@ from torch import nn
 
 from kimidoc.progress import progress
 
+from . import hugepages
 from .config import ConfigError, KimiConfig, load_config
 from .model import KimiForCausalLM
 from .moe import Int4Experts
@@ -90,17 +91,22 @@ def materialize(model: nn.Module, device: torch.device) -> None:
     """Give every meta parameter and buffer real, uninitialised storage on ``device``.
 
     (``Module.to_empty`` does the same through torch's reference ops, which import sympy and
-    the compiler stack on first use -- seconds of start-up for nothing.)
+    the compiler stack on first use -- seconds of start-up for nothing.) In RAM, weights of 2 MB
+    and more go on huge pages (:mod:`.hugepages`): decode streams them every step.
     """
+
+    def empty(t: torch.Tensor) -> torch.Tensor:
+        if device.type == "cpu":
+            return hugepages.empty(t.shape, t.dtype)
+        return torch.empty(t.shape, dtype=t.dtype, device=device)
+
     for module in model.modules():
         for name, p in list(module._parameters.items()):
             if p is not None and p.is_meta:
-                module._parameters[name] = nn.Parameter(
-                    torch.empty(p.shape, dtype=p.dtype, device=device), requires_grad=False
-                )
+                module._parameters[name] = nn.Parameter(empty(p), requires_grad=False)
         for name, b in list(module._buffers.items()):
             if b is not None and b.is_meta:
-                module._buffers[name] = torch.empty(b.shape, dtype=b.dtype, device=device)
+                module._buffers[name] = empty(b)
 
 
 def _fill(reader: ShardReader, name: str, slot: Slot) -> None:

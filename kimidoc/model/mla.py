@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import rows
+from . import decode_ops, rows
 from .cache import LatentCache
 from .config import TextConfig
 from .linear import Linear, matmul_nt
@@ -91,7 +91,7 @@ class MLAttention(nn.Module):
             expanded_bytes = b * length * self.num_heads * 2 * self.qk_dim * latent.element_size()
             form = "absorbed" if t <= ABSORB_MAX_TOKENS or expanded_bytes > EXPANDED_KV_BUDGET else "expanded"
         if form == "absorbed":
-            out = self._absorbed(q_nope, q_pe, latent, self.padded_keys(cache, latent) if t == 1 else None)
+            out = self._absorbed(q_nope, q_pe, latent, cache)
         elif form == "expanded":
             out = self._expanded(q_nope, q_pe, latent)
         else:
@@ -145,11 +145,10 @@ class MLAttention(nn.Module):
         return o[..., : self.v_dim].transpose(1, 2).reshape(b, t, self.num_heads * self.v_dim)
 
     def _absorbed(
-        self, q_nope: torch.Tensor, q_pe: torch.Tensor, latent: torch.Tensor, padded: torch.Tensor | None = None
+        self, q_nope: torch.Tensor, q_pe: torch.Tensor, latent: torch.Tensor, cache: LatentCache | None = None
     ) -> torch.Tensor:
-        """``padded``: ``latent`` followed by finite rows up to a multiple of the cache's ``PAD``."""
+        """``latent``: every token's ``[c_kv, k_pe]``, the cached ones (from ``cache``) first."""
         b, t = q_nope.shape[:2]
-        length = latent.shape[1]
         kv_b = self.kv_b_proj.weight
         w = kv_b.view(self.num_heads, self.nope_dim + self.v_dim, self.kv_lora_rank)
         w_uk, w_uv = w[:, : self.nope_dim], w[:, self.nope_dim :]
@@ -162,26 +161,43 @@ class MLAttention(nn.Module):
         if b * t == 1 and self.nope_dim == self.v_dim and kv_b.dtype == torch.bfloat16 and rows.usable(kv_b, q_nope):
             blocks = kv_b.view(2 * self.num_heads, self.v_dim, self.kv_lora_rank)
             q_abs = rows.matmul_nn(q_nope.view(self.num_heads, 1, -1), blocks, self._k_blocks, shared_x=False)
-            q_abs = q_abs.view(b, self.num_heads, t, self.kv_lora_rank).to(q_pe.dtype)
+            q_abs = q_abs.view(b, self.num_heads, t, self.kv_lora_rank)  # float32
         else:
             q_abs = torch.matmul(q_nope.transpose(1, 2), w_uk.to(q_nope.dtype))  # [B, H, T, kv_lora_rank]
+        if b * t == 1 and decode_ops.attend_usable(q_abs, q_pe, latent[0]):
+            # One token: scores, softmax and the weighted latents in one call over the cache as it
+            # is (no padding, no float copy), float32 out -- what the row kernel takes next.
+            o_lat = decode_ops.attend_one(
+                q_abs.reshape(self.num_heads, -1), q_pe.reshape(self.num_heads, -1), latent[0], self.scale
+            )
+            if blocks is None:
+                o_lat = o_lat.to(q_pe.dtype)
+        else:
+            o_lat = self._attend(q_abs.to(q_pe.dtype), q_pe, latent, cache)
+        o_lat = o_lat.view(b, self.num_heads, t, self.kv_lora_rank)
+        if blocks is not None:
+            o = rows.matmul(o_lat.view(self.num_heads, 1, -1), blocks, self._v_blocks, shared_x=False)
+            return o.view(b, t, self.num_heads * self.v_dim).to(q_pe.dtype)
+        o = torch.matmul(o_lat, w_uv.to(o_lat.dtype).transpose(1, 2))  # [B, H, T, v_dim]
+        return o.transpose(1, 2).reshape(b, t, self.num_heads * self.v_dim)
+
+    def _attend(
+        self, q_abs: torch.Tensor, q_pe: torch.Tensor, latent: torch.Tensor, cache: LatentCache | None
+    ) -> torch.Tensor:
+        """``softmax(scores) @ c_kv`` ``[B, H*T, kv_lora_rank]`` with PyTorch's ops."""
+        b, t = q_pe.shape[:2]
+        length = latent.shape[1]
         # Scaled here, on H*T rows, rather than the [H*T, length] scores.
         q_cat = torch.cat([q_abs, q_pe.transpose(1, 2)], dim=-1).reshape(b, self.num_heads * t, -1) * self.scale
         past = length - t
         block = max(1, SCORE_BUDGET // (b * self.num_heads * t * 4))
+        padded = self.padded_keys(cache, latent) if t == 1 else None
         if b == t == 1 and padded is not None and padded.shape[1] <= block:
-            o_lat = self._one_query(q_cat[0], padded[0], length)[None]
-        elif length <= block:
+            return self._one_query(q_cat[0], padded[0], length)[None]
+        if length <= block:
             probs = torch.softmax(self._scores(q_cat, latent, 0, past), dim=-1, dtype=torch.float32)
-            o_lat = self._weighted_latents(probs.to(latent.dtype), latent)
-        else:
-            o_lat = self._online_softmax(q_cat, latent, past, block)
-        o_lat = o_lat.view(b, self.num_heads, t, self.kv_lora_rank)
-        if blocks is not None:
-            o = rows.matmul(o_lat.view(self.num_heads, 1, -1), blocks, self._v_blocks, shared_x=False)
-            return o.view(b, t, self.num_heads * self.v_dim).to(o_lat.dtype)
-        o = torch.matmul(o_lat, w_uv.to(o_lat.dtype).transpose(1, 2))  # [B, H, T, v_dim]
-        return o.transpose(1, 2).reshape(b, t, self.num_heads * self.v_dim)
+            return self._weighted_latents(probs.to(latent.dtype), latent)
+        return self._online_softmax(q_cat, latent, past, block)
 
     def _one_query(self, q_cat: torch.Tensor, keys: torch.Tensor, length: int) -> torch.Tensor:
         """One token's heads ``[H, D]`` over the first ``length`` of ``keys`` ``[n, D]``: both

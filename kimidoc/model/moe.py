@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import int4, int4_vnni, rows
+from . import decode_ops, int4, int4_vnni, rows
 from .config import TextConfig
 from .linear import Linear, linear
 from .slots import Slot, tensor_slot
@@ -66,8 +66,12 @@ class Router(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``x`` ``[N, H]`` -> (``topk_idx`` ``[N, k]`` int64, ``topk_weight`` ``[N, k]`` float32)."""
-        scores = linear(x.float(), self.weight).sigmoid()
-        choice = scores + self.e_score_correction_bias
+        logits = linear(x.float(), self.weight)
+        bias = self.e_score_correction_bias
+        if self.n_group <= 1 and decode_ops.route_usable(logits, bias, self.top_k):  # one token: one call
+            return decode_ops.route(logits, bias, self.top_k, self.norm_topk_prob, self.routed_scaling_factor)
+        scores = logits.sigmoid()
+        choice = scores + bias
         if self.n_group > 1:
             grouped = choice.view(-1, self.n_group, self.num_experts // self.n_group)
             group_scores = grouped.topk(2, dim=-1)[0].sum(-1)

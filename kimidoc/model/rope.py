@@ -16,6 +16,7 @@ import math
 
 import torch
 
+from . import decode_ops
 from .config import RopeConfig
 
 
@@ -79,5 +80,7 @@ class Rotary:
 
 def apply_interleaved(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate the last dim of ``x`` (pairs interleaved); ``cos``/``sin`` broadcast to ``x[..., ::2]``."""
+    if decode_ops.rope_usable(x, cos, sin):  # one position (decode): one C call for the 9 ops below
+        return decode_ops.rope(x, cos, sin)
     x1, x2 = x[..., 0::2], x[..., 1::2]
     return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)

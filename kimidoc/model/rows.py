@@ -36,9 +36,8 @@ def load() -> dict[str, ctypes._CFuncPtr] | None:
     """The kernels, or ``None`` where they cannot run here (the reason is logged once)."""
     return ckernels.load(
         "rows.c",
-        (*_SYMBOLS.values(), "kimidoc_bf16_matmul_nn"),
+        {symbol: ckernels.jobs(1) for symbol in (*_SYMBOLS.values(), "kimidoc_bf16_matmul_nn")},
         ["-mavx512f"],
-        1,
         switch="KIMIDOC_ROW_KERNEL",
         feature="AVX512",
         cpu_has=cpu_has_avx512,

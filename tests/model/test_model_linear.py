@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kimidoc.model import decode_step, load, rows
+from kimidoc.model import decode_ops, decode_step, load, rows
 from kimidoc.model import linear as lin
 from kimidoc.testing import tiny_text_config, write_checkpoint
 
@@ -17,8 +17,10 @@ needs_packing = pytest.mark.skipif(not lin.can_pack_rows(), reason="oneDNN witho
 
 @pytest.fixture
 def no_rows_kernel(monkeypatch):
-    """One-row products as on a CPU without the row kernels: oneDNN, BF16 weights packed for it."""
+    """One-row products as on a CPU without the row kernels: oneDNN, BF16 weights packed for it
+    (and PyTorch's norms and attention: the fused decode ops go with the row kernels)."""
     monkeypatch.setattr(rows, "load", lambda: None)
+    monkeypatch.setattr(decode_ops, "load", lambda: None)
 
 
 def _gen(seed: int) -> torch.Generator:

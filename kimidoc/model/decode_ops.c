@@ -1,0 +1,254 @@
+/* Fused one-token ops of a decode step on AVX512 CPUs: RMSNorm, the rotary embedding, the router's
+   expert choice, and the absorbed attention of one query over the latent cache.
+
+   A decode step runs each of these once per layer on one row. In PyTorch they are 6 to 12 ops each,
+   and after the step's weight stream has flushed the caches every op costs 10-40 us of dispatch
+   (a whole norm, ~25 us; the attention, ~200 us at 1K cached tokens against ~40 us of arithmetic).
+   Here each is one call, with float32 arithmetic throughout. */
+
+#include <immintrin.h>
+#include <math.h>
+#include <omp.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define KEYS 16    /* keys per block: one vector of scores per head */
+#define COLS 256   /* accumulator columns held in registers at once: 16 vectors */
+
+static inline __m512 widen_bf16(const uint16_t* p) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)p)), 16));
+}
+
+/* Y[r] = X[r] * rsqrt(mean(X[r]^2) + eps) * w for R rows of K floats (K a multiple of 16); w float32 or,
+   with w_bf16, bf16 (widened exactly). As transformers' DeepseekV3RMSNorm on float32 rows. */
+int kimidoc_rms_norm(const float* X, int R, int K, const void* W, int w_bf16, float eps, float* Y) {
+  for (int r = 0; r < R; r++) {
+    const float* x = X + (int64_t)r * K;
+    float* y = Y + (int64_t)r * K;
+    __m512 ss = _mm512_setzero_ps();
+    for (int k = 0; k < K; k += 16) {
+      __m512 v = _mm512_loadu_ps(x + k);
+      ss = _mm512_fmadd_ps(v, v, ss);
+    }
+    __m512 inv = _mm512_set1_ps(1.f / sqrtf(_mm512_reduce_add_ps(ss) / K + eps));
+    for (int k = 0; k < K; k += 16) {
+      __m512 w = w_bf16 ? widen_bf16((const uint16_t*)W + k) : _mm512_loadu_ps((const float*)W + k);
+      _mm512_storeu_ps(y + k, _mm512_mul_ps(_mm512_mul_ps(_mm512_loadu_ps(x + k), inv), w));
+    }
+  }
+  return 0;
+}
+
+/* Y[r] = X[r] rotated by one position's cos / sin [P/2], for R rows of P values (row r at X + r * x_stride,
+   Y contiguous [R, P]), in DeepSeek's interleaved layout: Y = [x_even cos - x_odd sin, x_odd cos + x_even sin].
+   Built without FMA contraction, so each product is rounded as in PyTorch's ops: the same bits. */
+int kimidoc_rope(const float* X, int R, int64_t x_stride, int P, const float* cos, const float* sin, float* Y) {
+  int half = P / 2;
+  for (int r = 0; r < R; r++) {
+    const float* x = X + r * x_stride;
+    float* y = Y + (int64_t)r * P;
+    for (int i = 0; i < half; i++) {
+      float even = x[2 * i], odd = x[2 * i + 1];
+      y[i] = even * cos[i] - odd * sin[i];
+      y[half + i] = odd * cos[i] + even * sin[i];
+    }
+  }
+  return 0;
+}
+
+/* a before b in torch.topk's order: NaN above every number. */
+static inline int above(float a, float b) { return a != a ? b == b : a > b; }
+
+/* One token's expert choice: scores = sigmoid(logits [E]); the k experts with the largest scores + bias
+   (DeepSeek-V3's correction bias only chooses), the lower index first among equals; their weights the
+   scores themselves, divided by their sum (+1e-20) when norm, times factor. idx int64 [k], weight [k]. */
+int kimidoc_route(const float* logits, const float* bias, int E, int k, int norm, float factor, int64_t* idx,
+                  float* weight) {
+  float* scores = malloc(sizeof(float) * 2 * (size_t)E);
+  unsigned char* taken = calloc((size_t)E, 1);
+  if (!scores || !taken) {
+    free(scores);
+    free(taken);
+    return -1;
+  }
+  float* choice = scores + E;
+  for (int e = 0; e < E; e++) {
+    scores[e] = 1.f / (1.f + expf(-logits[e]));
+    choice[e] = scores[e] + bias[e];
+  }
+  float total = 0.f;
+  for (int i = 0; i < k; i++) {
+    int best = -1;
+    for (int e = 0; e < E; e++)
+      if (!taken[e] && (best < 0 || above(choice[e], choice[best]))) best = e;
+    taken[best] = 1;
+    idx[i] = best;
+    weight[i] = scores[best];
+    total += scores[best];
+  }
+  for (int i = 0; i < k; i++) weight[i] = (norm ? weight[i] / (total + 1e-20f) : weight[i]) * factor;
+  free(scores);
+  free(taken);
+  return 0;
+}
+
+/* e^x for x <= 0 (scores minus their running max), within ~2 float ulps: x = n ln2 + r with
+   |r| <= ln2/2, e^r by its degree-7 Taylor polynomial (error < 5e-9), times 2^n by scalef. */
+static inline __m512 exp_ps(__m512 x) {
+  x = _mm512_max_ps(x, _mm512_set1_ps(-104.f)); /* below this e^x is 0 in float32 */
+  __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x); /* ln2 in two parts: exact n*hi */
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187e-06f), r);
+  __m512 p = _mm512_set1_ps(1.f / 5040);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 720));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 120));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 24));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 6));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
+  return _mm512_scalef_ps(p, n);
+}
+
+/* s[i * KEYS + b] = q[i] . k[b] for i < HEADS query rows and 4 key rows, all D floats apart: 4 HEADS
+   accumulators, so that each load serves several products and enough FMAs are in flight. */
+#define DOT_TILE(HEADS)                                                                                    \
+  static inline void dot##HEADS##x4(const float* q, const float* k, int D, float* s) {                    \
+    __m512 acc[HEADS][4];                                                                                 \
+    for (int i = 0; i < (HEADS); i++)                                                                     \
+      for (int b = 0; b < 4; b++) acc[i][b] = _mm512_setzero_ps();                                        \
+    for (int d = 0; d < D; d += 16) {                                                                     \
+      __mmask16 m = D - d >= 16 ? 0xFFFF : (__mmask16)((1u << (D - d)) - 1);                              \
+      __m512 kv[4];                                                                                       \
+      for (int b = 0; b < 4; b++) kv[b] = _mm512_maskz_loadu_ps(m, k + (int64_t)b * D + d);               \
+      for (int i = 0; i < (HEADS); i++) {                                                                 \
+        __m512 qv = _mm512_maskz_loadu_ps(m, q + (int64_t)i * D + d);                                     \
+        for (int b = 0; b < 4; b++) acc[i][b] = _mm512_fmadd_ps(qv, kv[b], acc[i][b]);                    \
+      }                                                                                                   \
+    }                                                                                                     \
+    for (int i = 0; i < (HEADS); i++)                                                                     \
+      for (int b = 0; b < 4; b++) s[i * KEYS + b] = _mm512_reduce_add_ps(acc[i][b]);                      \
+  }
+DOT_TILE(4)
+DOT_TILE(1)
+
+/* acc[0:16 VECS] = acc * alpha + sum_b p[b] * keys[b][0:16 VECS] over cnt keys (rows D floats apart):
+   the accumulators stay in registers while the block's keys stream, when VECS is a constant. */
+#define ACCUMULATE(VECS)                                                                      \
+  do {                                                                                        \
+    __m512 a[VECS], al = _mm512_set1_ps(alpha);                                               \
+    for (int v = 0; v < (VECS); v++) a[v] = _mm512_mul_ps(_mm512_loadu_ps(acc + 16 * v), al); \
+    for (int b = 0; b < cnt; b++) {                                                           \
+      __m512 pb = _mm512_set1_ps(p[b]);                                                       \
+      const float* k = keys + (int64_t)b * D;                                                 \
+      for (int v = 0; v < (VECS); v++) a[v] = _mm512_fmadd_ps(pb, _mm512_loadu_ps(k + 16 * v), a[v]); \
+    }                                                                                         \
+    for (int v = 0; v < (VECS); v++) _mm512_storeu_ps(acc + 16 * v, a[v]);                    \
+  } while (0)
+
+/* acc[0:n] (n a multiple of 16, at most COLS) as ACCUMULATE: full COLS-wide slices with a fixed
+   trip count (16 registers), a narrower last one 16 columns at a time. */
+static inline void accumulate(float* acc, int n, float alpha, const float* p, const float* keys, int cnt, int D) {
+  if (n == COLS) {
+    ACCUMULATE(COLS / 16);
+    return;
+  }
+  for (; n > 0; n -= 16, acc += 16, keys += 16) ACCUMULATE(1);
+}
+
+/* One query's absorbed attention, all heads, over the first `length` rows of `keys`:
+     q[h]   = [q_lat[h], q_pe[h]] * scale                          (D = R + P values)
+     out[h] = sum_j softmax_j(q[h] . keys[j]) * keys[j][0:R]        for j < length
+   q_lat float32 [H, R], q_pe float32 [H, P], keys [>= length, D] float32 or (keys_bf16) bf16,
+   out float32 [H, R]; R a multiple of 16. The keys are split into 16-key blocks, a contiguous
+   run of blocks per thread, each thread with its own running max, sum and accumulator per head
+   (online softmax), merged at the end: every key is read from memory once. Returns 0, or -1 if the
+   scratch could not be allocated. */
+int kimidoc_attend_one(const float* q_lat, const float* q_pe, float scale, const void* keys, int keys_bf16,
+                       int length, int H, int R, int P, float* out, int threads) {
+  int D = R + P, blocks = (length + KEYS - 1) / KEYS;
+  int parts = threads < blocks ? threads : blocks;
+  if (parts < 1) parts = 1;
+  /* per part: max [H], sum [H], accumulators [H * R], a widened key block [KEYS * D]; then q [H * D] */
+  size_t per_part = (size_t)2 * H + (size_t)H * R + (size_t)KEYS * D;
+  size_t floats = per_part * parts + (size_t)H * D;
+  float* scratch = aligned_alloc(64, ((floats * sizeof(float) + 63) / 64) * 64);
+  if (!scratch) return -1;
+  float* q = scratch + per_part * parts;
+  for (int h = 0; h < H; h++) {
+    for (int i = 0; i < R; i++) q[(int64_t)h * D + i] = q_lat[(int64_t)h * R + i] * scale;
+    for (int i = 0; i < P; i++) q[(int64_t)h * D + R + i] = q_pe[(int64_t)h * P + i] * scale;
+  }
+#pragma omp parallel num_threads(parts)
+  {
+    int part = omp_get_thread_num();
+    float* m = scratch + per_part * part;
+    float* l = m + H;
+    float* acc = l + H;
+    float* wide = acc + (size_t)H * R;
+    for (int h = 0; h < H; h++) m[h] = -INFINITY, l[h] = 0.f;
+    memset(acc, 0, sizeof(float) * (size_t)H * R);
+    int first = (int)((int64_t)blocks * part / parts), last = (int)((int64_t)blocks * (part + 1) / parts);
+    for (int blk = first; blk < last; blk++) {
+      int j0 = blk * KEYS, cnt = length - j0 < KEYS ? length - j0 : KEYS;
+      const float* kb = (const float*)keys + (int64_t)j0 * D;
+      if (keys_bf16 || cnt % 4) { /* widened, or zero rows after a partial block's last key: dot4 reads 4 */
+        int n = cnt * D, i = 0;
+        if (keys_bf16) {
+          const uint16_t* src = (const uint16_t*)keys + (int64_t)j0 * D;
+          for (; i + 16 <= n; i += 16) _mm512_storeu_ps(wide + i, widen_bf16(src + i));
+          for (; i < n; i++) ((uint32_t*)wide)[i] = (uint32_t)src[i] << 16;
+        } else {
+          memcpy(wide, kb, sizeof(float) * n);
+        }
+        memset(wide + n, 0, sizeof(float) * (size_t)((-cnt & 3) * D));
+        kb = wide;
+      }
+      __mmask16 valid = (__mmask16)((1u << cnt) - 1);
+      for (int h0 = 0; h0 < H; h0 += 4) {
+        int heads = H - h0 < 4 ? H - h0 : 4;
+        float s[4 * KEYS];
+        for (int b = 0; b < cnt; b += 4) {
+          const float* qh = q + (int64_t)h0 * D;
+          const float* kr = kb + (int64_t)b * D;
+          if (heads == 4)
+            dot4x4(qh, kr, D, s + b);
+          else
+            for (int i = 0; i < heads; i++) dot1x4(qh + (int64_t)i * D, kr, D, s + i * KEYS + b);
+        }
+        for (int i = 0; i < heads; i++) {
+          int h = h0 + i;
+          float* sh = s + i * KEYS;
+          __m512 sv = _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), valid, sh);
+          float m_new = fmaxf(m[h], _mm512_reduce_max_ps(sv));
+          float alpha = expf(m[h] - m_new); /* 0 for the first block: m[h] is -inf */
+          __m512 p = _mm512_maskz_mov_ps(valid, exp_ps(_mm512_sub_ps(sv, _mm512_set1_ps(m_new))));
+          l[h] = l[h] * alpha + _mm512_reduce_add_ps(p);
+          m[h] = m_new;
+          _mm512_storeu_ps(sh, p);
+          for (int c = 0; c < R; c += COLS)
+            accumulate(acc + (int64_t)h * R + c, R - c < COLS ? R - c : COLS, alpha, sh, kb + c, cnt, D);
+        }
+      }
+    }
+#pragma omp barrier
+#pragma omp for schedule(static)
+    for (int h = 0; h < H; h++) {
+      float top = -INFINITY, total = 0.f;
+      for (int t = 0; t < parts; t++) top = fmaxf(top, scratch[per_part * t + h]);
+      float* o = out + (int64_t)h * R;
+      memset(o, 0, sizeof(float) * R);
+      for (int t = 0; t < parts; t++) {
+        const float* mt = scratch + per_part * t;
+        float w = expf(mt[h] - top);
+        total += mt[H + h] * w;
+        const float* at = mt + 2 * H + (int64_t)h * R;
+        for (int i = 0; i < R; i++) o[i] += w * at[i];
+      }
+      for (int i = 0; i < R; i++) o[i] /= total;
+    }
+  }
+  free(scratch);
+  return 0;
+}

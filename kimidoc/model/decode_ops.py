@@ -1,0 +1,177 @@
+"""Decode's fused one-token ops on x86 CPUs (``decode_ops.c``): RMSNorm, the rotary embedding, the
+router's expert choice and absorbed attention.
+
+A decode step runs ~4 norms, two rotations, a routing and one attention per layer on a single row. PyTorch
+spells them as 6-12 ops each, and once the step's weight stream has flushed the caches each op costs 10-40 us of
+dispatch, several times the arithmetic (``benchmarks/bench_decode.py --overhead``). Each is one
+C call here, in float32.
+
+Built by :mod:`.ckernels` with the row kernels' switch: used on CPUs with AVX512 unless
+``KIMIDOC_ROW_KERNEL`` is ``aten``, where :func:`load` returns ``None`` and callers keep
+PyTorch's ops. Neither has a backward, so inputs that want a gradient keep PyTorch's ops too.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+
+import torch
+
+from . import ckernels
+from .rows import cpu_has_avx512
+
+_P, _I = ctypes.c_void_p, ctypes.c_int
+_SIGNATURES = {
+    # X, R, K, W, w_bf16, eps, Y
+    "kimidoc_rms_norm": [_P, _I, _I, _P, _I, ctypes.c_float, _P],
+    # X, R, x_stride, P, cos, sin, Y
+    "kimidoc_rope": [_P, _I, ctypes.c_int64, _I, _P, _P, _P],
+    # logits, bias, E, k, norm, factor, idx, weight
+    "kimidoc_route": [_P, _P, _I, _I, _I, ctypes.c_float, _P, _P],
+    # q_lat, q_pe, scale, keys, keys_bf16, length, H, R, P, out, threads
+    "kimidoc_attend_one": [_P, _P, ctypes.c_float, _P, _I, _I, _I, _I, _I, _P, _I],
+}
+_DTYPES = (torch.float32, torch.bfloat16)
+
+
+@functools.cache
+def load() -> dict[str, ctypes._CFuncPtr] | None:
+    """The kernels, or ``None`` where they cannot run here (the reason is logged once)."""
+    return ckernels.load(
+        "decode_ops.c",
+        _SIGNATURES,
+        ["-mavx512f", "-ffp-contract=off"],  # the rotary embedding's products rounded as PyTorch's
+        switch="KIMIDOC_ROW_KERNEL",
+        feature="AVX512",
+        cpu_has=cpu_has_avx512,
+        what="decode's norms and attention use PyTorch's ops",
+    )
+
+
+def _plain(t: torch.Tensor) -> bool:
+    """A CPU tensor the C code can read as it is, that wants no gradient."""
+    return t.device.type == "cpu" and t.is_contiguous() and not (torch.is_grad_enabled() and t.requires_grad)
+
+
+def norm_usable(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether :func:`rms_norm` runs for float32 rows ``x`` and this weight."""
+    return (
+        x.dtype == torch.float32
+        and weight.dtype in _DTYPES
+        and x.shape[-1] % 16 == 0
+        and _plain(x)
+        and _plain(weight)
+        and load() is not None
+    )
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """``x * rsqrt(mean(x^2) + eps) * weight`` over the last dimension of float32 ``x``, for
+    arguments :func:`norm_usable` accepted."""
+    k = x.shape[-1]
+    if weight.shape != (k,):
+        raise ValueError(f"norm weight {tuple(weight.shape)} for rows of {k}")
+    y = torch.empty_like(x)
+    load()["kimidoc_rms_norm"](
+        x.data_ptr(), x.numel() // k, k, weight.data_ptr(), weight.dtype == torch.bfloat16, eps, y.data_ptr()
+    )
+    return y
+
+
+def rope_usable(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> bool:
+    """Whether :func:`rope` runs: float32 rows ``x`` ``[1, ..., 1, R, P]`` (rows evenly strided, as
+    a per-head slice of the queries is) rotated by one position's ``cos`` / ``sin``."""
+    p = x.shape[-1]
+    return (
+        x.dtype == cos.dtype == sin.dtype == torch.float32
+        and p % 2 == 0
+        and cos.numel() == sin.numel() == p // 2
+        and x.numel() == (x.shape[-2] if x.dim() > 1 else 1) * p
+        and x.stride(-1) == 1
+        and cos.is_contiguous()
+        and sin.is_contiguous()
+        and x.device.type == cos.device.type == sin.device.type == "cpu"
+        and not (torch.is_grad_enabled() and x.requires_grad)
+        and load() is not None
+    )
+
+
+def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """:func:`kimidoc.model.rope.apply_interleaved` for one position, as :func:`rope_usable`
+    accepted: the same bits, in one call."""
+    p = x.shape[-1]
+    rows = x.numel() // p
+    y = torch.empty(x.shape)
+    load()["kimidoc_rope"](
+        x.data_ptr(), rows, x.stride(-2) if x.dim() > 1 else p, p, cos.data_ptr(), sin.data_ptr(), y.data_ptr()
+    )
+    return y
+
+
+def route_usable(logits: torch.Tensor, bias: torch.Tensor, k: int) -> bool:
+    """Whether :func:`route` runs: one token's float32 router logits ``[1, E]``, ``k <= E``."""
+    return (
+        logits.dim() == 2
+        and logits.shape[0] == 1
+        and 0 < k <= logits.shape[1]
+        and logits.dtype == bias.dtype == torch.float32
+        and bias.shape == logits.shape[1:]
+        and _plain(logits)
+        and _plain(bias)
+        and load() is not None
+    )
+
+
+def route(
+    logits: torch.Tensor, bias: torch.Tensor, k: int, norm: bool, factor: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One token's ``(idx [1, k] int64, weight [1, k] float32)`` from router ``logits``, as
+    :class:`kimidoc.model.moe.Router` chooses without expert groups (:func:`route_usable`)."""
+    idx = torch.empty(1, k, dtype=torch.int64)
+    weight = torch.empty(1, k)
+    if load()["kimidoc_route"](
+        logits.data_ptr(), bias.data_ptr(), logits.shape[1], k, norm, factor, idx.data_ptr(), weight.data_ptr()
+    ):
+        raise MemoryError(f"the router kernel could not allocate scratch for {logits.shape[1]} experts")
+    return idx, weight
+
+
+def attend_usable(q_lat: torch.Tensor, q_pe: torch.Tensor, keys: torch.Tensor) -> bool:
+    """Whether :func:`attend_one` runs for these queries over latents ``keys`` ``[length, D]``."""
+    return (
+        keys.dim() == 2
+        and keys.dtype in _DTYPES
+        and keys.shape[0] > 0
+        and q_lat.shape[-1] % 16 == 0
+        and _plain(keys)
+        and not (torch.is_grad_enabled() and (q_lat.requires_grad or q_pe.requires_grad))
+        and load() is not None
+    )
+
+
+def attend_one(q_lat: torch.Tensor, q_pe: torch.Tensor, keys: torch.Tensor, scale: float) -> torch.Tensor:
+    """One query's absorbed attention, every head, over every row of ``keys``: float32 ``[H, R]``
+    ``softmax((q[h] @ keys.T) * scale) @ keys[:, :R]`` with ``q[h] = [q_lat[h], q_pe[h]]``.
+
+    ``q_lat`` ``[H, R]``, ``q_pe`` ``[H, P]`` (any float dtype), ``keys`` ``[length, R + P]``
+    float32 or bf16 (the latent cache: ``[c_kv, k_pe]``), ``R`` a multiple of 16, as
+    :func:`attend_usable` accepted.
+    """
+    h, r = q_lat.shape
+    p = q_pe.shape[-1]
+    length, d = keys.shape
+    if q_pe.shape != (h, p) or d != r + p or r % 16:
+        raise ValueError(
+            f"queries {tuple(q_lat.shape)} + {tuple(q_pe.shape)} against latents {tuple(keys.shape)}: "
+            "need [H, R] + [H, P] and [length, R + P], R a multiple of 16"
+        )
+    q_lat, q_pe = (t.float().contiguous() for t in (q_lat, q_pe))
+    out = torch.empty(h, r)
+    rc = load()["kimidoc_attend_one"](
+        q_lat.data_ptr(), q_pe.data_ptr(), scale, keys.data_ptr(), keys.dtype == torch.bfloat16,
+        length, h, r, p, out.data_ptr(), torch.get_num_threads(),
+    )  # fmt: skip
+    if rc:
+        raise MemoryError(f"the attention kernel could not allocate scratch for {h} heads x {r}")
+    return out

@@ -1,0 +1,228 @@
+"""Decode's fused one-token ops (RMSNorm, absorbed attention over the latent cache) against float64
+references, their place in the model, and PyTorch's ops where they cannot run."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kimidoc.model import decode_ops, decode_step, load, mla
+from kimidoc.model.config import text_config_from_dict
+from kimidoc.model.moe import Router
+from kimidoc.model.norm import RMSNorm
+from kimidoc.model.rope import apply_interleaved
+from kimidoc.testing import tiny_text_config, write_checkpoint
+
+needs_kernel = pytest.mark.skipif(decode_ops.load() is None, reason="no AVX512 CPU or no C compiler here")
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _attention64(q_lat, q_pe, keys, scale):
+    q = torch.cat([q_lat, q_pe], -1).double() * scale
+    k = keys.double()
+    return torch.softmax(q @ k.T, -1) @ k[:, : q_lat.shape[-1]]
+
+
+def _bound(keys: torch.Tensor, d: int) -> float:
+    """Float32 error of the kernel's result: each score is a sum of ``d`` products (rounding
+    ``d * 2^-24`` of sum |q||k|, ~|score|), which moves the weights by as much relative to the
+    output's magnitude (at most max |key|); the exponential and the sums add a few ulps more."""
+    return 4 * d * 2.0**-24 * keys.abs().max().item()
+
+
+@needs_kernel
+@pytest.mark.parametrize(
+    "heads, rank, rope, length, dtype",
+    [
+        (16, 256, 32, 1025, torch.float32),  # a last block of 1 key; two threads' runs to merge
+        (8, 512, 64, 300, torch.bfloat16),  # K2.6's latent widths, bf16 cache
+        (2, 16, 16, 1, torch.float32),  # one cached token
+        (3, 32, 8, 37, torch.bfloat16),  # rows of 40: a partial vector at each key's end
+    ],
+)
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_attention_equals_the_float64_softmax_over_exactly_the_cached_keys(heads, rank, rope, length, dtype, threads):
+    g = _gen(0)
+    q_lat, q_pe = torch.randn(heads, rank, generator=g), torch.randn(heads, rope, generator=g)
+    # The cache's buffer goes on past `length` (spare capacity): NaN there must not be read.
+    buffer = torch.full((length + 40, rank + rope), float("nan"), dtype=dtype)
+    buffer[:length] = torch.randn(length, rank + rope, generator=g).to(dtype)
+    keys = buffer[:length]
+    scale = 2.5 * (rank + rope) ** -0.5  # peaked softmaxes as well as flat ones
+    torch.set_num_threads(threads)
+    assert decode_ops.attend_usable(q_lat, q_pe, keys)
+    out = decode_ops.attend_one(q_lat, q_pe, keys, scale)
+    assert out.shape == (heads, rank) and out.dtype == torch.float32
+    err = (out.double() - _attention64(q_lat, q_pe, keys, scale)).abs().max().item()
+    assert err <= _bound(keys, rank + rope)
+    # The bound tells a correct result from one with a key left out of the softmax.
+    if length > 1:
+        wrong = _attention64(q_lat, q_pe, keys[:-1], scale)
+        assert (out.double() - wrong).abs().max().item() > _bound(keys, rank + rope)
+
+
+@needs_kernel
+def test_attention_refuses_mismatched_widths_before_the_kernel_reads():
+    q_lat, q_pe = torch.zeros(4, 32), torch.zeros(4, 16)
+    with pytest.raises(ValueError, match="R \\+ P"):
+        decode_ops.attend_one(q_lat, q_pe, torch.zeros(5, 64), 1.0)
+    with pytest.raises(ValueError, match="multiple of 16"):
+        decode_ops.attend_one(torch.zeros(4, 24), torch.zeros(4, 8), torch.zeros(5, 32), 1.0)
+    assert not decode_ops.attend_usable(torch.zeros(4, 24), torch.zeros(4, 8), torch.zeros(5, 32))
+    assert not decode_ops.attend_usable(q_lat, q_pe, torch.zeros(0, 48))
+    assert not decode_ops.attend_usable(q_lat.requires_grad_(), q_pe, torch.zeros(5, 48))
+
+
+@needs_kernel
+@pytest.mark.parametrize("weight_dtype", [torch.float32, torch.bfloat16])
+def test_norm_of_one_row_is_the_kernel_and_equals_the_float64_norm(monkeypatch, weight_dtype):
+    g = _gen(1)
+    norm = RMSNorm(2048, eps=1e-6)
+    norm.weight.data = torch.randn(2048, generator=g).to(weight_dtype)
+    x = torch.randn(1, 1, 2048, generator=g) * 3
+    calls = []
+    real = decode_ops.rms_norm
+    monkeypatch.setattr(decode_ops, "rms_norm", lambda *a: calls.append(1) or real(*a))
+    y = norm(x)
+    assert calls and y.shape == x.shape and y.dtype == torch.float32
+    x64 = x.double()
+    exact = x64 * torch.rsqrt(x64.pow(2).mean(-1, keepdim=True) + 1e-6) * norm.weight.double()
+    # 2048 squares summed in float32, then two roundings per value: a few ulps of |y|.
+    assert ((y.double() - exact).abs() <= 8 * 2.0**-24 * exact.abs() + 1e-12).all()
+    # Many rows (prefill) and bf16 rows keep PyTorch's ops.
+    calls.clear()
+    norm(torch.randn(64, 2048, generator=g))
+    norm(x.to(torch.bfloat16))
+    assert not calls
+
+
+def _attention_module(heads: int = 4, rank: int = 64):
+    cfg = text_config_from_dict(tiny_text_config(num_attention_heads=heads, kv_lora_rank=rank))
+    attn = mla.MLAttention(cfg, 0)
+    g = _gen(4)
+    for p in attn.parameters():
+        p.data = torch.randn(p.shape, generator=g) * 0.2
+    return cfg, attn
+
+
+@needs_kernel
+@pytest.mark.parametrize("kv_b_dtype", [torch.float32, torch.bfloat16])
+def test_absorbed_attention_of_one_token_runs_the_kernel_and_equals_pytorch_ops(monkeypatch, kv_b_dtype):
+    cfg, attn = _attention_module()
+    attn.kv_b_proj.weight.data = attn.kv_b_proj.weight.data.to(kv_b_dtype)
+    g = _gen(5)
+    q_nope = torch.randn(1, 1, 4, cfg.qk_nope_head_dim, generator=g)
+    q_pe = torch.randn(1, 1, 4, cfg.qk_rope_head_dim, generator=g)
+    latent = torch.randn(1, 150, cfg.kv_lora_rank + cfg.qk_rope_head_dim, generator=g)
+    calls = []
+    real = decode_ops.attend_one
+    monkeypatch.setattr(decode_ops, "attend_one", lambda *a: calls.append(1) or real(*a))
+    fast = attn._absorbed(q_nope, q_pe, latent)
+    assert calls == [1]
+    monkeypatch.setattr(decode_ops, "load", lambda: None)
+    reference = attn._absorbed(q_nope, q_pe, latent)  # scores, softmax, products in PyTorch
+    assert calls == [1] and fast.dtype == reference.dtype == torch.float32
+    torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-5 * reference.abs().max().item())
+
+
+@needs_kernel
+def test_decode_with_and_without_the_fused_ops_gives_the_same_tokens(tmp_path, monkeypatch):
+    path = write_checkpoint(tmp_path / "ckpt", config=tiny_text_config(num_hidden_layers=2), int4=True, text_only=True)
+    model = load(path, dtype=torch.bfloat16, activation_dtype=torch.float32)
+    prompt = [163587, 1000, 2000, 3000]
+
+    def greedy() -> tuple[list[int], list[torch.Tensor]]:
+        cache = model.new_cache()
+        logits = model(torch.tensor([prompt]), cache=cache)[0, -1]
+        tokens, steps = [], []
+        for _ in range(6):
+            tokens.append(int(logits.argmax()))
+            logits = decode_step(model, tokens[-1], cache)
+            steps.append(logits)
+        return tokens, steps
+
+    fused_tokens, fused = greedy()
+    monkeypatch.setattr(decode_ops, "load", lambda: None)
+    plain_tokens, plain = greedy()
+    assert fused_tokens == plain_tokens
+    for a, b in zip(fused, plain):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * b.abs().max().item())
+
+
+def test_switched_off_the_row_kernels_leaves_pytorch_norms_and_attention(monkeypatch):
+    decode_ops.load.cache_clear()
+    try:
+        monkeypatch.setenv("KIMIDOC_ROW_KERNEL", "aten")  # one switch for every decode kernel
+        assert decode_ops.load() is None
+        x = torch.randn(1, 1, 64)
+        assert not decode_ops.norm_usable(x, torch.ones(64))
+        assert not decode_ops.attend_usable(torch.zeros(4, 32), torch.zeros(4, 16), torch.zeros(5, 48))
+        norm = RMSNorm(64)
+        torch.testing.assert_close(norm(x), x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6))
+    finally:
+        monkeypatch.delenv("KIMIDOC_ROW_KERNEL")
+        decode_ops.load.cache_clear()
+
+
+@needs_kernel
+def test_rotation_of_one_position_is_the_kernel_and_gives_pytorchs_bits(monkeypatch):
+    g = _gen(6)
+    q = torch.randn(1, 1, 5, 16 + 8, generator=g)  # per head [nope | rope]: rows 24 values apart
+    q_pe = q.split([16, 8], dim=-1)[1]
+    k_pe = torch.randn(1, 1, 8, generator=g)
+    cos, sin = torch.randn(1, 4, generator=g), torch.randn(1, 4, generator=g)
+    calls = []
+    real = decode_ops.rope
+    monkeypatch.setattr(decode_ops, "rope", lambda *a: calls.append(1) or real(*a))
+    fast_q, fast_k = apply_interleaved(q_pe, cos[:, None, :], sin[:, None, :]), apply_interleaved(k_pe, cos, sin)
+    assert len(calls) == 2
+    monkeypatch.setattr(decode_ops, "load", lambda: None)
+    assert torch.equal(fast_q, apply_interleaved(q_pe, cos[:, None, :], sin[:, None, :]))
+    assert torch.equal(fast_k, apply_interleaved(k_pe, cos, sin))
+    # Several positions (prefill) keep PyTorch's ops.
+    monkeypatch.undo()
+    calls.clear()
+    monkeypatch.setattr(decode_ops, "rope", lambda *a: calls.append(1) or real(*a))
+    apply_interleaved(torch.randn(1, 3, 8, generator=g), torch.randn(3, 4, generator=g), torch.randn(3, 4, generator=g))
+    assert not calls
+
+
+@needs_kernel
+@pytest.mark.parametrize("norm", [True, False])
+def test_routing_of_one_token_is_the_kernel_and_chooses_as_pytorch(monkeypatch, norm):
+    cfg = text_config_from_dict(
+        tiny_text_config(n_routed_experts=384, num_experts_per_tok=8, norm_topk_prob=norm, routed_scaling_factor=2.5)
+    )
+    router = Router(cfg)
+    g = _gen(7)
+    router.weight.data = torch.randn(384, cfg.hidden_size, generator=g)
+    router.e_score_correction_bias.copy_(torch.randn(384, generator=g) * 0.5)
+    calls = []
+    real = decode_ops.route
+    monkeypatch.setattr(decode_ops, "route", lambda *a: calls.append(1) or real(*a))
+    xs = [torch.randn(1, cfg.hidden_size, generator=g) for _ in range(20)]
+    fast = [router(x) for x in xs]
+    assert len(calls) == len(xs)
+    monkeypatch.setattr(decode_ops, "load", lambda: None)
+    for x, (idx, weight) in zip(xs, fast):
+        ref_idx, ref_weight = router(x)
+        assert idx.shape == (1, 8) and idx.dtype == torch.int64 and weight.dtype == torch.float32
+        # The same experts (in the kernel's order: best first), each with its weight to a few ulps.
+        order = [ref_idx[0].tolist().index(e) for e in idx[0].tolist()]
+        torch.testing.assert_close(weight[0], ref_weight[0, order], rtol=4 * 2.0**-24, atol=0)
+        choice = (router.weight @ x[0]).sigmoid() + router.e_score_correction_bias
+        assert (choice[idx[0]].diff() <= 0).all()
+
+
+@needs_kernel
+def test_routing_breaks_ties_to_the_lower_index_and_ranks_nan_first():
+    logits = torch.zeros(1, 6)
+    idx, weight = decode_ops.route(logits, torch.tensor([0.0, 1.0, 0.0, 1.0, 0.0, 0.0]), 3, True, 1.0)
+    assert idx.tolist() == [[1, 3, 0]]
+    torch.testing.assert_close(weight, torch.full((1, 3), 1 / 3))
+    logits[0, 4] = float("nan")  # as torch.topk ranks it: above every number
+    idx, weight = decode_ops.route(logits, torch.zeros(6), 2, False, 1.0)
+    assert idx.tolist() == [[4, 0]] and weight[0, 0].isnan()
