@@ -10,8 +10,8 @@ PyTorch's allocator only asks for huge pages when ``THP_MEM_ALLOC_ENABLE`` is se
 first allocation, which a library cannot arrange. So :func:`empty` maps the memory itself: a
 private anonymous mapping, madvised ``MADV_HUGEPAGE`` over the 2 MB blocks the tensor fills. That
 is honoured under THP's usual ``madvise`` setting (and ``always``), not under ``never``. The tensor's
-tail past its last whole block stays on 4 KB pages, so resident memory is the tensor's size, as
-with ``torch.empty``. ``KIMIDOC_HUGEPAGES=0`` turns this off.
+tail past its last whole block is kept on 4 KB pages (``MADV_NOHUGEPAGE``), so resident memory is
+the tensor's size, as with ``torch.empty``. ``KIMIDOC_HUGEPAGES=0`` turns this off.
 """
 
 from __future__ import annotations
@@ -52,7 +52,10 @@ def empty(shape: tuple[int, ...] | torch.Size, dtype: torch.dtype) -> torch.Tens
     region = mmap.mmap(-1, nbytes + HUGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     start = _address(region)
     offset = -start % HUGE
-    region.madvise(mmap.MADV_HUGEPAGE, offset, nbytes // HUGE * HUGE)
+    whole = nbytes // HUGE * HUGE
+    region.madvise(mmap.MADV_HUGEPAGE, offset, whole)
+    # Not the tail: under THP "always" a 2 MB page there would be resident beyond the tensor.
+    region.madvise(mmap.MADV_NOHUGEPAGE, offset + whole, len(region) - offset - whole)
     # frombuffer keeps the mapping alive as long as the tensor's storage: it is unmapped with it.
     flat = torch.frombuffer(region, dtype=torch.uint8, count=nbytes, offset=offset)
     return flat.view(dtype).view(shape)
