@@ -182,53 +182,55 @@ int kimidoc_attend_one(const float* q_lat, const float* q_pe, float scale, const
   }
 #pragma omp parallel num_threads(parts)
   {
-    int part = omp_get_thread_num();
-    float* m = scratch + per_part * part;
-    float* l = m + H;
-    float* acc = l + H;
-    float* wide = acc + (size_t)H * R;
-    for (int h = 0; h < H; h++) m[h] = -INFINITY, l[h] = 0.f;
-    memset(acc, 0, sizeof(float) * (size_t)H * R);
-    int first = (int)((int64_t)blocks * part / parts), last = (int)((int64_t)blocks * (part + 1) / parts);
-    for (int blk = first; blk < last; blk++) {
-      int j0 = blk * KEYS, cnt = length - j0 < KEYS ? length - j0 : KEYS;
-      const float* kb = (const float*)keys + (int64_t)j0 * D;
-      if (keys_bf16 || cnt % 4) { /* widened, or zero rows after a partial block's last key: dot4 reads 4 */
-        int n = cnt * D, i = 0;
-        if (keys_bf16) {
-          const uint16_t* src = (const uint16_t*)keys + (int64_t)j0 * D;
-          for (; i + 16 <= n; i += 16) _mm512_storeu_ps(wide + i, widen_bf16(src + i));
-          for (; i < n; i++) ((uint32_t*)wide)[i] = (uint32_t)src[i] << 16;
-        } else {
-          memcpy(wide, kb, sizeof(float) * n);
+    /* each thread takes parts t, t + team, ...: all of them are done even if the team is smaller */
+    for (int part = omp_get_thread_num(); part < parts; part += omp_get_num_threads()) {
+      float* m = scratch + per_part * part;
+      float* l = m + H;
+      float* acc = l + H;
+      float* wide = acc + (size_t)H * R;
+      for (int h = 0; h < H; h++) m[h] = -INFINITY, l[h] = 0.f;
+      memset(acc, 0, sizeof(float) * (size_t)H * R);
+      int first = (int)((int64_t)blocks * part / parts), last = (int)((int64_t)blocks * (part + 1) / parts);
+      for (int blk = first; blk < last; blk++) {
+        int j0 = blk * KEYS, cnt = length - j0 < KEYS ? length - j0 : KEYS;
+        const float* kb = (const float*)keys + (int64_t)j0 * D;
+        if (keys_bf16 || cnt % 4) { /* widened, or zero rows after a partial block's last key: dot4 reads 4 */
+          int n = cnt * D, i = 0;
+          if (keys_bf16) {
+            const uint16_t* src = (const uint16_t*)keys + (int64_t)j0 * D;
+            for (; i + 16 <= n; i += 16) _mm512_storeu_ps(wide + i, widen_bf16(src + i));
+            for (; i < n; i++) ((uint32_t*)wide)[i] = (uint32_t)src[i] << 16;
+          } else {
+            memcpy(wide, kb, sizeof(float) * n);
+          }
+          memset(wide + n, 0, sizeof(float) * (size_t)((-cnt & 3) * D));
+          kb = wide;
         }
-        memset(wide + n, 0, sizeof(float) * (size_t)((-cnt & 3) * D));
-        kb = wide;
-      }
-      __mmask16 valid = (__mmask16)((1u << cnt) - 1);
-      for (int h0 = 0; h0 < H; h0 += 4) {
-        int heads = H - h0 < 4 ? H - h0 : 4;
-        float s[4 * KEYS];
-        for (int b = 0; b < cnt; b += 4) {
-          const float* qh = q + (int64_t)h0 * D;
-          const float* kr = kb + (int64_t)b * D;
-          if (heads == 4)
-            dot4x4(qh, kr, D, s + b);
-          else
-            for (int i = 0; i < heads; i++) dot1x4(qh + (int64_t)i * D, kr, D, s + i * KEYS + b);
-        }
-        for (int i = 0; i < heads; i++) {
-          int h = h0 + i;
-          float* sh = s + i * KEYS;
-          __m512 sv = _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), valid, sh);
-          float m_new = fmaxf(m[h], _mm512_reduce_max_ps(sv));
-          float alpha = expf(m[h] - m_new); /* 0 for the first block: m[h] is -inf */
-          __m512 p = _mm512_maskz_mov_ps(valid, exp_ps(_mm512_sub_ps(sv, _mm512_set1_ps(m_new))));
-          l[h] = l[h] * alpha + _mm512_reduce_add_ps(p);
-          m[h] = m_new;
-          _mm512_storeu_ps(sh, p);
-          for (int c = 0; c < R; c += COLS)
-            accumulate(acc + (int64_t)h * R + c, R - c < COLS ? R - c : COLS, alpha, sh, kb + c, cnt, D);
+        __mmask16 valid = (__mmask16)((1u << cnt) - 1);
+        for (int h0 = 0; h0 < H; h0 += 4) {
+          int heads = H - h0 < 4 ? H - h0 : 4;
+          float s[4 * KEYS];
+          for (int b = 0; b < cnt; b += 4) {
+            const float* qh = q + (int64_t)h0 * D;
+            const float* kr = kb + (int64_t)b * D;
+            if (heads == 4)
+              dot4x4(qh, kr, D, s + b);
+            else
+              for (int i = 0; i < heads; i++) dot1x4(qh + (int64_t)i * D, kr, D, s + i * KEYS + b);
+          }
+          for (int i = 0; i < heads; i++) {
+            int h = h0 + i;
+            float* sh = s + i * KEYS;
+            __m512 sv = _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), valid, sh);
+            float m_new = fmaxf(m[h], _mm512_reduce_max_ps(sv));
+            float alpha = expf(m[h] - m_new); /* 0 for the first block: m[h] is -inf */
+            __m512 p = _mm512_maskz_mov_ps(valid, exp_ps(_mm512_sub_ps(sv, _mm512_set1_ps(m_new))));
+            l[h] = l[h] * alpha + _mm512_reduce_add_ps(p);
+            m[h] = m_new;
+            _mm512_storeu_ps(sh, p);
+            for (int c = 0; c < R; c += COLS)
+              accumulate(acc + (int64_t)h * R + c, R - c < COLS ? R - c : COLS, alpha, sh, kb + c, cnt, D);
+          }
         }
       }
     }

@@ -3,9 +3,16 @@ references, their place in the model, and PyTorch's ops where they cannot run.""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import pytest
 import torch
 
+import kimidoc
 from kimidoc.model import decode_ops, decode_step, load, mla
 from kimidoc.model.config import text_config_from_dict
 from kimidoc.model.moe import Router
@@ -226,3 +233,29 @@ def test_routing_breaks_ties_to_the_lower_index_and_ranks_nan_first():
     logits[0, 4] = float("nan")  # as torch.topk ranks it: above every number
     idx, weight = decode_ops.route(logits, torch.zeros(6), 2, False, 1.0)
     assert idx.tolist() == [[4, 0]] and weight[0, 0].isnan()
+
+
+@needs_kernel
+def test_attention_is_whole_when_openmp_gives_fewer_threads_than_asked():
+    # OMP_THREAD_LIMIT (or a nested call) can shrink the team below the parts the keys were split
+    # into; every part must still be computed and merged.
+    script = textwrap.dedent(
+        """
+        import torch
+        from kimidoc.model import decode_ops
+        torch.set_num_threads(2)
+        g = torch.Generator().manual_seed(0)
+        q_lat, q_pe, keys = (torch.randn(*s, generator=g) for s in ((4, 32), (4, 16), (500, 48)))
+        out = decode_ops.attend_one(q_lat, q_pe, keys, 0.3)
+        q = torch.cat([q_lat, q_pe], -1).double() * 0.3
+        exact = torch.softmax(q @ keys.double().T, -1) @ keys.double()[:, :32]
+        print((out.double() - exact).abs().max().item())
+        """
+    )
+    root = str(Path(kimidoc.__file__).resolve().parent.parent)
+    env = dict(
+        os.environ, OMP_THREAD_LIMIT="1", PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=False)
+    assert run.returncode == 0, run.stderr
+    assert float(run.stdout.split()[-1]) <= _bound(torch.ones(1), 48)
