@@ -1,14 +1,14 @@
 """Decode's fused one-token ops on x86 CPUs (``decode_ops.c``): RMSNorm, the rotary embedding, the
 router's expert choice and absorbed attention.
 
-A decode step runs ~4 norms, two rotations, a routing and one attention per layer on a single row. PyTorch
-spells them as 6-12 ops each, and once the step's weight stream has flushed the caches each op costs 10-40 us of
-dispatch, several times the arithmetic (``benchmarks/bench_decode.py --overhead``). Each is one
-C call here, in float32.
+A decode step runs ~4 norms, two rotations, a routing and one attention per layer on a single row.
+PyTorch spells them as 6-12 ops each, and once the step's weight stream has flushed the caches each
+op costs 10-40 us of dispatch, several times the arithmetic (``benchmarks/bench_decode.py
+--overhead``). Each is one C call here, in float32.
 
 Built by :mod:`.ckernels` with the row kernels' switch: used on CPUs with AVX512 unless
 ``KIMIDOC_ROW_KERNEL`` is ``aten``, where :func:`load` returns ``None`` and callers keep
-PyTorch's ops. Neither has a backward, so inputs that want a gradient keep PyTorch's ops too.
+PyTorch's ops. None has a backward, so inputs that want a gradient keep PyTorch's ops too.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def load() -> dict[str, ctypes._CFuncPtr] | None:
         switch="KIMIDOC_ROW_KERNEL",
         feature="AVX512",
         cpu_has=cpu_has_avx512,
-        what="decode's norms and attention use PyTorch's ops",
+        what="decode's norms, rotations, routing and attention use PyTorch's ops",
     )
 
 
@@ -144,6 +144,7 @@ def attend_usable(q_lat: torch.Tensor, q_pe: torch.Tensor, keys: torch.Tensor) -
         and keys.dtype in _DTYPES
         and keys.shape[0] > 0
         and q_lat.shape[-1] % 16 == 0
+        and q_lat.device.type == q_pe.device.type == "cpu"
         and _plain(keys)
         and not (torch.is_grad_enabled() and (q_lat.requires_grad or q_pe.requires_grad))
         and load() is not None
