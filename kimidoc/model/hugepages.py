@@ -11,7 +11,10 @@ first allocation, which a library cannot arrange. So :func:`empty` maps the memo
 private anonymous mapping, madvised ``MADV_HUGEPAGE`` over the 2 MB blocks the tensor fills. That
 is honoured under THP's usual ``madvise`` setting (and ``always``), not under ``never``. The tensor's
 tail past its last whole block is kept on 4 KB pages (``MADV_NOHUGEPAGE``), so resident memory is
-the tensor's size, as with ``torch.empty``. ``KIMIDOC_HUGEPAGES=0`` turns this off.
+the tensor's size, as with ``torch.empty``. Where free 2 MB blocks are scarce (or, as on the
+development VM, the hypervisor has taken them back) the first touch of each block costs more than
+4 KB pages would: a 2 GB load took 2-4 s instead of 1.4-1.7 s there. ``KIMIDOC_HUGEPAGES=0`` turns
+this off.
 """
 
 from __future__ import annotations
