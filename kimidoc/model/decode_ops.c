@@ -1,5 +1,6 @@
 /* Fused one-token ops of a decode step on AVX512 CPUs: RMSNorm, the rotary embedding, the router's
-   expert choice, and the absorbed attention of one query over the latent cache.
+   expert choice, and the absorbed attention of one query over the latent cache (with kv_b_proj's
+   products).
 
    A decode step runs each of these once per layer on one row. In PyTorch they are 6 to 12 ops each,
    and after the step's weight stream has flushed the caches every op costs 10-40 us of dispatch
@@ -253,4 +254,71 @@ int kimidoc_attend_one(const float* q_lat, const float* q_pe, float scale, const
   }
   free(scratch);
   return 0;
+}
+
+/* Float32 weight values, 16 at W + off: bf16 widened exactly, or float32 as they are. */
+static inline __m512 load_w(const void* W, int w_bf16, int64_t off) {
+  return w_bf16 ? widen_bf16((const uint16_t*)W + off) : _mm512_loadu_ps((const float*)W + off);
+}
+
+/* y[0:R] = sum_i a[i] * W[i][0:R] for n rows R values apart from W + off: 16 accumulators over 256
+   columns while the rows stream (R a multiple of 16). */
+static void combine_rows(const float* a, int n, const void* W, int w_bf16, int64_t off, int R, float* y) {
+  for (int c = 0; c < R; c += COLS) {
+    if (R - c >= COLS) {
+      __m512 acc[COLS / 16];
+      for (int v = 0; v < COLS / 16; v++) acc[v] = _mm512_setzero_ps();
+      for (int i = 0; i < n; i++) {
+        __m512 ai = _mm512_set1_ps(a[i]);
+        for (int v = 0; v < COLS / 16; v++)
+          acc[v] = _mm512_fmadd_ps(ai, load_w(W, w_bf16, off + (int64_t)i * R + c + 16 * v), acc[v]);
+      }
+      for (int v = 0; v < COLS / 16; v++) _mm512_storeu_ps(y + c + 16 * v, acc[v]);
+    } else {
+      for (int c16 = c; c16 < R; c16 += 16) {
+        __m512 acc = _mm512_setzero_ps();
+        for (int i = 0; i < n; i++)
+          acc = _mm512_fmadd_ps(_mm512_set1_ps(a[i]), load_w(W, w_bf16, off + (int64_t)i * R + c16), acc);
+        _mm512_storeu_ps(y + c16, acc);
+      }
+    }
+  }
+}
+
+/* One token's absorbed attention with kv_b_proj's two products, all heads, for N = qk_nope_head_dim =
+   v_head_dim: kv_b_proj [2 H N, R] holds per head its N k_nope rows (W_uk[h]), then its N v rows (W_uv[h]).
+     q_lat[h] = q_nope[h] @ W_uk[h]                     (R values)
+     o_lat[h] = the attention of kimidoc_attend_one     (R values)
+     out[h]   = W_uv[h] @ o_lat[h]                      (N values)
+   q_nope float32 [H, N], q_pe float32 [H, P], kv_b float32 or (w_bf16) bf16, keys as for kimidoc_attend_one,
+   out float32 [H, N]; R a multiple of 16. kv_b_proj is read as stored, once; no float copy of it is made.
+   Returns 0, or -1 if the scratch could not be allocated. */
+int kimidoc_attend_absorbed(const float* q_nope, const float* q_pe, const void* kv_b, int w_bf16, float scale,
+                            const void* keys, int keys_bf16, int length, int H, int N, int R, int P, float* out,
+                            int threads) {
+  float* lat = aligned_alloc(64, sizeof(float) * 2 * (size_t)H * R);
+  if (!lat) return -1;
+  float* q_lat = lat;
+  float* o_lat = lat + (size_t)H * R;
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int h = 0; h < H; h++)
+    combine_rows(q_nope + (int64_t)h * N, N, kv_b, w_bf16, (int64_t)h * 2 * N * R, R, q_lat + (int64_t)h * R);
+  int rc = kimidoc_attend_one(q_lat, q_pe, scale, keys, keys_bf16, length, H, R, P, o_lat, threads);
+  if (!rc) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t hj = 0; hj < (int64_t)H * N; hj++) { /* row j of W_uv[h] against o_lat[h] */
+      int64_t h = hj / N, off = ((2 * h + 1) * N + hj % N) * R;
+      const float* o = o_lat + h * R;
+      __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+      int r = 0;
+      for (; r + 32 <= R; r += 32) {
+        acc0 = _mm512_fmadd_ps(load_w(kv_b, w_bf16, off + r), _mm512_loadu_ps(o + r), acc0);
+        acc1 = _mm512_fmadd_ps(load_w(kv_b, w_bf16, off + r + 16), _mm512_loadu_ps(o + r + 16), acc1);
+      }
+      if (r < R) acc0 = _mm512_fmadd_ps(load_w(kv_b, w_bf16, off + r), _mm512_loadu_ps(o + r), acc0);
+      out[hj] = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+    }
+  }
+  free(lat);
+  return rc;
 }

@@ -1,5 +1,5 @@
 """Decode's fused one-token ops on x86 CPUs (``decode_ops.c``): RMSNorm, the rotary embedding, the
-router's expert choice and absorbed attention.
+router's expert choice and absorbed attention (with ``kv_b_proj``'s two products).
 
 A decode step runs ~4 norms, two rotations, a routing and one attention per layer on a single row.
 PyTorch spells them as 6-12 ops each, and once the step's weight stream has flushed the caches each
@@ -31,6 +31,8 @@ _SIGNATURES = {
     "kimidoc_route": [_P, _P, _I, _I, _I, ctypes.c_float, _P, _P],
     # q_lat, q_pe, scale, keys, keys_bf16, length, H, R, P, out, threads
     "kimidoc_attend_one": [_P, _P, ctypes.c_float, _P, _I, _I, _I, _I, _I, _P, _I],
+    # q_nope, q_pe, kv_b, w_bf16, scale, keys, keys_bf16, length, H, N, R, P, out, threads
+    "kimidoc_attend_absorbed": [_P, _P, _P, _I, ctypes.c_float, _P, _I, _I, _I, _I, _I, _I, _P, _I],
 }
 _DTYPES = (torch.float32, torch.bfloat16)
 
@@ -137,18 +139,22 @@ def route(
     return idx, weight
 
 
-def attend_usable(q_lat: torch.Tensor, q_pe: torch.Tensor, keys: torch.Tensor) -> bool:
-    """Whether :func:`attend_one` runs for these queries over latents ``keys`` ``[length, D]``."""
+def _attention_ok(rank: int, queries: tuple[torch.Tensor, ...], keys: torch.Tensor) -> bool:
+    """Latents ``keys`` ``[length, rank + rope]`` and CPU queries the attention kernel can take."""
     return (
         keys.dim() == 2
         and keys.dtype in _DTYPES
         and keys.shape[0] > 0
-        and q_lat.shape[-1] % 16 == 0
-        and q_lat.device.type == q_pe.device.type == "cpu"
+        and rank % 16 == 0
+        and all(q.device.type == "cpu" and not (torch.is_grad_enabled() and q.requires_grad) for q in queries)
         and _plain(keys)
-        and not (torch.is_grad_enabled() and (q_lat.requires_grad or q_pe.requires_grad))
         and load() is not None
     )
+
+
+def attend_usable(q_lat: torch.Tensor, q_pe: torch.Tensor, keys: torch.Tensor) -> bool:
+    """Whether :func:`attend_one` runs for these queries over latents ``keys`` ``[length, D]``."""
+    return _attention_ok(q_lat.shape[-1], (q_lat, q_pe), keys)
 
 
 def attend_one(q_lat: torch.Tensor, q_pe: torch.Tensor, keys: torch.Tensor, scale: float) -> torch.Tensor:
@@ -172,6 +178,50 @@ def attend_one(q_lat: torch.Tensor, q_pe: torch.Tensor, keys: torch.Tensor, scal
     rc = load()["kimidoc_attend_one"](
         q_lat.data_ptr(), q_pe.data_ptr(), scale, keys.data_ptr(), keys.dtype == torch.bfloat16,
         length, h, r, p, out.data_ptr(), torch.get_num_threads(),
+    )  # fmt: skip
+    if rc:
+        raise MemoryError(f"the attention kernel could not allocate scratch for {h} heads x {r}")
+    return out
+
+
+def absorbed_usable(q_nope: torch.Tensor, q_pe: torch.Tensor, kv_b: torch.Tensor, keys: torch.Tensor) -> bool:
+    """Whether :func:`attend_absorbed` runs: :func:`attend_usable`, and ``kv_b_proj``'s weight a plain
+    float32 or bf16 CPU matrix wanting no gradient."""
+    rank = keys.shape[-1] - q_pe.shape[-1]
+    return (
+        kv_b.dim() == 2
+        and kv_b.dtype in _DTYPES
+        and kv_b.shape[-1] == rank
+        and not kv_b.is_mkldnn
+        and _plain(kv_b)
+        and _attention_ok(rank, (q_nope, q_pe), keys)
+    )
+
+
+def attend_absorbed(
+    q_nope: torch.Tensor, q_pe: torch.Tensor, kv_b: torch.Tensor, keys: torch.Tensor, scale: float
+) -> torch.Tensor:
+    """One token's absorbed attention with ``kv_b_proj``'s products, every head, as float32 ``[H, N]``:
+    ``q_lat[h] = q_nope[h] @ W_uk[h]``, :func:`attend_one`, then ``W_uv[h] @ o_lat[h]``.
+
+    ``q_nope`` ``[H, N]``, ``q_pe`` ``[H, P]``, ``kv_b`` ``[2 H N, R]`` (per head its ``N`` k_nope
+    rows, then its ``N`` v rows: ``qk_nope_head_dim == v_head_dim``), ``keys`` ``[length, R + P]``,
+    as :func:`absorbed_usable` accepted. ``kv_b`` is read as stored, with no float copy.
+    """
+    h, n = q_nope.shape
+    p = q_pe.shape[-1]
+    length, d = keys.shape
+    r = d - p
+    if q_pe.shape != (h, p) or kv_b.shape != (2 * h * n, r) or r % 16:
+        raise ValueError(
+            f"queries {tuple(q_nope.shape)} + {tuple(q_pe.shape)}, kv_b_proj {tuple(kv_b.shape)} and latents "
+            f"{tuple(keys.shape)}: need [H, N] + [H, P], [2 H N, R] and [length, R + P], R a multiple of 16"
+        )
+    q_nope, q_pe = (t.float().contiguous() for t in (q_nope, q_pe))
+    out = torch.empty(h, n)
+    rc = load()["kimidoc_attend_absorbed"](
+        q_nope.data_ptr(), q_pe.data_ptr(), kv_b.data_ptr(), kv_b.dtype == torch.bfloat16, scale,
+        keys.data_ptr(), keys.dtype == torch.bfloat16, length, h, n, r, p, out.data_ptr(), torch.get_num_threads(),
     )  # fmt: skip
     if rc:
         raise MemoryError(f"the attention kernel could not allocate scratch for {h} heads x {r}")

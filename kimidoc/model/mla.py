@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import decode_ops, rows
+from . import decode_ops
 from .cache import LatentCache
 from .config import TextConfig
 from .linear import Linear, matmul_nt
@@ -72,8 +72,6 @@ class MLAttention(nn.Module):
         self.kv_a_layernorm = RMSNorm(self.kv_lora_rank)
         self.kv_b_proj = Linear(self.kv_lora_rank, self.num_heads * (self.nope_dim + self.v_dim), bias=False)
         self.o_proj = Linear(self.num_heads * self.v_dim, h, bias=bias)
-        # kv_b_proj's per-head k_nope and v blocks (see _absorbed)
-        self._k_blocks, self._v_blocks = list(range(0, 2 * self.num_heads, 2)), list(range(1, 2 * self.num_heads, 2))
 
     def forward(
         self,
@@ -150,34 +148,23 @@ class MLAttention(nn.Module):
         """``latent``: every token's ``[c_kv, k_pe]``, the cached ones (from ``cache``) first."""
         b, t = q_nope.shape[:2]
         kv_b = self.kv_b_proj.weight
+        if b * t == 1 and self.nope_dim == self.v_dim and decode_ops.absorbed_usable(q_nope, q_pe, kv_b, latent[0]):
+            # One token: kv_b_proj's two products, the scores, softmax and weighted latents in one
+            # call, over the cache as it is and kv_b_proj as stored (no padding, no float copies).
+            o = decode_ops.attend_absorbed(
+                q_nope.reshape(self.num_heads, -1), q_pe.reshape(self.num_heads, -1), kv_b, latent[0], self.scale
+            )
+            return o.view(b, t, self.num_heads * self.v_dim).to(q_pe.dtype)
         w = kv_b.view(self.num_heads, self.nope_dim + self.v_dim, self.kv_lora_rank)
         w_uk, w_uv = w[:, : self.nope_dim], w[:, self.nope_dim :]
-        # One row per head through the BF16 row kernel, all heads in one call per product:
-        # kv_b_proj read as it is stored, a bank of 2H blocks [nope_dim or v_dim, kv_lora_rank]
-        # (per head its k_nope rows, then its v rows). PyTorch's batched products would need a
-        # float32 copy of the weight each step, or run bf16 products: the whole step was 3.7x
-        # slower that way at K2.6's shape and a 1K context.
-        blocks = None
-        if b * t == 1 and self.nope_dim == self.v_dim and kv_b.dtype == torch.bfloat16 and rows.usable(kv_b, q_nope):
-            blocks = kv_b.view(2 * self.num_heads, self.v_dim, self.kv_lora_rank)
-            q_abs = rows.matmul_nn(q_nope.view(self.num_heads, 1, -1), blocks, self._k_blocks, shared_x=False)
-            q_abs = q_abs.view(b, self.num_heads, t, self.kv_lora_rank)  # float32
-        else:
-            q_abs = torch.matmul(q_nope.transpose(1, 2), w_uk.to(q_nope.dtype))  # [B, H, T, kv_lora_rank]
+        q_abs = torch.matmul(q_nope.transpose(1, 2), w_uk.to(q_nope.dtype))  # [B, H, T, kv_lora_rank]
         if b * t == 1 and decode_ops.attend_usable(q_abs, q_pe, latent[0]):
-            # One token: scores, softmax and the weighted latents in one call over the cache as it
-            # is (no padding, no float copy), float32 out -- what the row kernel takes next.
             o_lat = decode_ops.attend_one(
                 q_abs.reshape(self.num_heads, -1), q_pe.reshape(self.num_heads, -1), latent[0], self.scale
-            )
-            if blocks is None:
-                o_lat = o_lat.to(q_pe.dtype)
+            ).to(q_pe.dtype)
         else:
-            o_lat = self._attend(q_abs.to(q_pe.dtype), q_pe, latent, cache)
+            o_lat = self._attend(q_abs, q_pe, latent, cache)
         o_lat = o_lat.view(b, self.num_heads, t, self.kv_lora_rank)
-        if blocks is not None:
-            o = rows.matmul(o_lat.view(self.num_heads, 1, -1), blocks, self._v_blocks, shared_x=False)
-            return o.view(b, t, self.num_heads * self.v_dim).to(q_pe.dtype)
         o = torch.matmul(o_lat, w_uv.to(o_lat.dtype).transpose(1, 2))  # [B, H, T, v_dim]
         return o.transpose(1, 2).reshape(b, t, self.num_heads * self.v_dim)
 

@@ -1,5 +1,5 @@
 /* Float rows times BF16 or float32 weights on AVX512 CPUs, many weights in one call: the one-row
-   products of decode (linears, float routed experts, absorbed attention's products with kv_b_proj).
+   products of decode (linears, float routed experts).
 
    A bf16 value is the top half of a float32, so widening is exact and costs one integer op: in a
    32-bit lane of the weight row, the even column is the low half (shift it up 16 bits) and the odd
@@ -61,47 +61,6 @@ int kimidoc_bf16_matmul(const float* X, int64_t x_stride, int T, int K, const ui
     }
   }
   free(xs);
-  return 0;
-}
-
-#define BLOCK 256 /* output columns per unit of work: 16 float32 accumulators */
-
-/* Y[j] = X[j] @ W[experts[j]] for J jobs, with W[e] bf16 [K, N] (rows of the weight are the inputs:
-   absorbed attention's W_uk, read as stored). Work is split over (job, 256-column block); each unit
-   streams its block row by row, accumulating 256 outputs in registers. N must be a multiple of 16.
-   Arguments otherwise as kimidoc_bf16_matmul's. */
-int kimidoc_bf16_matmul_nn(const float* X, int64_t x_stride, int T, int K, const uint16_t* W,
-                           const int64_t* experts, int J, int N, float* Y, int threads) {
-  int blocks = (N + BLOCK - 1) / BLOCK;
-  int64_t units = (int64_t)J * blocks;
-#pragma omp parallel for num_threads(threads) schedule(static)
-  for (int64_t u = 0; u < units; u++) {
-    int64_t j = u / blocks;
-    int n0 = (int)(u % blocks) * BLOCK, vecs = (N - n0 < BLOCK ? N - n0 : BLOCK) / 16;
-    const uint16_t* w = W + experts[j] * (int64_t)K * N + n0;
-    for (int t = 0; t < T; t++) {
-      const float* x = X + j * x_stride + (int64_t)t * K;
-      __m512 acc[BLOCK / 16];
-      for (int v = 0; v < BLOCK / 16; v++) acc[v] = _mm512_setzero_ps();
-      for (int k = 0; k < K; k++) {
-        __m512 xk = _mm512_set1_ps(x[k]);
-        const uint16_t* row = w + (int64_t)k * N;
-        if (vecs == BLOCK / 16) { /* full blocks: a fixed trip count keeps the accumulators in registers */
-          for (int v = 0; v < BLOCK / 16; v++) {
-            __m512i h = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)(row + 16 * v)));
-            acc[v] = _mm512_fmadd_ps(xk, _mm512_castsi512_ps(_mm512_slli_epi32(h, 16)), acc[v]);
-          }
-        } else {
-          for (int v = 0; v < vecs; v++) {
-            __m512i h = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)(row + 16 * v)));
-            acc[v] = _mm512_fmadd_ps(xk, _mm512_castsi512_ps(_mm512_slli_epi32(h, 16)), acc[v]);
-          }
-        }
-      }
-      float* y = Y + ((int64_t)j * T + t) * N + n0;
-      for (int v = 0; v < vecs; v++) _mm512_storeu_ps(y + 16 * v, acc[v]);
-    }
-  }
   return 0;
 }
 

@@ -6,8 +6,7 @@ the 2-core development machine PyTorch's paths read far below the memory's speed
 on the small ones where its per-call cost dominates (``benchmarks/bench_linear.py``). ``rows.c``
 reads the weight as it is stored, at the memory's speed, in float32 arithmetic (BF16 weights
 widened exactly, the activations never rounded to bf16), and takes a bank of weights with a list
-of jobs, so that a token's chosen experts run in one call per projection. :func:`matmul_nn`
-multiplies by untransposed BF16 weights, for absorbed attention's ``q_nope @ W_uk``.
+of jobs, so that a token's chosen experts run in one call per projection.
 
 Built by :mod:`.ckernels`; used on CPUs with AVX512 unless ``KIMIDOC_ROW_KERNEL`` is ``aten``,
 where :func:`load` returns ``None`` and callers keep PyTorch's ops.
@@ -36,7 +35,7 @@ def load() -> dict[str, ctypes._CFuncPtr] | None:
     """The kernels, or ``None`` where they cannot run here (the reason is logged once)."""
     return ckernels.load(
         "rows.c",
-        {symbol: ckernels.jobs(1) for symbol in (*_SYMBOLS.values(), "kimidoc_bf16_matmul_nn")},
+        {symbol: ckernels.jobs(1) for symbol in _SYMBOLS.values()},
         ["-mavx512f"],
         switch="KIMIDOC_ROW_KERNEL",
         feature="AVX512",
@@ -79,18 +78,6 @@ def matmul(x: torch.Tensor, weight: torch.Tensor, experts: list[int], *, shared_
     e, n, k = weight.shape
     if k % STEP:
         raise ValueError(f"weights of {k} columns: the kernel needs a multiple of {STEP}")
-    return ckernels.run_jobs(fn, x, [weight], experts, n=n, k=k, num_experts=e, shared_x=shared_x)
-
-
-def matmul_nn(x: torch.Tensor, weight: torch.Tensor, experts: list[int], *, shared_x: bool) -> torch.Tensor:
-    """``y[j] = x[j] @ W[experts[j]]`` (no transpose) as float32 ``[J, T, N]``: ``weight`` bf16
-    ``[E, K, N]`` with ``N`` a multiple of 16; ``x`` as for :func:`matmul`."""
-    if weight.dtype != torch.bfloat16:
-        raise ValueError(f"the untransposed kernel takes bf16 weights, not {weight.dtype}")
-    fn = _kernel("kimidoc_bf16_matmul_nn", weight)
-    e, k, n = weight.shape
-    if n % 16:
-        raise ValueError(f"weights of {n} output columns: the kernel needs a multiple of 16")
     return ckernels.run_jobs(fn, x, [weight], experts, n=n, k=k, num_experts=e, shared_x=shared_x)
 
 

@@ -106,8 +106,8 @@ def test_norm_of_one_row_is_the_kernel_and_equals_the_float64_norm(monkeypatch, 
     assert not calls
 
 
-def _attention_module(heads: int = 4, rank: int = 64):
-    cfg = text_config_from_dict(tiny_text_config(num_attention_heads=heads, kv_lora_rank=rank))
+def _attention_module(heads: int = 4, rank: int = 64, **config):
+    cfg = text_config_from_dict(tiny_text_config(num_attention_heads=heads, kv_lora_rank=rank, **config))
     attn = mla.MLAttention(cfg, 0)
     g = _gen(4)
     for p in attn.parameters():
@@ -117,21 +117,48 @@ def _attention_module(heads: int = 4, rank: int = 64):
 
 @needs_kernel
 @pytest.mark.parametrize("kv_b_dtype", [torch.float32, torch.bfloat16])
-def test_absorbed_attention_of_one_token_runs_the_kernel_and_equals_pytorch_ops(monkeypatch, kv_b_dtype):
-    cfg, attn = _attention_module()
+@pytest.mark.parametrize("rank", [64, 512])  # the kv_b products' partial and full 256-column blocks
+def test_attention_with_kv_b_products_equals_the_float64_absorbed_form(kv_b_dtype, rank):
+    g = _gen(8)
+    heads, nope, rope, length = 3, 32, 16, 70
+    kv_b = (torch.randn(2 * heads * nope, rank, generator=g) * 0.1).to(kv_b_dtype)
+    q_nope, q_pe = torch.randn(heads, nope, generator=g), torch.randn(heads, rope, generator=g)
+    keys = torch.randn(length, rank + rope, generator=g)
+    assert decode_ops.absorbed_usable(q_nope, q_pe, kv_b, keys)
+    out = decode_ops.attend_absorbed(q_nope, q_pe, kv_b, keys, 0.2)
+    w = kv_b.double().view(heads, 2 * nope, rank)
+    q_lat = torch.einsum("hn,hnr->hr", q_nope.double(), w[:, :nope])
+    o_lat = _attention64(q_lat, q_pe.double(), keys, 0.2)
+    exact = torch.einsum("hr,hvr->hv", o_lat, w[:, nope:])
+    # Float32 sums of at most nope + rank + rope products per stage: ~1e-6 of the output's scale here,
+    # while a wrong kv_b row or a key left out moves it by 1e-2 or more.
+    assert out.shape == (heads, nope)
+    torch.testing.assert_close(out.double(), exact, rtol=1e-4, atol=1e-4 * exact.abs().max().item())
+    with pytest.raises(ValueError, match="2 H N, R"):
+        decode_ops.attend_absorbed(q_nope, q_pe, kv_b[:-1], keys, 0.2)
+    assert not decode_ops.absorbed_usable(q_nope, q_pe, kv_b.half(), keys)
+
+
+@needs_kernel
+@pytest.mark.parametrize("kv_b_dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("v_head_dim", [16, 24])  # 24 != qk_nope_head_dim: kv_b's products in PyTorch
+def test_absorbed_attention_of_one_token_runs_a_kernel_and_equals_pytorch_ops(monkeypatch, kv_b_dtype, v_head_dim):
+    cfg, attn = _attention_module(v_head_dim=v_head_dim)
     attn.kv_b_proj.weight.data = attn.kv_b_proj.weight.data.to(kv_b_dtype)
     g = _gen(5)
     q_nope = torch.randn(1, 1, 4, cfg.qk_nope_head_dim, generator=g)
     q_pe = torch.randn(1, 1, 4, cfg.qk_rope_head_dim, generator=g)
     latent = torch.randn(1, 150, cfg.kv_lora_rank + cfg.qk_rope_head_dim, generator=g)
     calls = []
-    real = decode_ops.attend_one
-    monkeypatch.setattr(decode_ops, "attend_one", lambda *a: calls.append(1) or real(*a))
+    for name in ("attend_absorbed", "attend_one"):
+        real = getattr(decode_ops, name)
+        monkeypatch.setattr(decode_ops, name, lambda *a, name=name, real=real: calls.append(name) or real(*a))
     fast = attn._absorbed(q_nope, q_pe, latent)
-    assert calls == [1]
+    assert calls == ["attend_absorbed" if v_head_dim == cfg.qk_nope_head_dim else "attend_one"]
     monkeypatch.setattr(decode_ops, "load", lambda: None)
     reference = attn._absorbed(q_nope, q_pe, latent)  # scores, softmax, products in PyTorch
-    assert calls == [1] and fast.dtype == reference.dtype == torch.float32
+    assert len(calls) == 1 and fast.dtype == reference.dtype == torch.float32
+    assert fast.shape == (1, 1, 4 * v_head_dim)
     torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-5 * reference.abs().max().item())
 
 

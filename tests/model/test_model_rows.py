@@ -1,5 +1,5 @@
-"""The row kernels: float32 products with BF16 (exactly widened) or float32 weights, for expert banks,
-one-row linears and absorbed attention, and PyTorch's ops where they are switched off."""
+"""The row kernels: float32 products with BF16 (exactly widened) or float32 weights, for expert banks
+and one-row linears, and PyTorch's ops where they are switched off."""
 
 from __future__ import annotations
 
@@ -52,54 +52,11 @@ def test_products_are_float32_math_on_the_widened_weights_for_each_job(dtype):
 
 
 @needs_kernel
-@pytest.mark.parametrize("n", [48, 272, 512])  # partial, full-plus-partial and full 256-column blocks
-def test_untransposed_products_are_float32_math_on_the_widened_weights(n):
-    g = _gen(3)
-    w = torch.randn(4, 40, n, generator=g).to(torch.bfloat16)  # [E, K, N]: x @ W, not x @ W.T
-    xs = torch.randn(2, 3, 40, generator=g)
-    y = rows.matmul_nn(xs, w, [3, 1], shared_x=False)
-    assert y.shape == (2, 3, n)
-    for j, e in enumerate([3, 1]):
-        exact, bound = _exact(xs[j], w[e].t())
-        assert ((y[j].double() - exact).abs() <= bound).all()
-    y = rows.matmul_nn(xs[0], w, [2], shared_x=True)
-    exact, bound = _exact(xs[0], w[2].t())
-    assert ((y[0].double() - exact).abs() <= bound).all()
-    with pytest.raises(ValueError, match="multiple of 16"):
-        rows.matmul_nn(xs[0], w[..., :40].contiguous(), [0], shared_x=True)
-
-
-@needs_kernel
-def test_absorbed_attention_of_one_token_reads_kv_b_through_the_kernel(monkeypatch):
-    from kimidoc.model import mla
-    from kimidoc.model.config import text_config_from_dict
-
-    cfg = text_config_from_dict(tiny_text_config(num_attention_heads=6, kv_lora_rank=64))
-    attn = mla.MLAttention(cfg, 0)
-    g = _gen(4)
-    attn.kv_b_proj.weight.data = (torch.randn(attn.kv_b_proj.weight.shape, generator=g) * 0.2).to(torch.bfloat16)
-    q_nope = torch.randn(1, 1, 6, cfg.qk_nope_head_dim, generator=g)
-    q_pe = torch.randn(1, 1, 6, cfg.qk_rope_head_dim, generator=g)
-    latent = torch.randn(1, 37, cfg.kv_lora_rank + cfg.qk_rope_head_dim, generator=g)
-    calls = []
-    for name in ("matmul", "matmul_nn"):
-        real = getattr(rows, name)
-        monkeypatch.setattr(rows, name, lambda *a, real=real, **kw: calls.append(1) or real(*a, **kw))
-    fast = attn._absorbed(q_nope, q_pe, latent)
-    assert len(calls) == 2  # both products of kv_b_proj
-    monkeypatch.setattr(rows, "usable", lambda w, x=None: False)
-    reference = attn._absorbed(q_nope, q_pe, latent)  # PyTorch's products on the widened weight
-    torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-5 * reference.abs().max().item())
-
-
-@needs_kernel
 def test_bad_arguments_are_refused_before_the_kernel_reads_them():
     w = torch.zeros(2, 8, 64, dtype=torch.bfloat16)
     x = torch.zeros(1, 64)
     with pytest.raises(ValueError, match="bf16 or float32"):
         rows.matmul(x, w.half(), [0], shared_x=True)
-    with pytest.raises(ValueError, match="bf16"):
-        rows.matmul_nn(x, w.float(), [0], shared_x=True)
     with pytest.raises(ValueError, match="contiguous"):
         rows.matmul(x, torch.zeros(2, 64, 8, dtype=torch.bfloat16).transpose(1, 2), [0], shared_x=True)
     with pytest.raises(ValueError, match="multiple of 32"):
