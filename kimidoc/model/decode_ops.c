@@ -134,28 +134,32 @@ static inline __m512 exp_ps(__m512 x) {
 DOT_TILE(4)
 DOT_TILE(1)
 
-/* acc[0:16 VECS] = acc * alpha + sum_b p[b] * keys[b][0:16 VECS] over cnt keys (rows D floats apart):
-   the accumulators stay in registers while the block's keys stream, when VECS is a constant. */
-#define ACCUMULATE(VECS)                                                                      \
-  do {                                                                                        \
-    __m512 a[VECS], al = _mm512_set1_ps(alpha);                                               \
-    for (int v = 0; v < (VECS); v++) a[v] = _mm512_mul_ps(_mm512_loadu_ps(acc + 16 * v), al); \
-    for (int b = 0; b < cnt; b++) {                                                           \
-      __m512 pb = _mm512_set1_ps(p[b]);                                                       \
-      const float* k = keys + (int64_t)b * D;                                                 \
-      for (int v = 0; v < (VECS); v++) a[v] = _mm512_fmadd_ps(pb, _mm512_loadu_ps(k + 16 * v), a[v]); \
-    }                                                                                         \
-    for (int v = 0; v < (VECS); v++) _mm512_storeu_ps(acc + 16 * v, a[v]);                    \
+/* Float32 values, 16 at W + off: bf16 widened exactly, or float32 as they are. */
+static inline __m512 load_w(const void* W, int w_bf16, int64_t off) {
+  return w_bf16 ? widen_bf16((const uint16_t*)W + off) : _mm512_loadu_ps((const float*)W + off);
+}
+
+/* y[0:16 VECS] = y * alpha + sum_i a[i] * W[i][0:16 VECS] over n rows `stride` values apart from W + off:
+   the accumulators stay in registers while the rows stream, when VECS is a constant. */
+#define WEIGHTED_ROWS(VECS)                                                                          \
+  do {                                                                                               \
+    __m512 acc[VECS], al = _mm512_set1_ps(alpha);                                                    \
+    for (int v = 0; v < (VECS); v++) acc[v] = _mm512_mul_ps(_mm512_loadu_ps(y + 16 * v), al);        \
+    for (int i = 0; i < n; i++) {                                                                    \
+      __m512 ai = _mm512_set1_ps(a[i]);                                                              \
+      for (int v = 0; v < (VECS); v++)                                                               \
+        acc[v] = _mm512_fmadd_ps(ai, load_w(W, w_bf16, off + (int64_t)i * stride + 16 * v), acc[v]); \
+    }                                                                                                \
+    for (int v = 0; v < (VECS); v++) _mm512_storeu_ps(y + 16 * v, acc[v]);                           \
   } while (0)
 
-/* acc[0:n] (n a multiple of 16, at most COLS) as ACCUMULATE: full COLS-wide slices with a fixed
-   trip count (16 registers), a narrower last one 16 columns at a time. */
-static inline void accumulate(float* acc, int n, float alpha, const float* p, const float* keys, int cnt, int D) {
-  if (n == COLS) {
-    ACCUMULATE(COLS / 16);
-    return;
-  }
-  for (; n > 0; n -= 16, acc += 16, keys += 16) ACCUMULATE(1);
+/* y[0:width] = y * alpha + sum_i a[i] * W[i][0:width] for n rows (width a multiple of 16): COLS-wide
+   slices with a fixed trip count (16 registers), a narrower rest 16 columns at a time. The attention's
+   running accumulator (alpha rescales it) and kv_b_proj's q_nope @ W_uk (y zeroed, alpha 1). */
+static inline void weighted_rows(float* y, int width, float alpha, const float* a, int n, const void* W, int w_bf16,
+                                 int64_t off, int64_t stride) {
+  for (; width >= COLS; width -= COLS, y += COLS, off += COLS) WEIGHTED_ROWS(COLS / 16);
+  for (; width > 0; width -= 16, y += 16, off += 16) WEIGHTED_ROWS(1);
 }
 
 /* One query's absorbed attention, all heads, over the first `length` rows of `keys`:
@@ -229,8 +233,7 @@ int kimidoc_attend_one(const float* q_lat, const float* q_pe, float scale, const
             l[h] = l[h] * alpha + _mm512_reduce_add_ps(p);
             m[h] = m_new;
             _mm512_storeu_ps(sh, p);
-            for (int c = 0; c < R; c += COLS)
-              accumulate(acc + (int64_t)h * R + c, R - c < COLS ? R - c : COLS, alpha, sh, kb + c, cnt, D);
+            weighted_rows(acc + (int64_t)h * R, R, alpha, sh, cnt, kb, 0, 0, D);
           }
         }
       }
@@ -256,35 +259,6 @@ int kimidoc_attend_one(const float* q_lat, const float* q_pe, float scale, const
   return 0;
 }
 
-/* Float32 weight values, 16 at W + off: bf16 widened exactly, or float32 as they are. */
-static inline __m512 load_w(const void* W, int w_bf16, int64_t off) {
-  return w_bf16 ? widen_bf16((const uint16_t*)W + off) : _mm512_loadu_ps((const float*)W + off);
-}
-
-/* y[0:R] = sum_i a[i] * W[i][0:R] for n rows R values apart from W + off: 16 accumulators over 256
-   columns while the rows stream (R a multiple of 16). */
-static void combine_rows(const float* a, int n, const void* W, int w_bf16, int64_t off, int R, float* y) {
-  for (int c = 0; c < R; c += COLS) {
-    if (R - c >= COLS) {
-      __m512 acc[COLS / 16];
-      for (int v = 0; v < COLS / 16; v++) acc[v] = _mm512_setzero_ps();
-      for (int i = 0; i < n; i++) {
-        __m512 ai = _mm512_set1_ps(a[i]);
-        for (int v = 0; v < COLS / 16; v++)
-          acc[v] = _mm512_fmadd_ps(ai, load_w(W, w_bf16, off + (int64_t)i * R + c + 16 * v), acc[v]);
-      }
-      for (int v = 0; v < COLS / 16; v++) _mm512_storeu_ps(y + c + 16 * v, acc[v]);
-    } else {
-      for (int c16 = c; c16 < R; c16 += 16) {
-        __m512 acc = _mm512_setzero_ps();
-        for (int i = 0; i < n; i++)
-          acc = _mm512_fmadd_ps(_mm512_set1_ps(a[i]), load_w(W, w_bf16, off + (int64_t)i * R + c16), acc);
-        _mm512_storeu_ps(y + c16, acc);
-      }
-    }
-  }
-}
-
 /* One token's absorbed attention with kv_b_proj's two products, all heads, for N = qk_nope_head_dim =
    v_head_dim: kv_b_proj [2 H N, R] holds per head its N k_nope rows (W_uk[h]), then its N v rows (W_uv[h]).
      q_lat[h] = q_nope[h] @ W_uk[h]                     (R values)
@@ -296,13 +270,13 @@ static void combine_rows(const float* a, int n, const void* W, int w_bf16, int64
 int kimidoc_attend_absorbed(const float* q_nope, const float* q_pe, const void* kv_b, int w_bf16, float scale,
                             const void* keys, int keys_bf16, int length, int H, int N, int R, int P, float* out,
                             int threads) {
-  float* lat = aligned_alloc(64, sizeof(float) * 2 * (size_t)H * R);
+  float* lat = calloc(2 * (size_t)H * R, sizeof(float));
   if (!lat) return -1;
   float* q_lat = lat;
   float* o_lat = lat + (size_t)H * R;
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (int h = 0; h < H; h++)
-    combine_rows(q_nope + (int64_t)h * N, N, kv_b, w_bf16, (int64_t)h * 2 * N * R, R, q_lat + (int64_t)h * R);
+    weighted_rows(q_lat + (int64_t)h * R, R, 1.f, q_nope + (int64_t)h * N, N, kv_b, w_bf16, (int64_t)h * 2 * N * R, R);
   int rc = kimidoc_attend_one(q_lat, q_pe, scale, keys, keys_bf16, length, H, R, P, o_lat, threads);
   if (!rc) {
 #pragma omp parallel for num_threads(threads) schedule(static)
