@@ -9,8 +9,8 @@ cannot run, :func:`load` returns ``None`` (the reason is logged) and callers kee
 The products (``int4_vnni.c``, ``rows.c``) share one calling convention, a batch of
 one-row-at-a-time products ("jobs"): ``y[j] = x[j] @ W[experts[j]].T`` for a bank of weights
 ``W`` ``[E, N, ...]``, one OpenMP loop over every (job, weight row), so that a token's chosen
-experts run in one call (:func:`run_jobs`). The fused decode ops (``decode_ops.c``: RMSNorm, one
-token's attention) have signatures of their own.
+experts run in one call (:func:`run_jobs`). The fused decode ops (``decode_ops.c``: RMSNorm, the
+rotary embedding, the router's choice, one token's attention) have signatures of their own.
 """
 
 from __future__ import annotations
@@ -79,9 +79,9 @@ def load(
     what: str,
 ) -> dict[str, ctypes._CFuncPtr] | None:
     """Functions ``symbols`` of ``source`` (a C file here; each symbol with its argument types,
-    :func:`jobs` for the jobs convention; each returns an int), or ``None`` where they cannot run: the environment variable ``switch`` is ``aten``,
-    the CPU lacks ``feature`` (``cpu_has()`` is false), or the build fails. ``what`` says what
-    runs instead, for the log."""
+    :func:`jobs` for the jobs convention; each returns an int), or ``None`` where they cannot run:
+    the environment variable ``switch`` is ``aten``, the CPU lacks ``feature`` (``cpu_has()`` is
+    false), or the build fails. ``what`` says what runs instead, for the log."""
     if os.environ.get(switch, "").lower() == "aten":
         return None
     if not cpu_has():
