@@ -70,13 +70,18 @@ class LatentCache:
 
         Every layer of one forward writes at the same offset; :meth:`advance` moves it afterwards.
         """
-        end = self.length + latent.shape[1]
+        rows = self.claim(layer, latent.shape[1])
+        rows[:, self.length :] = latent
+        return rows
+
+    def claim(self, layer: int, count: int) -> torch.Tensor:
+        """``layer``'s latents ``[B, length+count, D]``, the last ``count`` rows for the caller to
+        write the new tokens' latents into (what :meth:`append` does, for a writer of its own)."""
+        end = self.length + count
         if end > self.capacity:
             self.reserve(max(end, 2 * self.capacity))
-        buf = self._buffers[layer]
-        buf[:, self.length : end] = latent
         self._finite[layer] = max(self._finite[layer], end)
-        return buf[:, :end]
+        return self._buffers[layer][:, :end]
 
     def padded(self, layer: int, end: int) -> torch.Tensor:
         """``layer``'s latents ``[B, n, D]`` up to ``n``, ``end`` rounded up to a multiple of ``PAD``:

@@ -1,6 +1,6 @@
 /* Fused one-token ops of a decode step on AVX512 CPUs: RMSNorm, the rotary embedding, the router's
-   expert choice, and the absorbed attention of one query over the latent cache (with kv_b_proj's
-   products).
+   expert choice, the absorbed attention of one query over the latent cache (with kv_b_proj's
+   products), and the attention's projections of one token into its query and its cached latent.
 
    A decode step runs each of these once per layer on one row. In PyTorch they are 6 to 12 ops each,
    and after the step's weight stream has flushed the caches every op costs 10-40 us of dispatch
@@ -14,6 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "rows.h"
+#include "vmath.h"
+
 #define KEYS 16    /* keys per block: one vector of scores per head */
 #define COLS 256   /* accumulator columns held in registers at once: 16 vectors */
 
@@ -21,40 +24,42 @@ static inline __m512 widen_bf16(const uint16_t* p) {
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)p)), 16));
 }
 
-/* Y[r] = X[r] * rsqrt(mean(X[r]^2) + eps) * w for R rows of K floats (K a multiple of 16); w float32 or,
-   with w_bf16, bf16 (widened exactly). As transformers' DeepseekV3RMSNorm on float32 rows. */
-int kimidoc_rms_norm(const float* X, int R, int K, const void* W, int w_bf16, float eps, float* Y) {
-  for (int r = 0; r < R; r++) {
-    const float* x = X + (int64_t)r * K;
-    float* y = Y + (int64_t)r * K;
-    __m512 ss = _mm512_setzero_ps();
-    for (int k = 0; k < K; k += 16) {
-      __m512 v = _mm512_loadu_ps(x + k);
-      ss = _mm512_fmadd_ps(v, v, ss);
-    }
-    __m512 inv = _mm512_set1_ps(1.f / sqrtf(_mm512_reduce_add_ps(ss) / K + eps));
-    for (int k = 0; k < K; k += 16) {
-      __m512 w = w_bf16 ? widen_bf16((const uint16_t*)W + k) : _mm512_loadu_ps((const float*)W + k);
-      _mm512_storeu_ps(y + k, _mm512_mul_ps(_mm512_mul_ps(_mm512_loadu_ps(x + k), inv), w));
-    }
+/* y = x * rsqrt(mean(x^2) + eps) * w for one row of K floats (K a multiple of 16); w float32 or, with
+   w_bf16, bf16 (widened exactly). As transformers' DeepseekV3RMSNorm on float32 rows. */
+static void rms_row(const float* x, int K, const void* W, int w_bf16, float eps, float* y) {
+  __m512 ss = _mm512_setzero_ps();
+  for (int k = 0; k < K; k += 16) {
+    __m512 v = _mm512_loadu_ps(x + k);
+    ss = _mm512_fmadd_ps(v, v, ss);
   }
+  __m512 inv = _mm512_set1_ps(1.f / sqrtf(_mm512_reduce_add_ps(ss) / K + eps));
+  for (int k = 0; k < K; k += 16) {
+    __m512 w = w_bf16 ? widen_bf16((const uint16_t*)W + k) : _mm512_loadu_ps((const float*)W + k);
+    _mm512_storeu_ps(y + k, _mm512_mul_ps(_mm512_mul_ps(_mm512_loadu_ps(x + k), inv), w));
+  }
+}
+
+/* rms_row for R rows of K floats. */
+int kimidoc_rms_norm(const float* X, int R, int K, const void* W, int w_bf16, float eps, float* Y) {
+  for (int r = 0; r < R; r++) rms_row(X + (int64_t)r * K, K, W, w_bf16, eps, Y + (int64_t)r * K);
   return 0;
 }
 
-/* Y[r] = X[r] rotated by one position's cos / sin [P/2], for R rows of P values (row r at X + r * x_stride,
-   Y contiguous [R, P]), in DeepSeek's interleaved layout: Y = [x_even cos - x_odd sin, x_odd cos + x_even sin].
-   Built without FMA contraction, so each product is rounded as in PyTorch's ops: the same bits. */
-int kimidoc_rope(const float* X, int R, int64_t x_stride, int P, const float* cos, const float* sin, float* Y) {
+/* y = x [P] rotated by one position's cos / sin [P/2], in DeepSeek's interleaved layout:
+   y = [x_even cos - x_odd sin, x_odd cos + x_even sin]. Built without FMA contraction, so each
+   product is rounded as in PyTorch's ops: the same bits. */
+static void rope_row(const float* x, int P, const float* cos, const float* sin, float* y) {
   int half = P / 2;
-  for (int r = 0; r < R; r++) {
-    const float* x = X + r * x_stride;
-    float* y = Y + (int64_t)r * P;
-    for (int i = 0; i < half; i++) {
-      float even = x[2 * i], odd = x[2 * i + 1];
-      y[i] = even * cos[i] - odd * sin[i];
-      y[half + i] = odd * cos[i] + even * sin[i];
-    }
+  for (int i = 0; i < half; i++) {
+    float even = x[2 * i], odd = x[2 * i + 1];
+    y[i] = even * cos[i] - odd * sin[i];
+    y[half + i] = odd * cos[i] + even * sin[i];
   }
+}
+
+/* rope_row for R rows of P values, row r at X + r * x_stride, Y contiguous [R, P]. */
+int kimidoc_rope(const float* X, int R, int64_t x_stride, int P, const float* cos, const float* sin, float* Y) {
+  for (int r = 0; r < R; r++) rope_row(X + r * x_stride, P, cos, sin, Y + (int64_t)r * P);
   return 0;
 }
 
@@ -92,24 +97,6 @@ int kimidoc_route(const float* logits, const float* bias, int E, int k, int norm
   free(scores);
   free(taken);
   return 0;
-}
-
-/* e^x for x <= 0 (scores minus their running max), within ~2 float ulps: x = n ln2 + r with
-   |r| <= ln2/2, e^r by its degree-7 Taylor polynomial (error < 5e-9), times 2^n by scalef. */
-static inline __m512 exp_ps(__m512 x) {
-  x = _mm512_max_ps(x, _mm512_set1_ps(-104.f)); /* below this e^x is 0 in float32 */
-  __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x); /* ln2 in two parts: exact n*hi */
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187e-06f), r);
-  __m512 p = _mm512_set1_ps(1.f / 5040);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 720));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 120));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 24));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 6));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
-  return _mm512_scalef_ps(p, n);
 }
 
 /* s[i * KEYS + b] = q[i] . k[b] for i < HEADS query rows and 4 key rows, all D floats apart: 4 HEADS
@@ -295,4 +282,57 @@ int kimidoc_attend_absorbed(const float* q_nope, const float* q_pe, const void* 
   }
   free(lat);
   return rc;
+}
+
+/* y[n] = W[n] . x for rows n of a bf16 (xs split as split_even_odd makes it) or float32 weight of K
+   columns; inside a parallel region, the rows split over the team. */
+static inline float dot_row(const void* W, int w_bf16, int64_t n, const float* x, const float* xs, int K) {
+  return w_bf16 ? dot_bf16_row((const uint16_t*)W + n * K, xs, K) : dot_f32_row((const float*)W + n * K, x, K);
+}
+
+/* One token's MLA projections, as MLAttention.project runs them with the q_lora path, in one call:
+     qa  = W_qa x                                      [Q]      q_a_proj
+     kva = W_kva x                                     [R + P]  kv_a_proj_with_mqa (one loop with qa: x read once)
+     q   = W_qb rms(qa) g_qa                           [H, N + P]
+     q_nope = q[:, :N], q_pe = rope(q[:, N:])          per head
+     latent = [rms(kva[:R]) g_kva, rope(kva[R:])]      written to `latent` (float32 or, latent_bf16, bf16)
+   The three weights are [rows, cols] contiguous, all bf16 (w_bf16) or all float32; the two norm weights
+   bf16 (g_bf16) or float32. Hidden and Q multiples of 32, R of 16, P even. Each row's products and each
+   norm and rotation are the ones the separate kernels compute (rows.h, rms_row, rope_row): the same bits.
+   Returns 0, or -1 if the scratch could not be allocated. */
+int kimidoc_mla_project(const float* x, int hidden, const void* w_qa, int Q, const void* w_kva, int R, int P,
+                        const void* w_qb, int H, int N, int w_bf16, const void* g_qa, const void* g_kva, int g_bf16,
+                        float eps_q, float eps_kv, const float* cos, const float* sin, float* q_nope, float* q_pe,
+                        void* latent, int latent_bf16, int threads) {
+  int D = N + P, first = Q + R + P;
+  /* x split, qa then kva, normed qa, its split, q, the latent */
+  float* scratch = malloc(sizeof(float) * ((size_t)hidden + first + 2 * (size_t)Q + (size_t)H * D + R + P));
+  if (!scratch) return -1;
+  float *xs = scratch, *a = xs + hidden, *qn = a + first, *qs = qn + Q, *q = qs + Q, *lat = q + (size_t)H * D;
+  if (w_bf16) split_even_odd(x, hidden, xs);
+#pragma omp parallel num_threads(threads)
+  {
+#pragma omp for schedule(static)
+    for (int i = 0; i < first; i++)
+      a[i] = i < Q ? dot_row(w_qa, w_bf16, i, x, xs, hidden) : dot_row(w_kva, w_bf16, i - Q, x, xs, hidden);
+#pragma omp single
+    {
+      rms_row(a, Q, g_qa, g_bf16, eps_q, qn);
+      if (w_bf16) split_even_odd(qn, Q, qs);
+      rms_row(a + Q, R, g_kva, g_bf16, eps_kv, lat);
+      rope_row(a + Q + R, P, cos, sin, lat + R);
+    }
+#pragma omp for schedule(static)
+    for (int n = 0; n < H * D; n++) q[n] = dot_row(w_qb, w_bf16, n, qn, qs, Q);
+  }
+  for (int h = 0; h < H; h++) {
+    memcpy(q_nope + (int64_t)h * N, q + (int64_t)h * D, sizeof(float) * N);
+    rope_row(q + (int64_t)h * D + N, P, cos, sin, q_pe + (int64_t)h * P);
+  }
+  if (latent_bf16)
+    for (int i = 0; i < R + P; i++) ((uint16_t*)latent)[i] = to_bf16(lat[i]);
+  else
+    memcpy(latent, lat, sizeof(float) * (R + P));
+  free(scratch);
+  return 0;
 }

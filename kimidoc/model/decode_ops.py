@@ -1,7 +1,9 @@
 """Decode's fused one-token ops on x86 CPUs (``decode_ops.c``): RMSNorm, the rotary embedding, the
-router's expert choice and absorbed attention (with ``kv_b_proj``'s two products).
+router's expert choice, absorbed attention (with ``kv_b_proj``'s two products) and the attention's
+projections (query and latent, the cache write included).
 
-A decode step runs ~4 norms, two rotations, a routing and one attention per layer on a single row.
+A decode step runs ~4 norms, two rotations, three projections, a routing and one attention per
+layer on a single row.
 PyTorch spells them as 6-12 ops each, and once the step's weight stream has flushed the caches each
 op costs 10-40 us of dispatch, several times the arithmetic (``benchmarks/bench_decode.py
 --overhead``). Each is one C call here, in float32.
@@ -33,6 +35,11 @@ _SIGNATURES = {
     "kimidoc_attend_one": [_P, _P, ctypes.c_float, _P, _I, _I, _I, _I, _I, _P, _I],
     # q_nope, q_pe, kv_b, w_bf16, scale, keys, keys_bf16, length, H, N, R, P, out, threads
     "kimidoc_attend_absorbed": [_P, _P, _P, _I, ctypes.c_float, _P, _I, _I, _I, _I, _I, _I, _P, _I],
+    # x, hidden, w_qa, Q, w_kva, R, P, w_qb, H, N, w_bf16, g_qa, g_kva, g_bf16, eps_q, eps_kv, cos, sin,
+    # q_nope, q_pe, latent, latent_bf16, threads
+    "kimidoc_mla_project": [_P, _I, _P, _I, _P, _I, _I, _P, _I, _I, _I, _P, _P, _I, ctypes.c_float, ctypes.c_float]
+    + [_P] * 5
+    + [_I, _I],
 }
 _DTYPES = (torch.float32, torch.bfloat16)
 
@@ -47,7 +54,7 @@ def load() -> dict[str, ctypes._CFuncPtr] | None:
         switch="KIMIDOC_ROW_KERNEL",
         feature="AVX512",
         cpu_has=cpu_has_avx512,
-        what="decode's norms, rotations, routing and attention use PyTorch's ops",
+        what="decode's norms, rotations, projections, routing and attention use PyTorch's ops",
     )
 
 
@@ -226,3 +233,77 @@ def attend_absorbed(
     if rc:
         raise MemoryError(f"the attention kernel could not allocate scratch for {h} heads x {r}")
     return out
+
+
+def project_usable(
+    x: torch.Tensor,
+    weights: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    norms: tuple[torch.Tensor, torch.Tensor],
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    latent_dtype: torch.dtype,
+) -> bool:
+    """Whether :func:`project` runs: one token's float32 ``x``, the plain ``(q_a, kv_a, q_b)``
+    weights all bf16 or all float32 with widths the kernel takes, the two norm weights of one such
+    dtype, one position's float32 ``cos`` / ``sin``, and a float32 or bf16 cache."""
+    w_qa, w_kva, w_qb = weights
+    q_rank, hidden = w_qa.shape
+    rope = 2 * cos.numel()
+    rank = w_kva.shape[0] - rope
+    return (
+        x.dtype == cos.dtype == sin.dtype == torch.float32
+        and x.numel() == hidden
+        and w_qa.dtype == w_kva.dtype == w_qb.dtype
+        and w_qa.dtype in _DTYPES
+        and norms[0].dtype == norms[1].dtype
+        and norms[0].dtype in _DTYPES
+        and latent_dtype in _DTYPES
+        and hidden % 32 == 0
+        and q_rank % 32 == 0
+        and rank > 0
+        and rank % 16 == 0
+        and w_kva.shape[1] == hidden
+        and w_qb.shape[1] == q_rank
+        and norms[0].shape == (q_rank,)
+        and norms[1].shape == (rank,)
+        and sin.numel() == cos.numel()
+        and all(not w.is_mkldnn and w.dim() == 2 and _plain(w) for w in weights)
+        and all(_plain(t) for t in (x, *norms, cos, sin))
+        and load() is not None
+    )
+
+
+def project(
+    x: torch.Tensor,
+    weights: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    norms: tuple[torch.Tensor, torch.Tensor],
+    eps: tuple[float, float],
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    heads: int,
+    latent: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One token's MLA projections (``q_a_proj``, ``kv_a_proj_with_mqa``, their norms, ``q_b_proj``,
+    both rotations) in one call, for arguments :func:`project_usable` accepted: returns ``q_nope``
+    ``[heads, nope]`` and the rotated ``q_pe`` ``[heads, rope]``, and writes the token's
+    ``[c_kv, k_pe]`` into ``latent`` (a contiguous row of the cache, rounded to its dtype as
+    ``Tensor.to`` rounds)."""
+    w_qa, w_kva, w_qb = weights
+    q_rank, hidden = w_qa.shape
+    rope = 2 * cos.numel()
+    rank = w_kva.shape[0] - rope
+    nope = w_qb.shape[0] // heads - rope
+    if w_qb.shape != (heads * (nope + rope), q_rank) or nope <= 0:
+        raise ValueError(f"q_b_proj weight {tuple(w_qb.shape)} for {heads} heads of rope width {rope}")
+    if latent.numel() != rank + rope or latent.dtype not in _DTYPES or not _plain(latent):
+        raise ValueError(f"latent row {tuple(latent.shape)} {latent.dtype} for {rank} + {rope} values")
+    q_nope, q_pe = torch.empty(heads, nope), torch.empty(heads, rope)
+    rc = load()["kimidoc_mla_project"](
+        x.data_ptr(), hidden, w_qa.data_ptr(), q_rank, w_kva.data_ptr(), rank, rope, w_qb.data_ptr(), heads, nope,
+        w_qa.dtype == torch.bfloat16, norms[0].data_ptr(), norms[1].data_ptr(), norms[0].dtype == torch.bfloat16,
+        eps[0], eps[1], cos.data_ptr(), sin.data_ptr(), q_nope.data_ptr(), q_pe.data_ptr(), latent.data_ptr(),
+        latent.dtype == torch.bfloat16, torch.get_num_threads(),
+    )  # fmt: skip
+    if rc:
+        raise MemoryError(f"the projection kernel could not allocate scratch for {heads} heads")
+    return q_nope, q_pe

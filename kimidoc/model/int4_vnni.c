@@ -7,7 +7,8 @@
    Activations are quantized per 32-column group to int8, x ~ s * a with s = max|x| / 127 (as
    llama.cpp's Q8_0 and IPEX's INT8 low-precision mode do for INT4 weights): the error is of the
    order of bf16 activations' (see test_model_int4_vnni.py). vpdpbusd multiplies the unsigned bytes
-   u by the signed a; the +8 is taken off with 8 * sum(a) per 8 columns, computed once per row of x.
+   u by the signed a; the +8 is taken off by starting each dot from -8 * sum(a) per 8 columns,
+   computed once per row of x.
 
    Per 128 columns a weight row's 64 bytes give, after masking, the even columns (low nibbles) and
    the odd ones (high nibbles); the activation is stored even/odd-split to match, so int32 lane l of
@@ -17,22 +18,27 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+#include "vmath.h"
+
 #define CHUNK 128    /* columns per step: 64 weight bytes */
 #define GROUP 32
-/* Bytes ahead in the weight stream: into L1 (1.2-1.4x at one row over no prefetch), and further
-   ahead into L2, which keeps more lines in flight per core (another 1.05-1.15x at one row). */
-#define PREFETCH 4096
-#define PREFETCH_L2 16384
+/* Bytes ahead in the weight stream, into L1. On 2 MB pages (hugepages.py) 8 KB ahead reads a
+   cold [2048x7168] weight at the speed of a plain read: 1.2-1.35x faster than 4 KB ahead plus an
+   L2 hint 16 KB ahead, which round 5 chose on 4 KB pages, where both distances do as well. */
+#define PREFETCH 8192
 
-/* One activation row, quantized, per chunk: even and odd columns, 16 corrections, 16 lane scales. */
+/* One activation row, quantized, per chunk: even and odd columns, 16 lane corrections (the dots'
+   starting values), 16 lane scales. */
 typedef struct {
   int8_t even[64], odd[64];
-  int32_t corr[16];
+  int32_t start[16];
   float scale[16];
 } chunk_t;
 
 static void quantize_row(const float* x, int K, chunk_t* out) {
-  int8_t a[CHUNK];
+  const __m512i evens = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+  const __m512i odds = _mm512_add_epi32(evens, _mm512_set1_epi32(1));
+  const __m512i ones = _mm512_set1_epi8(1);
   for (int c = 0; c < K / CHUNK; c++) {
     chunk_t* o = out + c;
     for (int g = 0; g < CHUNK / GROUP; g++) {
@@ -40,39 +46,37 @@ static void quantize_row(const float* x, int K, chunk_t* out) {
       __m512 x0 = _mm512_loadu_ps(xg), x1 = _mm512_loadu_ps(xg + 16);
       float m = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(x0), _mm512_abs_ps(x1)));
       __m512 inv = _mm512_set1_ps(m > 0.f ? 127.f / m : 0.f);
-      _mm_storeu_si128((__m128i*)(a + g * GROUP), _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(x0, inv))));
-      _mm_storeu_si128((__m128i*)(a + g * GROUP + 16), _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(x1, inv))));
-      for (int l = 0; l < 4; l++) o->scale[g * 4 + l] = m / 127.f;
+      __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(x0, inv)), q1 = _mm512_cvtps_epi32(_mm512_mul_ps(x1, inv));
+      /* the group's 16 even and 16 odd columns are the chunk's even / odd bytes 16g..16g+15 */
+      _mm_storeu_si128((__m128i*)(o->even + g * 16), _mm512_cvtsepi32_epi8(_mm512_permutex2var_epi32(q0, evens, q1)));
+      _mm_storeu_si128((__m128i*)(o->odd + g * 16), _mm512_cvtsepi32_epi8(_mm512_permutex2var_epi32(q0, odds, q1)));
+      _mm_storeu_ps(o->scale + g * 4, _mm_set1_ps(m / 127.f));
     }
-    for (int j = 0; j < 64; j++) {
-      o->even[j] = a[2 * j];
-      o->odd[j] = a[2 * j + 1];
-    }
-    for (int l = 0; l < 16; l++) {
-      int32_t sum = 0;
-      for (int j = 0; j < 8; j++) sum += a[l * 8 + j];
-      o->corr[l] = 8 * sum;
-    }
+    /* lane l's 8 columns are even and odd bytes 4l..4l+3: sum each 4 with a dot against ones */
+    __m512i sum = _mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, _mm512_loadu_si512(o->even));
+    sum = _mm512_dpbusd_epi32(sum, ones, _mm512_loadu_si512(o->odd));
+    _mm512_storeu_si512(o->start, _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(sum, 3)));
   }
 }
 
 /* sum_k W[row, k] * x[k] for one weight row against one quantized activation row. */
 static inline float row_dot(const uint8_t* w, const uint16_t* s, const chunk_t* x, int chunks) {
   const __m512i low = _mm512_set1_epi8(0x0F);
-  const __m512i spread = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+  /* 16-bit word sources: the high word of 32-bit lane l takes bf16 scale l / 4 of the chunk, and the
+     low words are zeroed by the mask, which widens bf16 to float (its top half) in the same op */
+  const __m512i spread = _mm512_set_epi16(3, 0, 3, 0, 3, 0, 3, 0, 2, 0, 2, 0, 2, 0, 2, 0, 1, 0, 1, 0, 1, 0, 1, 0, 0, 0,
+                                          0, 0, 0, 0, 0, 0);
   __m512 acc = _mm512_setzero_ps();
   for (int c = 0; c < chunks; c++) {
     _mm_prefetch((const char*)(w + c * 64 + PREFETCH), _MM_HINT_T0);
-    _mm_prefetch((const char*)(w + c * 64 + PREFETCH_L2), _MM_HINT_T1);
     __m512i b = _mm512_loadu_si512(w + c * 64);
     __m512i even = _mm512_and_si512(b, low);
     __m512i odd = _mm512_and_si512(_mm512_srli_epi16(b, 4), low);
     const chunk_t* xc = x + c;
-    __m512i d = _mm512_dpbusd_epi32(_mm512_setzero_si512(), even, _mm512_loadu_si512(xc->even));
-    d = _mm512_sub_epi32(_mm512_dpbusd_epi32(d, odd, _mm512_loadu_si512(xc->odd)), _mm512_loadu_si512(xc->corr));
-    /* 4 bf16 group scales -> float (bf16 is the top half of a float), each spread over 4 lanes */
-    __m128i s4 = _mm_slli_epi32(_mm_cvtepu16_epi32(_mm_loadl_epi64((const __m128i*)(s + c * 4))), 16);
-    __m512 ws = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(_mm_castsi128_ps(s4)));
+    __m512i d = _mm512_dpbusd_epi32(_mm512_loadu_si512(xc->start), even, _mm512_loadu_si512(xc->even));
+    d = _mm512_dpbusd_epi32(d, odd, _mm512_loadu_si512(xc->odd));
+    __m512i s4 = _mm512_castsi128_si512(_mm_loadl_epi64((const __m128i*)(s + c * 4)));
+    __m512 ws = _mm512_castsi512_ps(_mm512_maskz_permutexvar_epi16(0xAAAAAAAAu, spread, s4));
     acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_mul_ps(ws, _mm512_loadu_ps(xc->scale)), acc);
   }
   return _mm512_reduce_add_ps(acc);
@@ -99,5 +103,52 @@ int kimidoc_int4_matmul(const float* X, int64_t x_stride, int T, int K, const ui
     for (int t = 0; t < T; t++) Y[((size_t)j * T + t) * N + n] = row_dot(w, s, xj + (size_t)t * chunks, chunks);
   }
   free(xq);
+  return 0;
+}
+
+/* One token through k routed SwiGLU experts, as kimidoc_int4_matmul's two calls and the SwiGLU between
+   them compute it, in one call:
+     h_j = W_gu[e_j] x                    [2W]   gate and up, fused as the bank stores them
+     a_j = silu(h_j[:W]) * h_j[W:]        [W]
+     Y_j = W_d[e_j] a_j, rounded to bf16  [H]    the bank's compute dtype
+   W_gu uint8 [E, 2W, H/2] with scales S_gu bf16 [E, 2W, H/32]; W_d [E, H, W/2] with S_d [E, H, W/32];
+   H and W multiples of 128; Y bf16 [k, H]. Each expert's result depends on nothing else in the call.
+   Returns 0, or -1 if the scratch could not be allocated. */
+int kimidoc_int4_swiglu(const float* x, int H, int W, const uint8_t* Wgu, const uint16_t* Sgu, const uint8_t* Wd,
+                        const uint16_t* Sd, const int64_t* experts, int k, uint16_t* Y, int threads) {
+  int ch = H / CHUNK, cw = W / CHUNK;
+  chunk_t* q = aligned_alloc(64, sizeof(chunk_t) * ((size_t)ch + (size_t)k * cw));
+  float* h = malloc(sizeof(float) * (size_t)k * 3 * W); /* h, then a */
+  if (!q || !h) {
+    free(q);
+    free(h);
+    return -1;
+  }
+  chunk_t *xq = q, *aq = q + ch;
+  float* a = h + (size_t)k * 2 * W;
+  quantize_row(x, H, xq);
+#pragma omp parallel num_threads(threads)
+  {
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < (int64_t)k * 2 * W; i++) {
+      int64_t j = i / (2 * W), n = i % (2 * W), e = experts[j];
+      h[i] = row_dot(Wgu + (e * 2 * W + n) * (H / 2), Sgu + (e * 2 * W + n) * (H / GROUP), xq, ch);
+    }
+#pragma omp for schedule(static)
+    for (int j = 0; j < k; j++) {
+      const float* hj = h + (size_t)j * 2 * W;
+      float* aj = a + (size_t)j * W;
+      for (int c = 0; c < W; c += 16)
+        _mm512_storeu_ps(aj + c, _mm512_mul_ps(silu_ps(_mm512_loadu_ps(hj + c)), _mm512_loadu_ps(hj + W + c)));
+      quantize_row(aj, W, aq + (size_t)j * cw);
+    }
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < (int64_t)k * H; i++) {
+      int64_t j = i / H, n = i % H, e = experts[j];
+      Y[i] = to_bf16(row_dot(Wd + (e * H + n) * (W / 2), Sd + (e * H + n) * (W / GROUP), aq + j * cw, cw));
+    }
+  }
+  free(q);
+  free(h);
   return 0;
 }

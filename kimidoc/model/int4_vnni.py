@@ -5,7 +5,8 @@ core: it dequantizes every weight to float and FMAs it), so decode read the expe
 memory bandwidth. ``int4_vnni.c`` quantizes the activation row to int8 per 32-column group (the
 error is of the order of bf16 activations'; see the C file), does the dot products with
 ``vpdpbusd``, and reads the checkpoint's bytes as they are.
-``benchmarks/bench_int4.py`` compares the two.
+For one token, :func:`swiglu` runs the chosen experts whole (both products and the SwiGLU between
+them) in one call. ``benchmarks/bench_int4.py`` compares the kernel with PyTorch's.
 
 It is built by :mod:`.ckernels` and used when the CPU has AVX512-VNNI, the build works and
 ``KIMIDOC_INT4_KERNEL`` is not ``aten``; otherwise :func:`load` returns ``None`` and callers keep
@@ -22,6 +23,7 @@ import torch
 
 from . import ckernels
 
+_P, _I = ctypes.c_void_p, ctypes.c_int
 CHUNK = 128  # the kernel's columns per step: in_features must be a multiple
 GROUP = 32  # the scales' group size the kernel reads
 FLAGS = ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni", "-mfma"]
@@ -42,7 +44,11 @@ def load() -> dict[str, ctypes._CFuncPtr] | None:
     """The kernel, or ``None`` where it cannot run here (the reason is logged once)."""
     return ckernels.load(
         "int4_vnni.c",
-        {"kimidoc_int4_matmul": ckernels.jobs(2)},
+        {
+            "kimidoc_int4_matmul": ckernels.jobs(2),
+            # x, H, W, W_gu, S_gu, W_d, S_d, experts, k, Y, threads
+            "kimidoc_int4_swiglu": [_P, _I, _I, _P, _P, _P, _P, _P, _I, _P, _I],
+        },
         FLAGS,
         switch="KIMIDOC_INT4_KERNEL",
         feature="AVX512-VNNI",
@@ -83,3 +89,48 @@ def matmul(
         raise ValueError(f"INT4 weights of {k} columns: the kernel needs a multiple of {CHUNK}")
     fn = lib["kimidoc_int4_matmul"]
     return ckernels.run_jobs(fn, x, [weight, scale], experts, n=n, k=k, num_experts=e, shared_x=shared_x)
+
+
+def swiglu(
+    x: torch.Tensor,
+    gate_up: tuple[torch.Tensor, torch.Tensor],
+    down: tuple[torch.Tensor, torch.Tensor],
+    experts: list[int],
+) -> torch.Tensor:
+    """Each of ``experts``' SwiGLU ``down(silu(gate x) * up x)`` of one row ``x`` (``H`` values) as
+    bf16 ``[len(experts), H]``, in one call: :func:`matmul`'s two calls and the SwiGLU between them.
+    ``gate_up`` is the fused ``(weight uint8 [E, 2W, H/2], scale bf16 [E, 2W, H/32])``, ``down``
+    ``([E, H, W/2], [E, H, W/32])``."""
+    lib = load()
+    if lib is None:
+        raise RuntimeError("the VNNI INT4 kernel is not available on this machine (see int4_vnni.usable)")
+    (w_gu, s_gu), (w_d, s_d) = gate_up, down
+    e, two_w, half_h = w_gu.shape
+    h, w = 2 * half_h, two_w // 2
+    expected = (
+        (w_gu, (e, 2 * w, h // 2)),
+        (s_gu, (e, 2 * w, h // GROUP)),
+        (w_d, (e, h, w // 2)),
+        (s_d, (e, h, w // GROUP)),
+    )
+    for (t, shape), dtype in zip(expected, (torch.uint8, torch.bfloat16) * 2):
+        if t.shape != shape or t.dtype != dtype:
+            raise ValueError(f"expert tensor {tuple(t.shape)} {t.dtype}: expected {shape} {dtype} for H={h}, W={w}")
+        if not t.is_contiguous() or t.device.type != "cpu":
+            raise ValueError("INT4 expert tensors must be contiguous CPU tensors")
+    if h % CHUNK or w % CHUNK:
+        raise ValueError(f"experts of widths {h} and {w}: the kernel needs multiples of {CHUNK}")
+    if x.numel() != h:
+        raise ValueError(f"one row of {h} values expected, got {tuple(x.shape)}")
+    if not experts or min(experts) < 0 or max(experts) >= e:
+        raise IndexError(f"experts {experts} out of range for a bank of {e}")
+    x = x.reshape(h).float().contiguous()
+    index = (ctypes.c_int64 * len(experts))(*experts)
+    y = torch.empty(len(experts), h, dtype=torch.bfloat16)
+    rc = lib["kimidoc_int4_swiglu"](
+        x.data_ptr(), h, w, w_gu.data_ptr(), s_gu.data_ptr(), w_d.data_ptr(), s_d.data_ptr(),
+        ctypes.addressof(index), len(experts), y.data_ptr(), torch.get_num_threads(),
+    )  # fmt: skip
+    if rc:
+        raise MemoryError(f"the kernel could not allocate scratch for {len(experts)} experts of {h} x {w}")
+    return y

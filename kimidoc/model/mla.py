@@ -103,6 +103,8 @@ class MLAttention(nn.Module):
         the new tokens' ``[c_kv, k_pe]``, after the cached ones when there is a ``cache`` (which
         they are appended to)."""
         b, t, _ = x.shape
+        if b * t == 1 and cache is not None and (one := self._project_one(x, cos, sin, cache)) is not None:
+            return one
         if self.q_lora_rank is None:
             q = self.q_proj(x)
         else:
@@ -116,6 +118,24 @@ class MLAttention(nn.Module):
         if cache is not None:
             latent = cache.append(self.layer_idx, latent.to(cache.dtype)).to(x.dtype)
         return q_nope, q_pe, latent
+
+    def _project_one(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: LatentCache
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """:meth:`project` for one token in one C call (``decode_ops.project``: three products, two
+        norms, two rotations and the cache write, ~12 PyTorch ops otherwise), or None where it
+        does not run."""
+        if self.q_lora_rank is None or self.q_a_proj.bias is not None or self.kv_a_proj_with_mqa.bias is not None:
+            return None
+        weights = (self.q_a_proj.weight, self.kv_a_proj_with_mqa.weight, self.q_b_proj.weight)
+        norms = (self.q_a_layernorm.weight, self.kv_a_layernorm.weight)
+        if not decode_ops.project_usable(x, weights, norms, cos, sin, cache.dtype):
+            return None
+        latent = cache.claim(self.layer_idx, 1)
+        eps = (self.q_a_layernorm.eps, self.kv_a_layernorm.eps)
+        q_nope, q_pe = decode_ops.project(x, weights, norms, eps, cos, sin, self.num_heads, latent[0, -1])
+        shape = (1, 1, self.num_heads, -1)
+        return q_nope.view(shape), q_pe.view(shape), latent.to(x.dtype)
 
     def padded_keys(self, cache: LatentCache | None, latent: torch.Tensor) -> torch.Tensor | None:
         """The cache's padded view of ``latent`` (see :meth:`LatentCache.padded`) when it holds the

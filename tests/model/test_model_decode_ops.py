@@ -1,5 +1,6 @@
-"""Decode's fused one-token ops (RMSNorm, absorbed attention over the latent cache) against float64
-references, their place in the model, and PyTorch's ops where they cannot run."""
+"""Decode's fused one-token ops (RMSNorm, rotation, routing, absorbed attention over the latent cache,
+the attention's projections) against float64 references, their place in the model, and PyTorch's
+ops where they cannot run."""
 
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ import torch
 
 import kimidoc
 from kimidoc.model import decode_ops, decode_step, load, mla
+from kimidoc.model.cache import LatentCache
 from kimidoc.model.config import text_config_from_dict
 from kimidoc.model.moe import Router
 from kimidoc.model.norm import RMSNorm
-from kimidoc.model.rope import apply_interleaved
+from kimidoc.model.rope import Rotary, apply_interleaved
 from kimidoc.testing import tiny_text_config, write_checkpoint
 
 needs_kernel = pytest.mark.skipif(decode_ops.load() is None, reason="no AVX512 CPU or no C compiler here")
@@ -164,8 +166,13 @@ def test_absorbed_attention_of_one_token_runs_a_kernel_and_equals_pytorch_ops(mo
 
 @needs_kernel
 def test_decode_with_and_without_the_fused_ops_gives_the_same_tokens(tmp_path, monkeypatch):
-    path = write_checkpoint(tmp_path / "ckpt", config=tiny_text_config(num_hidden_layers=2), int4=True, text_only=True)
+    # q_lora_rank 64: widths the fused projections take (the default 48 is not a multiple of 32)
+    config = tiny_text_config(num_hidden_layers=2, q_lora_rank=64)
+    path = write_checkpoint(tmp_path / "ckpt", config=config, int4=True, text_only=True)
     model = load(path, dtype=torch.bfloat16, activation_dtype=torch.float32)
+    calls = []
+    real_project = decode_ops.project
+    monkeypatch.setattr(decode_ops, "project", lambda *a: calls.append(1) or real_project(*a))
     prompt = [163587, 1000, 2000, 3000]
 
     def greedy() -> tuple[list[int], list[torch.Tensor]]:
@@ -179,6 +186,7 @@ def test_decode_with_and_without_the_fused_ops_gives_the_same_tokens(tmp_path, m
         return tokens, steps
 
     fused_tokens, fused = greedy()
+    assert len(calls) == 6 * 2  # one projection call per layer and step
     monkeypatch.setattr(decode_ops, "load", lambda: None)
     plain_tokens, plain = greedy()
     assert fused_tokens == plain_tokens
@@ -286,3 +294,66 @@ def test_attention_is_whole_when_openmp_gives_fewer_threads_than_asked():
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=False)
     assert run.returncode == 0, run.stderr
     assert float(run.stdout.split()[-1]) <= _bound(torch.ones(1), 48)
+
+
+def _projection64(attn: mla.MLAttention, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+    """q_nope, rotated q_pe and the latent [c_kv, k_pe] of one token, in float64 from the formulas."""
+
+    def rms(v, w, eps):
+        return v * torch.rsqrt(v.pow(2).mean(-1, keepdim=True) + eps) * w.double()
+
+    def rotate(v):  # DeepSeek's interleaved layout: pairs (even, odd) -> [even', odd'] halves
+        c, s = cos.double().flatten(), sin.double().flatten()
+        even, odd = v[..., 0::2], v[..., 1::2]
+        return torch.cat([even * c - odd * s, odd * c + even * s], -1)
+
+    x = x.double().flatten()
+    qa = attn.q_a_proj.weight.double() @ x
+    q = attn.q_b_proj.weight.double() @ rms(qa, attn.q_a_layernorm.weight, attn.q_a_layernorm.eps)
+    q = q.view(attn.num_heads, -1)
+    kva = attn.kv_a_proj_with_mqa.weight.double() @ x
+    rank = attn.kv_lora_rank
+    latent = torch.cat([rms(kva[:rank], attn.kv_a_layernorm.weight, attn.kv_a_layernorm.eps), rotate(kva[rank:])])
+    return q[:, : attn.nope_dim], rotate(q[:, attn.nope_dim :]), latent
+
+
+@needs_kernel
+@pytest.mark.parametrize("weight_dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("cache_dtype", [torch.float32, torch.bfloat16])
+def test_projection_of_one_token_is_one_call_with_the_separate_ops_bits(monkeypatch, weight_dtype, cache_dtype):
+    cfg, attn = _attention_module(hidden_size=96, q_lora_rank=64, qk_rope_head_dim=16)
+    for p in attn.parameters():
+        p.data = p.data.to(weight_dtype)
+    for norm in (attn.q_a_layernorm, attn.kv_a_layernorm):
+        norm.weight.data = (1 + 0.3 * torch.randn(norm.weight.shape, generator=_gen(6))).to(weight_dtype)
+    x = torch.randn(1, 1, 96, generator=_gen(7))
+    cos, sin = Rotary(cfg.rope, cfg.qk_rope_head_dim).at(5, torch.device("cpu"), torch.float32)
+
+    def run(fused: bool):
+        cache = LatentCache(1, cfg.latent_dim, capacity=8, dtype=cache_dtype)
+        earlier = torch.randn(1, 5, cfg.latent_dim, generator=_gen(9)).to(cache_dtype)
+        cache.append(0, earlier)
+        cache.advance(5)
+        monkeypatch.setattr(decode_ops, "project_usable", lambda *a: fused and real_usable(*a))
+        q_nope, q_pe, latent = attn.project(x, cos, sin, cache)
+        assert torch.equal(cache.layer(0), earlier)  # what was cached stays as it was
+        return q_nope, q_pe, latent, cache._buffers[0][0, 5]
+
+    real_usable, calls = decode_ops.project_usable, []
+    real_project = decode_ops.project
+    monkeypatch.setattr(decode_ops, "project", lambda *a: calls.append(1) or real_project(*a))
+    fused = run(True)
+    assert calls == [1]
+    plain = run(False)  # the separate kernels and PyTorch ops
+    assert calls == [1]
+    q_nope, q_pe, latent, row = fused
+    assert q_nope.shape == (1, 1, 4, cfg.qk_nope_head_dim) and q_pe.shape == (1, 1, 4, 16)
+    assert latent.shape == (1, 6, cfg.latent_dim) and latent.dtype == torch.float32
+    # The same products, norms and rotations as the separate kernels: the same bits.
+    for a, b in zip(fused, plain):
+        assert torch.equal(a.reshape(b.shape), b)
+    assert torch.equal(row, latent[0, 5].to(cache_dtype))
+    exact = _projection64(attn, x, cos, sin)
+    for got, want in zip((q_nope[0, 0], q_pe[0, 0], latent[0, 5]), exact):
+        bound = (1e-2 if cache_dtype == torch.bfloat16 and want is exact[2] else 1e-5) * want.abs().max().item()
+        torch.testing.assert_close(got.double(), want, rtol=0, atol=bound)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 
 import pytest
 import torch
 
-from kimidoc.model import int4, int4_vnni
+from kimidoc.model import ckernels, int4, int4_vnni
 from kimidoc.model.moe import Int4Experts
 
 needs_vnni = pytest.mark.skipif(int4_vnni.load() is None, reason="no AVX512-VNNI CPU or no C compiler here")
@@ -128,6 +129,53 @@ def test_bank_keeps_checkpoint_bytes_and_matches_the_naive_loop():
     assert torch.equal(bank.decode(x[:1], [0, 3], wts[0]), (wts[0].float()[None] @ one.float()).to(x.dtype))
 
 
+@needs_vnni
+@pytest.mark.parametrize("scale", [1.0, 300.0])  # 300: gates far into both of silu's tails
+def test_one_token_swiglu_call_equals_the_two_call_chain_and_the_reference(scale):
+    gu_w, gu_s, gu_ref = _weights(4, 2 * WIDTH, HIDDEN, seed=11)
+    d_w, d_s, d_ref = _weights(4, HIDDEN, WIDTH, seed=12)
+    x = torch.randn(1, HIDDEN, generator=_gen(13)) * scale
+    experts = [3, 0, 2]
+    got = int4_vnni.swiglu(x, (gu_w, gu_s), (d_w, d_s), experts)
+    assert got.shape == (3, HIDDEN) and got.dtype == torch.bfloat16
+    h = int4_vnni.matmul(x, gu_w, gu_s, experts, shared_x=True)
+    two_calls = int4_vnni.matmul(
+        torch.nn.functional.silu(h[..., :WIDTH]) * h[..., WIDTH:], d_w, d_s, experts, shared_x=False
+    )[:, 0]
+    for j, e in enumerate(experts):
+        h64 = x.double() @ gu_ref[e].double().t()
+        g, u = h64[0, :WIDTH], h64[0, WIDTH:]
+        a64 = torch.nn.functional.silu(g) * u
+        exact = a64 @ d_ref[e].double().t()
+        # x's int8 step moves g and u by at most eh; silu' <= 1.1, so a moves by at most da; then a's
+        # own int8 step and the final bf16 rounding (2^-8 relative)
+        eh = _bound(x, gu_ref[e])[0].double()
+        eg, eu = eh[:WIDTH], eh[WIDTH:]
+        da = 1.1 * eg * (u.abs() + eu) + torch.nn.functional.silu(g).abs() * eu
+        bound = (da + eh.new_tensor(1e-30)) @ d_ref[e].double().abs().t() + _bound(a64.float()[None], d_ref[e])[0]
+        assert ((got[j].double() - exact).abs() <= 1.001 * bound + 2**-8 * exact.abs() + 1e-6).all(), e
+        # against the two calls: the same but for silu's last ulp, which can move one int8 step of a
+        step_a = _bound(a64.float()[None], d_ref[e])[0]
+        assert ((got[j].float() - two_calls[j]).abs() <= 2 * step_a + 2**-7 * two_calls[j].abs() + 1e-6).all(), e
+    # one expert's result does not depend on the others in the call (tiers run experts alone)
+    for j, e in enumerate(experts):
+        assert torch.equal(int4_vnni.swiglu(x, (gu_w, gu_s), (d_w, d_s), [e])[0], got[j])
+
+
+@needs_vnni
+def test_one_token_swiglu_refuses_bad_arguments():
+    gu, d = _weights(2, 2 * WIDTH, HIDDEN, seed=14)[:2], _weights(2, HIDDEN, WIDTH, seed=15)[:2]
+    x = torch.randn(1, HIDDEN)
+    with pytest.raises(IndexError, match="out of range"):
+        int4_vnni.swiglu(x, gu, d, [2])
+    with pytest.raises(ValueError, match="one row"):
+        int4_vnni.swiglu(torch.randn(2, HIDDEN), gu, d, [0])
+    with pytest.raises(ValueError, match="expected"):
+        int4_vnni.swiglu(x, gu, (d[0][:, :-1], d[1]), [0])
+    with pytest.raises(ValueError, match="expected"):
+        int4_vnni.swiglu(x, (gu[0], gu[1].float()), d, [0])
+
+
 def test_fallback_when_the_kernel_is_switched_off_or_cannot_build(monkeypatch, tmp_path, caplog):
     int4_vnni.load.cache_clear()
     try:
@@ -151,3 +199,19 @@ def test_fallback_when_the_kernel_is_switched_off_or_cannot_build(monkeypatch, t
 def test_float32_activations_keep_the_exact_kernel():
     assert not Int4Experts(1, HIDDEN, WIDTH, compute_dtype=torch.float32).vnni
     assert not Int4Experts(1, 64, 32).vnni  # widths the kernel does not take
+
+
+@pytest.mark.skipif(ckernels.compiler() is None, reason="no C compiler here")
+def test_a_changed_header_builds_a_new_library(tmp_path, monkeypatch):
+    monkeypatch.setenv("KIMIDOC_CACHE", str(tmp_path / "cache"))
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "k.c").write_text('#include "k.h"\nint kimidoc_k(void) { return K; }\n')
+    (src / "k.h").write_text("#define K 1\n")
+    cc = ckernels.compiler()
+    first = ckernels.build(src / "k.c", ckernels.BASE_FLAGS, cc)
+    assert ckernels.build(src / "k.c", ckernels.BASE_FLAGS, cc) == first  # cached
+    (src / "k.h").write_text("#define K 2\n")  # the source is unchanged: its header is not
+    second = ckernels.build(src / "k.c", ckernels.BASE_FLAGS, cc)
+    assert second != first
+    assert ctypes.CDLL(str(second)).kimidoc_k() == 2
