@@ -1,6 +1,7 @@
 /* Fused one-token ops of a decode step on AVX512 CPUs: RMSNorm, the rotary embedding, the router's
    expert choice, the absorbed attention of one query over the latent cache (with kv_b_proj's
-   products), and the attention's projections of one token into its query and its cached latent.
+   products), the attention's projections of one token into its query and its cached latent, and the
+   SwiGLU MLP of one row (the dense layer, the shared experts).
 
    A decode step runs each of these once per layer on one row. In PyTorch they are 6 to 12 ops each,
    and after the step's weight stream has flushed the caches every op costs 10-40 us of dispatch
@@ -66,11 +67,12 @@ int kimidoc_rope(const float* X, int R, int64_t x_stride, int P, const float* co
 /* a before b in torch.topk's order: NaN above every number. */
 static inline int above(float a, float b) { return a != a ? b == b : a > b; }
 
-/* One token's expert choice: scores = sigmoid(logits [E]); the k experts with the largest scores + bias
+/* One token's expert choice: logits = W x (the router's float32 [E, H] weight, H a multiple of 16, as
+   the row kernels' products), scores = sigmoid(logits); the k experts with the largest scores + bias
    (DeepSeek-V3's correction bias only chooses), the lower index first among equals; their weights the
    scores themselves, divided by their sum (+1e-20) when norm, times factor. idx int64 [k], weight [k]. */
-int kimidoc_route(const float* logits, const float* bias, int E, int k, int norm, float factor, int64_t* idx,
-                  float* weight) {
+int kimidoc_route(const float* x, int H, const float* W, const float* bias, int E, int k, int norm, float factor,
+                  int64_t* idx, float* weight, int threads) {
   float* scores = malloc(sizeof(float) * 2 * (size_t)E);
   unsigned char* taken = calloc((size_t)E, 1);
   if (!scores || !taken) {
@@ -78,9 +80,11 @@ int kimidoc_route(const float* logits, const float* bias, int E, int k, int norm
     free(taken);
     return -1;
   }
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int e = 0; e < E; e++) scores[e] = dot_f32_row(W + (int64_t)e * H, x, H); /* the logits, first */
   float* choice = scores + E;
   for (int e = 0; e < E; e++) {
-    scores[e] = 1.f / (1.f + expf(-logits[e]));
+    scores[e] = 1.f / (1.f + expf(-scores[e]));
     choice[e] = scores[e] + bias[e];
   }
   float total = 0.f;
@@ -333,6 +337,34 @@ int kimidoc_mla_project(const float* x, int hidden, const void* w_qa, int Q, con
     for (int i = 0; i < R + P; i++) ((uint16_t*)latent)[i] = to_bf16(lat[i]);
   else
     memcpy(latent, lat, sizeof(float) * (R + P));
+  free(scratch);
+  return 0;
+}
+
+/* One row through a SwiGLU MLP (the dense first layer, a shared expert), as SwiGLU.forward runs it:
+     out = W_down (silu(W_gate x) * (W_up x))      W_gate, W_up [W, H], W_down [H, W]
+   all bf16 (w_bf16) or all float32, contiguous; H and W multiples of 32. gate and up run as one loop
+   (x read once), as row products the same as the separate linears'. Returns 0, or -1 if the scratch
+   could not be allocated. */
+int kimidoc_swiglu_mlp(const float* x, int H, int W, const void* w_gate, const void* w_up, const void* w_down,
+                       int w_bf16, float* out, int threads) {
+  float* scratch = malloc(sizeof(float) * ((size_t)H + 4 * (size_t)W)); /* x split, gate then up, a, a split */
+  if (!scratch) return -1;
+  float *xs = scratch, *h = xs + H, *a = h + 2 * W, *as = a + W;
+  if (w_bf16) split_even_odd(x, H, xs);
+#pragma omp parallel num_threads(threads)
+  {
+#pragma omp for schedule(static)
+    for (int i = 0; i < 2 * W; i++) h[i] = i < W ? dot_row(w_gate, w_bf16, i, x, xs, H) : dot_row(w_up, w_bf16, i - W, x, xs, H);
+#pragma omp single
+    {
+      for (int c = 0; c < W; c += 16)
+        _mm512_storeu_ps(a + c, _mm512_mul_ps(silu_ps(_mm512_loadu_ps(h + c)), _mm512_loadu_ps(h + W + c)));
+      if (w_bf16) split_even_odd(a, W, as);
+    }
+#pragma omp for schedule(static)
+    for (int n = 0; n < H; n++) out[n] = dot_row(w_down, w_bf16, n, a, as, W);
+  }
   free(scratch);
   return 0;
 }

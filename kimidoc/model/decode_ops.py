@@ -1,9 +1,9 @@
 """Decode's fused one-token ops on x86 CPUs (``decode_ops.c``): RMSNorm, the rotary embedding, the
-router's expert choice, absorbed attention (with ``kv_b_proj``'s two products) and the attention's
-projections (query and latent, the cache write included).
+router's expert choice, absorbed attention (with ``kv_b_proj``'s two products), the attention's
+projections (query and latent, the cache write included) and a SwiGLU MLP.
 
-A decode step runs ~4 norms, two rotations, three projections, a routing and one attention per
-layer on a single row.
+A decode step runs ~4 norms, two rotations, three projections, a routing, one attention and a
+shared expert's MLP per layer on a single row.
 PyTorch spells them as 6-12 ops each, and once the step's weight stream has flushed the caches each
 op costs 10-40 us of dispatch, several times the arithmetic (``benchmarks/bench_decode.py
 --overhead``). Each is one C call here, in float32.
@@ -29,8 +29,8 @@ _SIGNATURES = {
     "kimidoc_rms_norm": [_P, _I, _I, _P, _I, ctypes.c_float, _P],
     # X, R, x_stride, P, cos, sin, Y
     "kimidoc_rope": [_P, _I, ctypes.c_int64, _I, _P, _P, _P],
-    # logits, bias, E, k, norm, factor, idx, weight
-    "kimidoc_route": [_P, _P, _I, _I, _I, ctypes.c_float, _P, _P],
+    # x, H, W, bias, E, k, norm, factor, idx, weight, threads
+    "kimidoc_route": [_P, _I, _P, _P, _I, _I, _I, ctypes.c_float, _P, _P, _I],
     # q_lat, q_pe, scale, keys, keys_bf16, length, H, R, P, out, threads
     "kimidoc_attend_one": [_P, _P, ctypes.c_float, _P, _I, _I, _I, _I, _I, _P, _I],
     # q_nope, q_pe, kv_b, w_bf16, scale, keys, keys_bf16, length, H, N, R, P, out, threads
@@ -40,6 +40,8 @@ _SIGNATURES = {
     "kimidoc_mla_project": [_P, _I, _P, _I, _P, _I, _I, _P, _I, _I, _I, _P, _P, _I, ctypes.c_float, ctypes.c_float]
     + [_P] * 5
     + [_I, _I],
+    # x, H, W, w_gate, w_up, w_down, w_bf16, out, threads
+    "kimidoc_swiglu_mlp": [_P, _I, _I, _P, _P, _P, _I, _P, _I],
 }
 _DTYPES = (torch.float32, torch.bfloat16)
 
@@ -118,32 +120,38 @@ def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     return y
 
 
-def route_usable(logits: torch.Tensor, bias: torch.Tensor, k: int) -> bool:
-    """Whether :func:`route` runs: one token's float32 router logits ``[1, E]``, ``k <= E``."""
+def route_usable(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, k: int) -> bool:
+    """Whether :func:`route` runs: one token's float32 row ``x`` ``[1, H]`` and the router's plain
+    float32 weight ``[E, H]`` (``H`` a multiple of 32, as the row kernels take) and bias, ``k <= E``."""
     return (
-        logits.dim() == 2
-        and logits.shape[0] == 1
-        and 0 < k <= logits.shape[1]
-        and logits.dtype == bias.dtype == torch.float32
-        and bias.shape == logits.shape[1:]
-        and _plain(logits)
-        and _plain(bias)
+        x.dim() == 2
+        and x.shape[0] == 1
+        and weight.dim() == 2
+        and x.shape[1] == weight.shape[1]
+        and x.shape[1] % 32 == 0
+        and 0 < k <= weight.shape[0]
+        and x.dtype == weight.dtype == bias.dtype == torch.float32
+        and bias.shape == weight.shape[:1]
+        and all(_plain(t) for t in (x, weight, bias))
         and load() is not None
     )
 
 
 def route(
-    logits: torch.Tensor, bias: torch.Tensor, k: int, norm: bool, factor: float
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, k: int, norm: bool, factor: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One token's ``(idx [1, k] int64, weight [1, k] float32)`` from router ``logits``, as
-    :class:`kimidoc.model.moe.Router` chooses without expert groups (:func:`route_usable`)."""
+    """One token's ``(idx [1, k] int64, weight [1, k] float32)`` from its row ``x`` and the router's
+    ``weight``, as :class:`kimidoc.model.moe.Router` chooses without expert groups
+    (:func:`route_usable`): the logits, sigmoid, choice and weights in one call."""
+    e, h = weight.shape
     idx = torch.empty(1, k, dtype=torch.int64)
-    weight = torch.empty(1, k)
+    out = torch.empty(1, k)
     if load()["kimidoc_route"](
-        logits.data_ptr(), bias.data_ptr(), logits.shape[1], k, norm, factor, idx.data_ptr(), weight.data_ptr()
-    ):
-        raise MemoryError(f"the router kernel could not allocate scratch for {logits.shape[1]} experts")
-    return idx, weight
+        x.data_ptr(), h, weight.data_ptr(), bias.data_ptr(), e, k, norm, factor, idx.data_ptr(), out.data_ptr(),
+        torch.get_num_threads(),
+    ):  # fmt: skip
+        raise MemoryError(f"the router kernel could not allocate scratch for {e} experts")
+    return idx, out
 
 
 def _attention_ok(rank: int, queries: tuple[torch.Tensor, ...], keys: torch.Tensor) -> bool:
@@ -307,3 +315,38 @@ def project(
     if rc:
         raise MemoryError(f"the projection kernel could not allocate scratch for {heads} heads")
     return q_nope, q_pe
+
+
+def mlp_usable(x: torch.Tensor, weights: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> bool:
+    """Whether :func:`swiglu_mlp` runs: one float32 row ``x`` and plain ``(gate, up, down)`` weights
+    ``[W, H], [W, H], [H, W]``, all bf16 or all float32, ``H`` and ``W`` multiples of 32."""
+    gate, up, down = weights
+    width, hidden = gate.shape
+    return (
+        x.dtype == torch.float32
+        and x.numel() == hidden
+        and gate.dtype == up.dtype == down.dtype
+        and gate.dtype in _DTYPES
+        and up.shape == gate.shape
+        and down.shape == (hidden, width)
+        and hidden % 32 == 0
+        and width % 32 == 0
+        and all(not w.is_mkldnn and _plain(w) for w in weights)
+        and _plain(x)
+        and load() is not None
+    )
+
+
+def swiglu_mlp(x: torch.Tensor, weights: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """``down(silu(gate x) * up x)`` as float32 ``[H]`` for one row, in one call, for arguments
+    :func:`mlp_usable` accepted."""
+    gate, up, down = weights
+    width, hidden = gate.shape
+    out = torch.empty(hidden)
+    rc = load()["kimidoc_swiglu_mlp"](
+        x.data_ptr(), hidden, width, gate.data_ptr(), up.data_ptr(), down.data_ptr(), gate.dtype == torch.bfloat16,
+        out.data_ptr(), torch.get_num_threads(),
+    )  # fmt: skip
+    if rc:
+        raise MemoryError(f"the MLP kernel could not allocate scratch for a width of {width}")
+    return out

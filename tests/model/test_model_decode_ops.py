@@ -1,5 +1,5 @@
 """Decode's fused one-token ops (RMSNorm, rotation, routing, absorbed attention over the latent cache,
-the attention's projections) against float64 references, their place in the model, and PyTorch's
+the attention's projections, the SwiGLU MLP) against float64 references, their place in the model, and PyTorch's
 ops where they cannot run."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import kimidoc
 from kimidoc.model import decode_ops, decode_step, load, mla
 from kimidoc.model.cache import LatentCache
 from kimidoc.model.config import text_config_from_dict
-from kimidoc.model.moe import Router
+from kimidoc.model.moe import Router, SwiGLU
 from kimidoc.model.norm import RMSNorm
 from kimidoc.model.rope import Rotary, apply_interleaved
 from kimidoc.testing import tiny_text_config, write_checkpoint
@@ -261,12 +261,12 @@ def test_routing_of_one_token_is_the_kernel_and_chooses_as_pytorch(monkeypatch, 
 
 @needs_kernel
 def test_routing_breaks_ties_to_the_lower_index_and_ranks_nan_first():
-    logits = torch.zeros(1, 6)
-    idx, weight = decode_ops.route(logits, torch.tensor([0.0, 1.0, 0.0, 1.0, 0.0, 0.0]), 3, True, 1.0)
+    x, w = torch.ones(1, 32), torch.zeros(6, 32)  # every logit 0
+    idx, weight = decode_ops.route(x, w, torch.tensor([0.0, 1.0, 0.0, 1.0, 0.0, 0.0]), 3, True, 1.0)
     assert idx.tolist() == [[1, 3, 0]]
     torch.testing.assert_close(weight, torch.full((1, 3), 1 / 3))
-    logits[0, 4] = float("nan")  # as torch.topk ranks it: above every number
-    idx, weight = decode_ops.route(logits, torch.zeros(6), 2, False, 1.0)
+    w[4, 0] = float("nan")  # a NaN logit, as torch.topk ranks it: above every number
+    idx, weight = decode_ops.route(x, w, torch.zeros(6), 2, False, 1.0)
     assert idx.tolist() == [[4, 0]] and weight[0, 0].isnan()
 
 
@@ -357,3 +357,34 @@ def test_projection_of_one_token_is_one_call_with_the_separate_ops_bits(monkeypa
     for got, want in zip((q_nope[0, 0], q_pe[0, 0], latent[0, 5]), exact):
         bound = (1e-2 if cache_dtype == torch.bfloat16 and want is exact[2] else 1e-5) * want.abs().max().item()
         torch.testing.assert_close(got.double(), want, rtol=0, atol=bound)
+
+
+@needs_kernel
+@pytest.mark.parametrize("weight_dtype", [torch.float32, torch.bfloat16])
+def test_mlp_of_one_row_is_one_call_and_equals_the_float64_mlp(monkeypatch, weight_dtype):
+    mlp = SwiGLU(96, 64)
+    g = _gen(10)
+    for p in mlp.parameters():
+        p.data = (torch.randn(p.shape, generator=g) * 0.3).to(weight_dtype)
+    x = torch.randn(1, 1, 96, generator=g) * 4  # gates far into both of silu's tails
+    calls = []
+    real = decode_ops.swiglu_mlp
+    monkeypatch.setattr(decode_ops, "swiglu_mlp", lambda *a: calls.append(1) or real(*a))
+    fast = mlp(x)
+    assert calls == [1] and fast.shape == x.shape and fast.dtype == torch.float32
+    w = {n: getattr(mlp, n).weight.double() for n in ("gate_proj", "up_proj", "down_proj")}
+    x64 = x.double().flatten()
+    gate, up = w["gate_proj"] @ x64, w["up_proj"] @ x64
+    exact = w["down_proj"] @ (torch.nn.functional.silu(gate) * up)
+    # float32 sums of 96 and 64 products, and silu within a few ulps: ~1e-6 of the terms' scale
+    scale = w["down_proj"].abs() @ (gate.abs() * up.abs())
+    assert ((fast.flatten().double() - exact).abs() <= 1e-5 * scale + 1e-6).all()
+    monkeypatch.setattr(decode_ops, "mlp_usable", lambda *a: False)
+    plain = mlp(x)  # the separate linears and PyTorch's silu
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5 * plain.abs().max().item())
+    assert len(calls) == 1
+    # several rows (prefill) keep the separate products
+    monkeypatch.undo()
+    monkeypatch.setattr(decode_ops, "swiglu_mlp", lambda *a: calls.append(1) or real(*a))
+    mlp(torch.randn(3, 96))
+    assert len(calls) == 1
