@@ -21,8 +21,8 @@ logit difference from the peer. kimidoc is timed through :func:`kimidoc.model.de
 step ``generate`` runs.
 
 ``--overhead`` times ``decode_step`` on a model with the config's structure (layers, experts, top-k,
-heads) but widths of 64 and a 512-token vocabulary, where the arithmetic is negligible: what is
-left is the per-step cost of Python and op dispatch.
+heads) but widths of 128 (the smallest every kernel takes) and a 512-token vocabulary, where the
+arithmetic is negligible: what is left is the per-step cost of Python and op dispatch.
 """
 
 from __future__ import annotations
@@ -89,25 +89,27 @@ def prepare_peer(peer, model, context: int) -> tuple[Callable[[], object], torch
 
 
 def overhead(config: str, threads: int, workdir: Path) -> None:
+    # The smallest widths every decode kernel takes (the INT4 kernel's 128-column chunks), so that
+    # the step runs the same kernels as at full size.
     widths = dict(
         vocab_size=512,
-        hidden_size=64,
+        hidden_size=128,
         intermediate_size=128,
-        moe_intermediate_size=64,
+        moe_intermediate_size=128,
         q_lora_rank=64,
         kv_lora_rank=32,
         qk_nope_head_dim=16,
         qk_rope_head_dim=8,
         v_head_dim=16,
     )
-    path = workdir / f"overhead-{config}"
+    path = workdir / f"overhead-{config}-{widths['hidden_size']}"
     if not (path / "config.json").exists():
         cfg = tiny_text_config(**{**CONFIGS[config], **widths})
         write_checkpoint(path, config=cfg, int4=True, text_only=True, dtype=torch.float32, seed=0)
     c = CONFIGS[config]
     print(
         f"per-step overhead, {c['num_hidden_layers']} layers, top-{c['num_experts_per_tok']} of "
-        f"{c['n_routed_experts']} experts, {c['num_attention_heads']} heads, widths 64; threads {threads}"
+        f"{c['n_routed_experts']} experts, {c['num_attention_heads']} heads, widths 128; threads {threads}"
     )
     for name, kw in (
         ("int4 experts", dict(dtype=torch.float32)),

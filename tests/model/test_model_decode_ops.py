@@ -330,7 +330,7 @@ def test_projection_of_one_token_is_one_call_with_the_separate_ops_bits(monkeypa
     cos, sin = Rotary(cfg.rope, cfg.qk_rope_head_dim).at(5, torch.device("cpu"), torch.float32)
 
     def run(fused: bool):
-        cache = LatentCache(1, cfg.latent_dim, capacity=8, dtype=cache_dtype)
+        cache = LatentCache(1, cfg.latent_dim, capacity=5, dtype=cache_dtype)  # full: the new row grows it
         earlier = torch.randn(1, 5, cfg.latent_dim, generator=_gen(9)).to(cache_dtype)
         cache.append(0, earlier)
         cache.advance(5)
