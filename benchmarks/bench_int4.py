@@ -13,14 +13,16 @@ the conversion happens once at load time. ``%bw`` is GB/s over the machine's rea
 kernels (see ``_peer.BandwidthProbe``: on a shared host the ceiling moves from minute to minute).
 
 Then one routed-expert layer at M=1 as decode runs it (``Int4Experts``, K2.6's expert shape,
-``--experts`` in the bank, top-8; float32 activations as the model has them) against the sum of
-its kernel calls alone (8 experts x 2 calls: gate and up are fused into one [4096 x 7168] weight),
-timed on the same 8 experts: the ratio is what the dispatch around the kernels costs.
+``--experts`` in the bank, top-8; float32 activations as the model has them) against its kernel
+calls alone, timed on the same 8 experts: the ratio is what the dispatch around the kernels costs.
+PyTorch's kernel takes 8 experts x 2 calls (gate and up are fused into one [4096 x 7168] weight);
+the VNNI kernel takes one call for the token (``int4_vnni.swiglu``: both products and the SwiGLU).
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import math
 import os
 import sys
@@ -110,10 +112,24 @@ def main() -> None:
         ]
         if int4_vnni.load() is not None:  # the checkpoint's bytes as they are, one expert of a bank
             u8, sc = packed.weight_packed.view(torch.uint8)[None], packed.weight_scale[None]
+            vnni_ws = list(zip(copies(u8), copies(sc)))
             rows.append(
                 (
                     "int4 VNNI (fp32 act.)",
-                    cycle(list(zip(copies(u8), copies(sc))), lambda ws: int4_vnni.matmul(x, *ws, [0], shared_x=True)),
+                    cycle(vnni_ws, lambda ws: int4_vnni.matmul(x, *ws, [0], shared_x=True)),
+                    u8.numel() + sc.numel() * 2,
+                    int4_vnni.matmul(x, u8, sc, [0], shared_x=True)[0],
+                )
+            )
+            # The same C call with its arguments made once: what the Python around it (checks, the
+            # output's allocation: 15-25 us once a cold read has flushed the caches) costs per call.
+            fn, y, index = int4_vnni.load()["kimidoc_int4_matmul"], torch.empty(1, 1, out_f), (ctypes.c_int64 * 1)(0)
+            ptrs = [(w.data_ptr(), s.data_ptr()) for w, s in vnni_ws]
+            head, tail = (x.data_ptr(), 0, 1, in_f), (ctypes.addressof(index), 1, out_f, y.data_ptr(), args.threads)
+            rows.append(
+                (
+                    "int4 VNNI, C call alone",
+                    cycle(ptrs, lambda p: fn(*head, *p, *tail)),
                     u8.numel() + sc.numel() * 2,
                     int4_vnni.matmul(x, u8, sc, [0], shared_x=True)[0],
                 )
@@ -145,7 +161,7 @@ def expert_layer(
     n_experts: int, repeat: int, probe: BandwidthProbe, hidden: int = 7168, width: int = 2048, top_k: int = 8
 ) -> None:
     """Int4Experts.forward for one token vs the bare kernel calls for the same experts, for each
-    layout: PyTorch's kernel (2 calls per expert) and, where it runs, the VNNI one (2 calls in all)."""
+    layout: PyTorch's kernel (2 calls per expert) and, where it runs, the VNNI one (1 call in all)."""
     g = torch.Generator().manual_seed(1)
     x = torch.randn(1, hidden, generator=g)
     chosen = torch.randperm(n_experts, generator=g)[:top_k]
@@ -166,9 +182,11 @@ def expert_layer(
             table.copy_((torch.rand(table.shape, generator=g) * 0.02 + 0.001).to(table.dtype))
             if not vnni:
                 table[..., 1] = 0
-        if vnni:
-            kernels = lambda bank=bank: bank._vnni_swiglu(x, experts)  # noqa: E731
-            label, calls = "VNNI", 2
+        if vnni:  # one call for a token's experts: both products and the SwiGLU between them
+            kernels = lambda bank=bank: int4_vnni.swiglu(  # noqa: E731
+                x, (bank.gate_up, bank.gate_up_scale), (bank.down, bank.down_scale), experts
+            )
+            label, calls = "VNNI", 1
         else:
 
             def kernels(bank=bank) -> None:
@@ -178,7 +196,7 @@ def expert_layer(
 
             label, calls = "PyTorch kernel", 2 * top_k
         fns[f"{label} layer"] = lambda bank=bank: bank(x, idx, weight)
-        fns[f"{label}: {calls} kernel calls alone"] = kernels
+        fns[f"{label}: {calls} kernel call{'s' if calls > 1 else ''} alone"] = kernels
         sizes[label] = top_k * sum(getattr(bank, n)[0].numel() * getattr(bank, n).element_size() for n in names)
     t = interleaved_median_ms(fns, max(5, repeat // 5))
     bw = probe.gbs(t["probe"])
