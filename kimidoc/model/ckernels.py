@@ -10,10 +10,10 @@ The products (``int4_vnni.c``, ``rows.c``) share one calling convention, a batch
 one-row-at-a-time products ("jobs"): ``y[j] = x[j] @ W[experts[j]].T`` for a bank of weights
 ``W`` ``[E, N, ...]``, one OpenMP loop over every (job, weight row), so that a token's chosen
 experts run in one call (:func:`run_jobs`). The fused decode ops (``decode_ops.c``: RMSNorm, the
-rotary embedding, the router's choice, the attention's projections, one token's attention) and a
-token's whole INT4 SwiGLU experts (``int4_vnni.c``) have signatures of their own. Headers beside
-the sources hold what two kernels share: ``rows.h`` (one-row dot products), ``vmath.h`` (exp,
-silu, bf16 rounding).
+rotary embedding, the router's choice, the attention's projections, one token's attention, a
+SwiGLU MLP) and a token's whole INT4 SwiGLU experts (``int4_vnni.c``) have signatures of their
+own. Headers beside the sources hold what two kernels share: ``rows.h`` (one-row dot products),
+``vmath.h`` (exp, silu, bf16 rounding).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def build(source: Path, flags: list[str], cc: str) -> Path:
     """The shared library for ``source`` (and the headers beside it), ``flags`` and ``cc``, built once
     (atomically) into the cache."""
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, check=True).stdout
-    # the headers beside it (rows.h) are part of what is built
+    # the headers beside it (rows.h, vmath.h) are part of what is built
     headers = b"".join(h.read_bytes() for h in sorted(source.parent.glob("*.h")))
     key = hashlib.sha256(source.read_bytes() + headers + version.encode() + " ".join(flags).encode()).hexdigest()[:16]
     cache = Path(os.environ.get("KIMIDOC_CACHE", Path.home() / ".cache" / "kimidoc")) / "kernels"
