@@ -363,8 +363,7 @@ int kimidoc_swiglu_mlp(const float* x, int H, int W, const void* w_gate, const v
     for (int i = 0; i < 2 * W; i++) h[i] = i < W ? dot_row(w_gate, w_bf16, i, x, xs, H) : dot_row(w_up, w_bf16, i - W, x, xs, H);
 #pragma omp single
     {
-      for (int c = 0; c < W; c += 16)
-        _mm512_storeu_ps(a + c, _mm512_mul_ps(silu_ps(_mm512_loadu_ps(h + c)), _mm512_loadu_ps(h + W + c)));
+      swiglu_row(h, W, a);
       if (w_bf16) split_even_odd(a, W, as);
     }
 #pragma omp for schedule(static)

@@ -82,6 +82,13 @@ static inline float row_dot(const uint8_t* w, const uint16_t* s, const chunk_t* 
   return _mm512_reduce_add_ps(acc);
 }
 
+/* row n of expert e's [N, K] weight in a bank (W uint8 [E, N, K/2], S bf16 [E, N, K/32]) against x. */
+static inline float bank_row_dot(const uint8_t* W, const uint16_t* S, int64_t e, int64_t n, int N, int K,
+                                 const chunk_t* x) {
+  int64_t row = e * N + n;
+  return row_dot(W + row * (K / 2), S + row * (K / GROUP), x, K / CHUNK);
+}
+
 /* Y[j] = X[j] @ W[experts[j]].T for J jobs: X[j] is T rows of K floats at X + j * x_stride (x_stride 0:
    one X shared by all jobs, quantized once), W[e] uint8 [N, K/2] at W + e * N * K/2 with scales at
    S + e * N * K/32, Y[j] float [T, N] at Y + j * T * N. K must be a multiple of 128.
@@ -95,12 +102,10 @@ int kimidoc_int4_matmul(const float* X, int64_t x_stride, int T, int K, const ui
   int64_t rows = (int64_t)J * N;
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (int64_t i = 0; i < rows; i++) {
-    int64_t j = i / N, n = i % N, e = experts[j];
-    const uint8_t* w = W + (e * N + n) * (K / 2);
-    const uint16_t* s = S + (e * N + n) * (K / GROUP);
+    int64_t j = i / N, n = i % N;
     const chunk_t* xj = xq + (size_t)(x_stride ? j : 0) * T * chunks;
     /* one weight row (K/2 bytes) stays in L1 while every token of the job reads it */
-    for (int t = 0; t < T; t++) Y[((size_t)j * T + t) * N + n] = row_dot(w, s, xj + (size_t)t * chunks, chunks);
+    for (int t = 0; t < T; t++) Y[((size_t)j * T + t) * N + n] = bank_row_dot(W, S, experts[j], n, N, K, xj + (size_t)t * chunks);
   }
   free(xq);
   return 0;
@@ -131,21 +136,18 @@ int kimidoc_int4_swiglu(const float* x, int H, int W, const uint8_t* Wgu, const 
   {
 #pragma omp for schedule(static)
     for (int64_t i = 0; i < (int64_t)k * 2 * W; i++) {
-      int64_t j = i / (2 * W), n = i % (2 * W), e = experts[j];
-      h[i] = row_dot(Wgu + (e * 2 * W + n) * (H / 2), Sgu + (e * 2 * W + n) * (H / GROUP), xq, ch);
+      h[i] = bank_row_dot(Wgu, Sgu, experts[i / (2 * W)], i % (2 * W), 2 * W, H, xq);
     }
 #pragma omp for schedule(static)
     for (int j = 0; j < k; j++) {
-      const float* hj = h + (size_t)j * 2 * W;
       float* aj = a + (size_t)j * W;
-      for (int c = 0; c < W; c += 16)
-        _mm512_storeu_ps(aj + c, _mm512_mul_ps(silu_ps(_mm512_loadu_ps(hj + c)), _mm512_loadu_ps(hj + W + c)));
+      swiglu_row(h + (size_t)j * 2 * W, W, aj);
       quantize_row(aj, W, aq + (size_t)j * cw);
     }
 #pragma omp for schedule(static)
     for (int64_t i = 0; i < (int64_t)k * H; i++) {
-      int64_t j = i / H, n = i % H, e = experts[j];
-      Y[i] = to_bf16(row_dot(Wd + (e * H + n) * (W / 2), Sd + (e * H + n) * (W / GROUP), aq + j * cw, cw));
+      int64_t j = i / H;
+      Y[i] = to_bf16(bank_row_dot(Wd, Sd, experts[j], i % H, H, W, aq + j * cw));
     }
   }
   free(q);

@@ -76,19 +76,34 @@ def matmul(
     ``weight`` uint8 ``[E, N, K/2]`` and ``scale`` bf16 ``[E, N, K/32]``; ``x`` ``[T, K]`` used by
     every job (``shared_x``: quantized once) or ``[J, T, K]``.
     """
+    lib = _lib()
+    e, n, k = _bank(weight, scale)
+    fn = lib["kimidoc_int4_matmul"]
+    return ckernels.run_jobs(fn, x, [weight, scale], experts, n=n, k=k, num_experts=e, shared_x=shared_x)
+
+
+def _lib() -> dict[str, ctypes._CFuncPtr]:
     lib = load()
     if lib is None:
         raise RuntimeError("the VNNI INT4 kernel is not available on this machine (see int4_vnni.usable)")
+    return lib
+
+
+def _bank(weight: torch.Tensor, scale: torch.Tensor) -> tuple[int, int, int]:
+    """``(E, N, K)`` of a bank the C code can read as it is: uint8 ``[E, N, K/2]`` and bf16 scales
+    ``[E, N, K/32]``, contiguous on the CPU, ``K`` a multiple of the kernel's chunk."""
     e, n, half_k = weight.shape
     k = 2 * half_k
     if weight.dtype != torch.uint8 or scale.dtype != torch.bfloat16 or scale.shape != (e, n, k // GROUP):
-        raise ValueError(f"INT4 weight {tuple(weight.shape)} {weight.dtype} / scale {tuple(scale.shape)} {scale.dtype}")
-    if not (weight.is_contiguous() and scale.is_contiguous()):
-        raise ValueError("INT4 weight and scale must be contiguous")
+        raise ValueError(
+            f"INT4 weight {tuple(weight.shape)} {weight.dtype} / scale {tuple(scale.shape)} {scale.dtype}: "
+            "expected uint8 [E, N, K/2] and bf16 [E, N, K/32]"
+        )
+    if not (weight.is_contiguous() and scale.is_contiguous()) or weight.device.type != "cpu":
+        raise ValueError("INT4 weight and scale must be contiguous CPU tensors")
     if k % CHUNK:
         raise ValueError(f"INT4 weights of {k} columns: the kernel needs a multiple of {CHUNK}")
-    fn = lib["kimidoc_int4_matmul"]
-    return ckernels.run_jobs(fn, x, [weight, scale], experts, n=n, k=k, num_experts=e, shared_x=shared_x)
+    return e, n, k
 
 
 def swiglu(
@@ -101,25 +116,14 @@ def swiglu(
     bf16 ``[len(experts), H]``, in one call: :func:`matmul`'s two calls and the SwiGLU between them.
     ``gate_up`` is the fused ``(weight uint8 [E, 2W, H/2], scale bf16 [E, 2W, H/32])``, ``down``
     ``([E, H, W/2], [E, H, W/32])``."""
-    lib = load()
-    if lib is None:
-        raise RuntimeError("the VNNI INT4 kernel is not available on this machine (see int4_vnni.usable)")
+    lib = _lib()
     (w_gu, s_gu), (w_d, s_d) = gate_up, down
-    e, two_w, half_h = w_gu.shape
-    h, w = 2 * half_h, two_w // 2
-    expected = (
-        (w_gu, (e, 2 * w, h // 2)),
-        (s_gu, (e, 2 * w, h // GROUP)),
-        (w_d, (e, h, w // 2)),
-        (s_d, (e, h, w // GROUP)),
-    )
-    for (t, shape), dtype in zip(expected, (torch.uint8, torch.bfloat16) * 2):
-        if t.shape != shape or t.dtype != dtype:
-            raise ValueError(f"expert tensor {tuple(t.shape)} {t.dtype}: expected {shape} {dtype} for H={h}, W={w}")
-        if not t.is_contiguous() or t.device.type != "cpu":
-            raise ValueError("INT4 expert tensors must be contiguous CPU tensors")
-    if h % CHUNK or w % CHUNK:
-        raise ValueError(f"experts of widths {h} and {w}: the kernel needs multiples of {CHUNK}")
+    e, two_w, h = _bank(w_gu, s_gu)
+    w = two_w // 2
+    if _bank(w_d, s_d) != (e, h, w) or two_w % 2:
+        raise ValueError(
+            f"down experts {tuple(w_d.shape)}: expected [{e}, {h}, {w // 2}] after gate/up {tuple(w_gu.shape)}"
+        )
     if x.numel() != h:
         raise ValueError(f"one row of {h} values expected, got {tuple(x.shape)}")
     if not experts or min(experts) < 0 or max(experts) >= e:

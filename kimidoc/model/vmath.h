@@ -32,6 +32,12 @@ static inline __m512 silu_ps(__m512 x) {
   return _mm512_mul_ps(x, _mm512_div_ps(num, _mm512_add_ps(_mm512_set1_ps(1.f), e)));
 }
 
+/* a[0:W] = silu(h[0:W]) * h[W:2W]: SwiGLU's activation from gate then up (W a multiple of 16). */
+static inline void swiglu_row(const float* h, int W, float* a) {
+  for (int c = 0; c < W; c += 16)
+    _mm512_storeu_ps(a + c, _mm512_mul_ps(silu_ps(_mm512_loadu_ps(h + c)), _mm512_loadu_ps(h + W + c)));
+}
+
 /* float32 -> bf16 as PyTorch rounds it (c10::BFloat16): to nearest, ties to even; NaN -> 0x7FC0. */
 static inline uint16_t to_bf16(float f) {
   uint32_t u;
