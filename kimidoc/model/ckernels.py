@@ -11,8 +11,8 @@ one-row-at-a-time products ("jobs"): ``y[j] = x[j] @ W[experts[j]].T`` for a ban
 ``W`` ``[E, N, ...]``, one OpenMP loop over every (job, weight row), so that a token's chosen
 experts run in one call (:func:`run_jobs`). The fused decode ops (``decode_ops.c``: RMSNorm, the
 rotary embedding, the router's choice, the attention's projections, one token's attention, a
-SwiGLU MLP) and a token's whole INT4 SwiGLU experts (``int4_vnni.c``) have signatures of their
-own. Headers beside the sources hold what two kernels share: ``rows.h`` (one-row dot products),
+SwiGLU MLP, and a decoder layer's two halves built from them) and a token's whole INT4 SwiGLU
+experts (``int4_vnni.c``) have signatures of their own. Headers beside the sources hold what two kernels share: ``rows.h`` (one-row dot products),
 ``vmath.h`` (exp, silu, bf16 rounding).
 """
 

@@ -1,7 +1,8 @@
 /* Fused one-token ops of a decode step on AVX512 CPUs: RMSNorm, the rotary embedding, the router's
    expert choice, the absorbed attention of one query over the latent cache (with kv_b_proj's
-   products), the attention's projections of one token into its query and its cached latent, and the
-   SwiGLU MLP of one row (the dense layer, the shared experts).
+   products), the attention's projections of one token into its query and its cached latent, the
+   SwiGLU MLP of one row (the dense layer, the shared experts), and a decoder layer's two halves made
+   of them (at the end of the file).
 
    A decode step runs each of these once per layer on one row. In PyTorch they are 6 to 12 ops each,
    and after the step's weight stream has flushed the caches every op costs 10-40 us of dispatch
@@ -371,4 +372,108 @@ int kimidoc_swiglu_mlp(const float* x, int H, int W, const void* w_gate, const v
   }
   free(scratch);
   return 0;
+}
+
+/* A decoder layer's two halves for one token, each in one call, so that a decode step makes two calls
+   a layer instead of ~10 kernel calls and ~20 PyTorch ops (each 5-20 us of dispatch once the weight
+   stream has flushed the caches). They run the kernels above in decode.py's order, on the same rows,
+   with the same residual adds. */
+
+/* The attention half's weights and widths (kimidoc_mla_project's, kv_b_proj's, o_proj's). */
+typedef struct {
+  const void *norm, *w_qa, *w_kva, *w_qb, *g_qa, *g_kva, *kv_b, *w_o;
+  int hidden, Q, R, P, H, N;
+  int norm_bf16, proj_bf16, kv_b_bf16, o_bf16; /* each weight bf16, or float32 */
+  float eps, eps_q, eps_kv, scale;
+} kimidoc_attention;
+
+/* x += o_proj(attention(project(rms(x)))) for one token: its latent is written to row `length` of the
+   layer's cache `keys` [capacity, R + P] (float32 or keys_bf16), and the attention reads rows 0..length.
+   Returns 0, or -1 if scratch could not be allocated. */
+int kimidoc_decode_attention(const kimidoc_attention* L, float* x, const float* cos, const float* sin, void* keys,
+                             int keys_bf16, int length, int threads) {
+  int hidden = L->hidden, D = L->R + L->P, HN = L->H * L->N;
+  /* normed x, q_nope, q_pe, the heads' outputs, their split, o_proj's output */
+  float* scratch = malloc(sizeof(float) * (2 * (size_t)hidden + (size_t)L->H * (L->N + L->P) + 2 * (size_t)HN));
+  if (!scratch) return -1;
+  float *h = scratch, *q_nope = h + hidden, *q_pe = q_nope + HN, *o = q_pe + (size_t)L->H * L->P, *os = o + HN;
+  float* y = os + HN;
+  rms_row(x, hidden, L->norm, L->norm_bf16, L->eps, h);
+  char* row = (char*)keys + (int64_t)length * D * (keys_bf16 ? 2 : 4);
+  int rc = kimidoc_mla_project(h, hidden, L->w_qa, L->Q, L->w_kva, L->R, L->P, L->w_qb, L->H, L->N, L->proj_bf16,
+                               L->g_qa, L->g_kva, L->norm_bf16, L->eps_q, L->eps_kv, cos, sin, q_nope, q_pe, row,
+                               keys_bf16, threads);
+  if (!rc)
+    rc = kimidoc_attend_absorbed(q_nope, q_pe, L->kv_b, L->kv_b_bf16, L->scale, keys, keys_bf16, length + 1, L->H,
+                                 L->N, L->R, L->P, o, threads);
+  if (!rc) {
+    if (L->o_bf16) split_even_odd(o, HN, os);
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int n = 0; n < hidden; n++) y[n] = dot_row(L->w_o, L->o_bf16, n, o, os, HN);
+    for (int i = 0; i < hidden; i++) x[i] += y[i];
+  }
+  free(scratch);
+  return rc;
+}
+
+/* One token's routed experts, kimidoc_int4_swiglu's signature (int4_vnni.c): a pointer, so that this file
+   needs no VNNI flags. */
+typedef int (*experts_fn)(const float* x, int H, int W, const void* Wgu, const void* Sgu, const void* Wd,
+                          const void* Sd, const int64_t* experts, int k, uint16_t* Y, int threads);
+
+/* The feed-forward half's weights and widths: a SwiGLU MLP (the dense layer, or the MoE's shared experts;
+   gate NULL: none), and for a MoE layer the router (kimidoc_route's) and the routed experts (router NULL:
+   a dense layer). */
+typedef struct {
+  const void* norm;
+  int hidden, norm_bf16;
+  float eps;
+  const void *gate, *up, *down;
+  int width, mlp_bf16;
+  const float *router, *bias;
+  int E, k, norm_topk;
+  float factor;
+  experts_fn experts;
+  const void *w_gu, *s_gu, *w_d, *s_d;
+  int expert_width;
+} kimidoc_ffn;
+
+/* x += mlp(rms(x)) for a dense layer; for a MoE layer
+   x += (sum_j w_j expert_j(h) + shared(h)),  h = rms(x), (expert_j, w_j) the router's choice,
+   each expert's output rounded to bf16 as the bank returns it, the sum in float32 in the router's order.
+   Returns 0, or -1 if scratch could not be allocated. */
+int kimidoc_decode_ffn(const kimidoc_ffn* L, float* x, int threads) {
+  int hidden = L->hidden, k = L->router ? L->k : 0;
+  /* the chosen experts, normed x, the MLP's output, the experts' weights and outputs */
+  int64_t* idx = malloc(sizeof(int64_t) * k + sizeof(float) * (2 * (size_t)hidden + k) +
+                        sizeof(uint16_t) * (size_t)k * hidden);
+  if (!idx) return -1;
+  float *h = (float*)(idx + k), *y = h + hidden, *w = y + hidden;
+  uint16_t* ys = (uint16_t*)(w + k);
+  rms_row(x, hidden, L->norm, L->norm_bf16, L->eps, h);
+  int rc = 0;
+  if (L->router) {
+    rc = kimidoc_route(h, hidden, L->router, L->bias, L->E, k, L->norm_topk, L->factor, idx, w, threads);
+    if (!rc) rc = L->experts(h, hidden, L->expert_width, L->w_gu, L->s_gu, L->w_d, L->s_d, idx, k, ys, threads);
+  }
+  if (!rc && L->gate) rc = kimidoc_swiglu_mlp(h, hidden, L->width, L->gate, L->up, L->down, L->mlp_bf16, y, threads);
+  if (!rc) {
+    for (int i = 0; i < hidden; i++) {
+      float acc = 0.f;
+      if (L->router) {
+        for (int j = 0; j < k; j++) {
+          uint32_t bits = (uint32_t)ys[(size_t)j * hidden + i] << 16;
+          float v;
+          memcpy(&v, &bits, sizeof v);
+          acc += w[j] * v;
+        }
+        if (L->gate) acc += y[i];
+      } else {
+        acc = y[i];
+      }
+      x[i] += acc;
+    }
+  }
+  free(idx);
+  return rc;
 }

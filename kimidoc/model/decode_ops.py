@@ -6,7 +6,9 @@ A decode step runs ~4 norms, two rotations, three projections, a routing, one at
 shared expert's MLP per layer on a single row.
 PyTorch spells them as 6-12 ops each, and once the step's weight stream has flushed the caches each
 op costs 10-40 us of dispatch, several times the arithmetic (``benchmarks/bench_decode.py
---overhead``). Each is one C call here, in float32.
+--overhead``). Each is one C call here, in float32; and a decoder layer's two halves (attention,
+feed-forward) are one call each (:func:`fused_attention` / :func:`decode_attention`,
+:func:`fused_ffn` / :func:`decode_ffn`), the kernels above in ``decode_step``'s order.
 
 Built by :mod:`.ckernels` with the row kernels' switch: used on CPUs with AVX512 unless
 ``KIMIDOC_ROW_KERNEL`` is ``aten``, where :func:`load` returns ``None`` and callers keep
@@ -42,6 +44,10 @@ _SIGNATURES = {
     + [_I, _I],
     # x, H, W, w_gate, w_up, w_down, w_bf16, out, threads
     "kimidoc_swiglu_mlp": [_P, _I, _I, _P, _P, _P, _I, _P, _I],
+    # layer, x, cos, sin, keys, keys_bf16, length, threads
+    "kimidoc_decode_attention": [_P, _P, _P, _P, _P, _I, _I, _I],
+    # layer, x, threads
+    "kimidoc_decode_ffn": [_P, _P, _I],
 }
 _DTYPES = (torch.float32, torch.bfloat16)
 
@@ -350,3 +356,181 @@ def swiglu_mlp(x: torch.Tensor, weights: tuple[torch.Tensor, torch.Tensor, torch
     if rc:
         raise MemoryError(f"the MLP kernel could not allocate scratch for a width of {width}")
     return out
+
+
+# -- a decoder layer's halves, one call each ------------------------------------------------------------
+
+
+class _AttentionArgs(ctypes.Structure):
+    """``kimidoc_attention`` of decode_ops.c, field for field."""
+
+    _fields_ = (
+        [(n, _P) for n in ("norm", "w_qa", "w_kva", "w_qb", "g_qa", "g_kva", "kv_b", "w_o")]
+        + [(n, _I) for n in ("hidden", "Q", "R", "P", "H", "N", "norm_bf16", "proj_bf16", "kv_b_bf16", "o_bf16")]
+        + [(n, ctypes.c_float) for n in ("eps", "eps_q", "eps_kv", "scale")]
+    )
+
+
+class _FFNArgs(ctypes.Structure):
+    """``kimidoc_ffn`` of decode_ops.c, field for field."""
+
+    _fields_ = [
+        ("norm", _P), ("hidden", _I), ("norm_bf16", _I), ("eps", ctypes.c_float),
+        ("gate", _P), ("up", _P), ("down", _P), ("width", _I), ("mlp_bf16", _I),
+        ("router", _P), ("bias", _P), ("E", _I), ("k", _I), ("norm_topk", _I), ("factor", ctypes.c_float),
+        ("experts", _P), ("w_gu", _P), ("s_gu", _P), ("w_d", _P), ("s_d", _P), ("expert_width", _I),
+    ]  # fmt: skip
+
+
+class Fused:
+    """One half of a decoder layer as one C call: the argument block the C side reads, and the
+    tensors its addresses point into (held here, so that they outlive it)."""
+
+    def __init__(self, args: ctypes.Structure, tensors: list[torch.Tensor]):
+        self.args = args
+        self._tensors = tensors
+
+
+def _bf16(t: torch.Tensor) -> bool:
+    return t.dtype == torch.bfloat16
+
+
+def _weights_ok(*weights: torch.Tensor) -> bool:
+    """Plain (not oneDNN-packed) CPU weights of one float dtype the kernels read, wanting no gradient."""
+    return all(w.dtype == weights[0].dtype and not w.is_mkldnn and _plain(w) for w in weights) and (
+        weights[0].dtype in _DTYPES
+    )
+
+
+def fused_attention(
+    norm: tuple[torch.Tensor, float],
+    projections: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    norms: tuple[tuple[torch.Tensor, float], tuple[torch.Tensor, float]],
+    kv_b: torch.Tensor,
+    o_proj: torch.Tensor,
+    heads: int,
+    rope: int,
+    scale: float,
+) -> Fused | None:
+    """The attention half of a decode step's layer, ``x += o_proj(attention(project(rms(x))))``, for
+    :func:`decode_attention`, or ``None`` where the kernels cannot take it. ``norm`` is the input norm's
+    ``(weight, eps)``, ``projections`` ``(q_a, kv_a, q_b)`` (no biases), ``norms`` q_a's and kv_a's
+    ``(weight, eps)``, ``kv_b`` ``[2 H N, R]`` (``qk_nope_head_dim == v_head_dim``), ``o_proj``
+    ``[hidden, H N]``."""
+    w_qa, w_kva, w_qb = projections
+    (g_qa, eps_q), (g_kva, eps_kv) = norms
+    q_rank, hidden = w_qa.shape
+    rank = w_kva.shape[0] - rope
+    nope = o_proj.shape[1] // heads
+    if not (
+        load() is not None
+        and _weights_ok(w_qa, w_kva, w_qb)
+        and _weights_ok(norm[0], g_qa, g_kva)
+        and _weights_ok(kv_b)
+        and _weights_ok(o_proj)
+        and hidden % 32 == 0
+        and q_rank % 32 == 0
+        and rank > 0
+        and rank % 16 == 0
+        and rope % 2 == 0
+        and (heads * nope) % 32 == 0
+        and w_kva.shape == (rank + rope, hidden)
+        and w_qb.shape == (heads * (nope + rope), q_rank)
+        and kv_b.shape == (2 * heads * nope, rank)
+        and o_proj.shape == (hidden, heads * nope)
+        and norm[0].shape == (hidden,)
+        and g_qa.shape == (q_rank,)
+        and g_kva.shape == (rank,)
+    ):
+        return None
+    tensors = [norm[0], w_qa, w_kva, w_qb, g_qa, g_kva, kv_b, o_proj]
+    args = _AttentionArgs(
+        *(t.data_ptr() for t in tensors),
+        hidden, q_rank, rank, rope, heads, nope,
+        _bf16(norm[0]), _bf16(w_qa), _bf16(kv_b), _bf16(o_proj),
+        norm[1], eps_q, eps_kv, scale,
+    )  # fmt: skip
+    return Fused(args, tensors)
+
+
+def decode_attention(layer: Fused, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, keys: torch.Tensor) -> None:
+    """``x += attention(x)`` in place for one token's float32 row ``x``, a :func:`fused_attention` half:
+    its latent is written to the last row of ``keys`` (the layer's cache, ``[length + 1, R + P]``, as
+    :meth:`~.cache.LatentCache.claim` hands it out) and the attention reads every row."""
+    a = layer.args
+    if x.dtype != torch.float32 or x.numel() != a.hidden or not x.is_contiguous():
+        raise ValueError(f"one float32 row of {a.hidden} values expected, got {tuple(x.shape)} {x.dtype}")
+    if keys.dim() != 2 or keys.shape[1] != a.R + a.P or keys.dtype not in _DTYPES or not keys.is_contiguous():
+        raise ValueError(f"latents {tuple(keys.shape)} {keys.dtype}: expected [length, {a.R + a.P}]")
+    if cos.numel() != a.P // 2 or sin.numel() != a.P // 2 or cos.dtype != torch.float32 or sin.dtype != torch.float32:
+        raise ValueError(f"one position's float32 cos / sin of {a.P // 2} values expected")
+    if load()["kimidoc_decode_attention"](
+        ctypes.addressof(a), x.data_ptr(), cos.data_ptr(), sin.data_ptr(), keys.data_ptr(), _bf16(keys),
+        keys.shape[0] - 1, torch.get_num_threads(),
+    ):  # fmt: skip
+        raise MemoryError(f"the attention kernels could not allocate scratch for {a.H} heads")
+
+
+def fused_ffn(
+    norm: tuple[torch.Tensor, float],
+    mlp: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None,
+    router: tuple[torch.Tensor, torch.Tensor, int, bool, float] | None = None,
+    experts: tuple[int, tuple[torch.Tensor, ...], int, int] | None = None,
+) -> Fused | None:
+    """The feed-forward half of a decode step's layer for :func:`decode_ffn`, or ``None`` where the
+    kernels cannot take it: ``x += mlp(rms(x))`` for a dense layer (``router`` None), or
+    ``x += sum_k w_k expert_k(h) + shared(h)`` for a MoE layer. ``norm`` is ``(weight, eps)``; ``mlp``
+    the dense MLP's or the shared experts' ``(gate, up, down)`` (None: no shared experts);
+    ``router`` ``(weight [E, H] float32, bias [E], top_k, norm_topk_prob, routed_scaling_factor)``,
+    routing without expert groups; ``experts`` what :func:`.int4_vnni.swiglu_kernel` gives for the
+    routed bank."""
+    weight = norm[0]
+    (hidden,) = weight.shape
+    if load() is None or not _weights_ok(weight) or hidden % 32 or (router is None and mlp is None):
+        return None
+    args = _FFNArgs(norm=weight.data_ptr(), hidden=hidden, norm_bf16=_bf16(weight), eps=norm[1])
+    tensors = [weight]
+    if mlp is not None:
+        gate, up, down = mlp
+        width = gate.shape[0]
+        if not (
+            _weights_ok(gate, up, down)
+            and width % 32 == 0
+            and gate.shape == up.shape == (width, hidden)
+            and down.shape == (hidden, width)
+        ):
+            return None
+        args.gate, args.up, args.down = (t.data_ptr() for t in mlp)
+        args.width, args.mlp_bf16 = width, _bf16(gate)
+        tensors += mlp
+    if router is not None:
+        if experts is None:
+            return None
+        w_router, bias, k, norm_topk, factor = router
+        e = w_router.shape[0]
+        address, bank, expert_hidden, expert_width = experts
+        if not (
+            expert_hidden == hidden
+            and bank[0].shape[0] == e
+            and w_router.shape == (e, hidden)
+            and w_router.dtype == bias.dtype == torch.float32
+            and bias.shape == (e,)
+            and 0 < k <= e
+            and all(_plain(t) for t in (w_router, bias, *bank))
+        ):
+            return None
+        args.router, args.bias, args.E, args.k = w_router.data_ptr(), bias.data_ptr(), e, k
+        args.norm_topk, args.factor = norm_topk, factor
+        args.experts, args.expert_width = address, expert_width
+        args.w_gu, args.s_gu, args.w_d, args.s_d = (t.data_ptr() for t in bank)
+        tensors += [w_router, bias, *bank]
+    return Fused(args, tensors)
+
+
+def decode_ffn(layer: Fused, x: torch.Tensor) -> None:
+    """``x += ffn(x)`` in place for one token's float32 row ``x``, a :func:`fused_ffn` half."""
+    a = layer.args
+    if x.dtype != torch.float32 or x.numel() != a.hidden or not x.is_contiguous():
+        raise ValueError(f"one float32 row of {a.hidden} values expected, got {tuple(x.shape)} {x.dtype}")
+    if load()["kimidoc_decode_ffn"](ctypes.addressof(a), x.data_ptr(), torch.get_num_threads()):
+        raise MemoryError(f"the feed-forward kernels could not allocate scratch for a row of {a.hidden}")

@@ -118,12 +118,7 @@ def swiglu(
     ``([E, H, W/2], [E, H, W/32])``."""
     lib = _lib()
     (w_gu, s_gu), (w_d, s_d) = gate_up, down
-    e, two_w, h = _bank(w_gu, s_gu)
-    w = two_w // 2
-    if _bank(w_d, s_d) != (e, h, w) or two_w % 2:
-        raise ValueError(
-            f"down experts {tuple(w_d.shape)}: expected [{e}, {h}, {w // 2}] after gate/up {tuple(w_gu.shape)}"
-        )
+    e, h, w = _swiglu_bank(gate_up, down)
     if x.numel() != h:
         raise ValueError(f"one row of {h} values expected, got {tuple(x.shape)}")
     if not experts or min(experts) < 0 or max(experts) >= e:
@@ -138,3 +133,28 @@ def swiglu(
     if rc:
         raise MemoryError(f"the kernel could not allocate scratch for {len(experts)} experts of {h} x {w}")
     return y
+
+
+def _swiglu_bank(
+    gate_up: tuple[torch.Tensor, torch.Tensor], down: tuple[torch.Tensor, torch.Tensor]
+) -> tuple[int, int, int]:
+    """``(E, H, W)`` of a SwiGLU bank :func:`swiglu` can run: :func:`_bank`'s checks, and down's
+    shapes matching gate/up's."""
+    (w_gu, s_gu), (w_d, s_d) = gate_up, down
+    e, two_w, h = _bank(w_gu, s_gu)
+    w = two_w // 2
+    if _bank(w_d, s_d) != (e, h, w) or two_w % 2:
+        raise ValueError(
+            f"down experts {tuple(w_d.shape)}: expected [{e}, {h}, {w // 2}] after gate/up {tuple(w_gu.shape)}"
+        )
+    return e, h, w
+
+
+def swiglu_kernel(
+    gate_up: tuple[torch.Tensor, torch.Tensor], down: tuple[torch.Tensor, torch.Tensor]
+) -> tuple[int, tuple[torch.Tensor, ...], int, int]:
+    """What a C caller needs to run :func:`swiglu` itself (``decode_ops.fused_ffn``): the address of
+    ``kimidoc_int4_swiglu``, the bank's ``(gate_up, gate_up_scale, down, down_scale)``, ``H`` and ``W``."""
+    fn = _lib()["kimidoc_int4_swiglu"]
+    _, h, w = _swiglu_bank(gate_up, down)
+    return ctypes.cast(fn, ctypes.c_void_p).value, (*gate_up, *down), h, w

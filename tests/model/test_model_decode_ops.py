@@ -171,8 +171,9 @@ def test_decode_with_and_without_the_fused_ops_gives_the_same_tokens(tmp_path, m
     path = write_checkpoint(tmp_path / "ckpt", config=config, int4=True, text_only=True)
     model = load(path, dtype=torch.bfloat16, activation_dtype=torch.float32)
     calls = []
-    real_project = decode_ops.project
-    monkeypatch.setattr(decode_ops, "project", lambda *a: calls.append(1) or real_project(*a))
+    for name in ("decode_attention", "decode_ffn"):
+        real = getattr(decode_ops, name)
+        monkeypatch.setattr(decode_ops, name, lambda *a, real=real, name=name: calls.append(name) or real(*a))
     prompt = [163587, 1000, 2000, 3000]
 
     def greedy() -> tuple[list[int], list[torch.Tensor]]:
@@ -186,7 +187,9 @@ def test_decode_with_and_without_the_fused_ops_gives_the_same_tokens(tmp_path, m
         return tokens, steps
 
     fused_tokens, fused = greedy()
-    assert len(calls) == 6 * 2  # one projection call per layer and step
+    # an attention call per layer and step; the dense layer's MLP too (the MoE layer's experts, 32
+    # wide, are not in the INT4 kernel's layout: that half runs through the modules)
+    assert calls.count("decode_attention") == 6 * 2 and calls.count("decode_ffn") == 6
     monkeypatch.setattr(decode_ops, "load", lambda: None)
     plain_tokens, plain = greedy()
     assert fused_tokens == plain_tokens
