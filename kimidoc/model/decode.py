@@ -17,11 +17,14 @@ and ``decode_ffn``, which run the same kernels in the same order): once a step's
 flushed the caches, the ~30 calls and ops a layer makes in Python cost more than its attention's
 arithmetic. The calls' arguments (weight addresses, widths) are gathered once per cache, at its
 first step (:func:`_fused`); a half whose modules the kernels cannot take, or a router with hooks
-(routing statistics), runs through the modules.
+(routing statistics), runs through the modules. There the step runs in float32 whatever the model's
+activation dtype (the kernels' arithmetic; a step's bytes are its weights, read as stored), and
+bf16 activations cost nothing but prefill's speed.
 
 Same modules, same weights and the same kernels as ``forward`` (the attention is always the
 absorbed form, which ``forward`` also picks for one token), so the logits agree with
-``model(token, cache=cache)`` to float rounding.
+``model(token, cache=cache)`` to float rounding (to bf16's for a bf16-activation model stepped in
+float32).
 """
 
 from __future__ import annotations
@@ -89,7 +92,7 @@ def _fused_ffn(layer: DecoderLayer) -> Half:
     if not isinstance(mlp, MoE):
         weights = _mlp_weights(mlp)
         return None if weights is None else decode_ops.fused_ffn(norm, weights)
-    bank, gate, shared = mlp.experts, mlp.gate, mlp.shared_experts
+    bank, gate, shared = mlp.experts.by_expert(), mlp.gate, mlp.shared_experts
     if not (isinstance(bank, Int4Experts) and bank.vnni) or gate.n_group > 1:
         return None
     mlp_weights = None
@@ -119,6 +122,11 @@ def _fused(lm: KimiForCausalLM, cache: LatentCache) -> Plan:
     return plan[1]
 
 
+def _step_dtype(lm: KimiForCausalLM, plan: Plan) -> torch.dtype:
+    """float32 where any half runs as one call (the kernels' dtype), else the model's activations'."""
+    return torch.float32 if any(a is not None or f is not None for a, f, _ in plan) else lm.dtype
+
+
 def _hooked(module: torch.nn.Module | None) -> bool:
     return module is not None and bool(module._forward_hooks or module._forward_pre_hooks)
 
@@ -126,15 +134,15 @@ def _hooked(module: torch.nn.Module | None) -> bool:
 @torch.inference_mode()
 def decode_step(lm: KimiForCausalLM, token: int, cache: LatentCache) -> torch.Tensor:
     """Logits ``[vocab]`` for ``token`` following what ``cache`` holds; appends it to the cache."""
-    model = lm.model
-    x = lm.embed(torch.tensor([[token]], device=lm.device)).to(lm.dtype)
+    model, plan = lm.model, _fused(lm, cache)
+    x = lm.embed(torch.tensor([[token]], device=lm.device)).to(_step_dtype(lm, plan))
     cos, sin = model.rotary.at(cache.length, x.device, x.dtype)
-    for i, (layer, (attention, ffn, router)) in enumerate(zip(model.layers, _fused(lm, cache))):
-        if attention is not None and x.dtype == torch.float32:
+    for i, (layer, (attention, ffn, router)) in enumerate(zip(model.layers, plan)):
+        if attention is not None:
             decode_ops.decode_attention(attention, x, cos, sin, cache.claim(i, 1)[0])
         else:
             x = _attention(layer, x, cos, sin, cache)
-        if ffn is not None and x.dtype == torch.float32 and not _hooked(router):
+        if ffn is not None and not _hooked(router):
             decode_ops.decode_ffn(ffn, x)
         else:
             x = _ffn(layer, x)

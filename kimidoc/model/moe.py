@@ -114,6 +114,12 @@ class ExpertBank(nn.Module):
     def run_expert(self, e: int, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def by_expert(self) -> ExpertBank | None:
+        """The bank holding every expert of the layer at its own index (this one), for callers that
+        run the kernels on a bank's tensors directly (``decode_step``); None where the experts are
+        spread over several."""
+        return self
+
     def expert_weights(self, e: int) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 

@@ -278,6 +278,13 @@ class TieredExperts(ExpertBank):
     def run_expert(self, e: int, x: torch.Tensor) -> torch.Tensor:
         return self._run(e, x.to(torch_device(self.where[e]))).to(x.device)
 
+    def by_expert(self) -> ExpertBank | None:
+        """The one resident sub-bank when the plan put every expert of the layer there (in expert
+        order, so expert ``e`` is its ``e``), else None."""
+        if self.disk_refs or len(self.resident) != 1:
+            return None
+        return next(iter(self.resident.values()))
+
     def expert_weights(self, e: int) -> dict[str, torch.Tensor]:
         if self.where[e] == "disk":
             assert self.cache is not None

@@ -143,3 +143,55 @@ def test_the_halves_refuse_rows_they_cannot_read(tmp_path):
         decode_ops.decode_attention(attention, torch.zeros(128), cos, sin, keys[:, :32])
     with pytest.raises(ValueError, match="cos / sin"):
         decode_ops.decode_attention(attention, torch.zeros(128), cos[..., :2], sin, keys)
+
+
+@needs_kernels
+def test_a_bf16_activation_model_steps_in_float32_through_the_halves(tmp_path, monkeypatch):
+    """A model with bf16 activations (as load_placed leaves a BF16 checkpoint, for prefill's speed)
+    steps as the float32 forward of one token over the same bf16 cache."""
+    lm = _model(tmp_path, torch.bfloat16)
+    lm.activation_dtype = torch.bfloat16
+    calls = _count(monkeypatch)
+    a, b = lm.new_cache(), lm.new_cache()
+    assert a.dtype == torch.bfloat16
+    lm(torch.tensor(PROMPT), cache=a)
+    lm(torch.tensor(PROMPT), cache=b)
+    for token in (17, 400):
+        lm.activation_dtype = torch.float32
+        expected = lm(torch.tensor([[token]]), cache=a)[0, -1]
+        lm.activation_dtype = torch.bfloat16
+        got = decode_step(lm, token, b)
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5 * expected.abs().max().item())
+        assert torch.equal(b.layer(2), a.layer(2))
+    assert calls.count("decode_attention") == calls.count("decode_ffn") == 2 * lm.config.num_hidden_layers
+
+
+@needs_kernels
+@pytest.mark.parametrize("tier", ["ram", "disk"])
+def test_a_placed_model_runs_the_halves_where_every_expert_is_in_one_bank(tmp_path, monkeypatch, tier):
+    from kimidoc.placement import Machine
+    from kimidoc.placement.runtime import load_placed
+
+    config = tiny_text_config(**WIDTHS)
+    path = write_checkpoint(tmp_path / "ckpt", config=config, int4=True, text_only=True, seed=3)
+    whole = load(path, dtype=torch.bfloat16)
+    # all in RAM, or RAM for everything but a few experts (the rest on the disk tier)
+    size = sum(t.numel() * t.element_size() for t in whole.state_dict().values())
+    machine = Machine(cpu=10**9) if tier == "ram" else Machine(cpu=size - 10**5, disk=10**9)
+    placed = load_placed(path, machine, context=64)
+    calls = _count(monkeypatch)
+    tokens = {}
+    for name, lm in (("whole", whole), ("placed", placed)):
+        cache = lm.new_cache()
+        logits = lm(torch.tensor(PROMPT), cache=cache)[0, -1]
+        out = []
+        for _ in range(4):
+            out.append(int(logits.argmax()))
+            logits = decode_step(lm, out[-1], cache)
+        tokens[name] = out
+    assert tokens["placed"] == tokens["whole"]
+    layers = config["num_hidden_layers"]
+    assert calls.count("decode_attention") == 2 * 4 * layers
+    # the MoE layers' experts in one RAM bank run as one call; split with the disk tier, through the modules
+    assert calls.count("decode_ffn") == 4 * layers + (4 * layers if tier == "ram" else 4)
