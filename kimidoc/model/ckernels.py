@@ -19,6 +19,7 @@ experts (``int4_vnni.c``) have signatures of their own. Headers beside the sourc
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import logging
 import os
@@ -39,6 +40,19 @@ _P = ctypes.c_void_p
 # (X, x_stride, T, K, *weight pointers, experts, J, N, Y, threads)
 _HEAD = [_P, ctypes.c_int64, ctypes.c_int, ctypes.c_int]
 _TAIL = [_P, ctypes.c_int, ctypes.c_int, _P, ctypes.c_int]
+
+
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as Linux lists them (``avx512_vnni``, ``avx512_bf16``, ...); empty
+    where /proc/cpuinfo cannot be read."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
 
 
 def compiler() -> str | None:

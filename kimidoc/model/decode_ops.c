@@ -154,29 +154,167 @@ static inline void weighted_rows(float* y, int width, float alpha, const float* 
   for (; width > 0; width -= 16, y += 16, off += 16) WEIGHTED_ROWS(1);
 }
 
+/* The online softmax of one head over a block's scores sh[0:16] (lanes outside `valid` ignored): the
+   running max *m and sum *l move on, sh becomes the block's weights e^(s - m) (0 outside `valid`), rounded
+   to bf16 values with `round` (the sum is then of the weights the products use, so that the normalised
+   weights still sum to 1), and the factor the head's accumulator is to be rescaled by is returned. */
+static inline float online_softmax(float* sh, __mmask16 valid, float* m, float* l, int round) {
+  __m512 sv = _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), valid, sh);
+  float m_new = fmaxf(*m, _mm512_reduce_max_ps(sv));
+  float alpha = expf(*m - m_new); /* 0 for the first block: *m is -inf */
+  __m512 p = _mm512_maskz_mov_ps(valid, exp_ps(_mm512_sub_ps(sv, _mm512_set1_ps(m_new))));
+  if (round) p = round_bf16_ps(p);
+  *l = *l * alpha + _mm512_reduce_add_ps(p);
+  *m = m_new;
+  _mm512_storeu_ps(sh, p);
+  return alpha;
+}
+
+/* One block of cnt <= KEYS float32 keys kb [cnt, D] (4-row groups whole: zero rows after the last key)
+   into every head's running softmax (m, l [H]) and accumulator acc [H, R], q the scaled queries [H, D]. */
+static void block_f32(const float* q, const float* kb, int cnt, int H, int R, int D, float* m, float* l, float* acc) {
+  __mmask16 valid = (__mmask16)((1u << cnt) - 1);
+  for (int h0 = 0; h0 < H; h0 += 4) {
+    int heads = H - h0 < 4 ? H - h0 : 4;
+    float s[4 * KEYS];
+    for (int b = 0; b < cnt; b += 4) {
+      const float* qh = q + (int64_t)h0 * D;
+      const float* kr = kb + (int64_t)b * D;
+      if (heads == 4)
+        dot4x4(qh, kr, D, s + b);
+      else
+        for (int i = 0; i < heads; i++) dot1x4(qh + (int64_t)i * D, kr, D, s + i * KEYS + b);
+    }
+    for (int i = 0; i < heads; i++) {
+      float* sh = s + i * KEYS;
+      float alpha = online_softmax(sh, valid, m + h0 + i, l + h0 + i, 0);
+      weighted_rows(acc + (int64_t)(h0 + i) * R, R, alpha, sh, cnt, kb, 0, 0, D);
+    }
+  }
+}
+
+#define BF16 __attribute__((target("avx512bf16,avx512bw")))
+
+/* dot##HEADS##x4 for bf16 queries and keys: vdpbf16ps, two products a lane, summed in float32. */
+#define DOT_TILE_BF16(HEADS)                                                                               \
+  BF16 static inline void dot_bf16_##HEADS##x4(const uint16_t* q, const uint16_t* k, int D, float* s) {  \
+    __m512 acc[HEADS][4];                                                                                 \
+    for (int i = 0; i < (HEADS); i++)                                                                     \
+      for (int b = 0; b < 4; b++) acc[i][b] = _mm512_setzero_ps();                                        \
+    for (int d = 0; d < D; d += 32) {                                                                     \
+      __mmask32 m = D - d >= 32 ? 0xFFFFFFFFu : (__mmask32)((1u << (D - d)) - 1);                        \
+      __m512bh kv[4];                                                                                     \
+      for (int b = 0; b < 4; b++) kv[b] = (__m512bh)_mm512_maskz_loadu_epi16(m, k + (int64_t)b * D + d); \
+      for (int i = 0; i < (HEADS); i++) {                                                                 \
+        __m512bh qv = (__m512bh)_mm512_maskz_loadu_epi16(m, q + (int64_t)i * D + d);                      \
+        for (int b = 0; b < 4; b++) acc[i][b] = _mm512_dpbf16_ps(acc[i][b], qv, kv[b]);                  \
+      }                                                                                                   \
+    }                                                                                                     \
+    for (int i = 0; i < (HEADS); i++)                                                                     \
+      for (int b = 0; b < 4; b++) s[i * KEYS + b] = _mm512_reduce_add_ps(acc[i][b]);                      \
+  }
+DOT_TILE_BF16(4)
+DOT_TILE_BF16(1)
+
+/* weighted_rows for weights p that are bf16 values, over keys paired as block_bf16 pairs them (lane c of
+   pairs[t]: key 2t's column c, then key 2t+1's): one vdpbf16ps adds both keys' products. */
+#define WEIGHTED_PAIRS(VECS)                                                                                 \
+  do {                                                                                                       \
+    __m512 acc[VECS], al = _mm512_set1_ps(alpha);                                                            \
+    for (int v = 0; v < (VECS); v++) acc[v] = _mm512_mul_ps(_mm512_loadu_ps(y + 16 * v), al);                \
+    for (int t = 0; t < n; t++) {                                                                            \
+      uint32_t even, odd;                                                                                    \
+      memcpy(&even, p + 2 * t, 4);                                                                           \
+      memcpy(&odd, p + 2 * t + 1, 4);                                                                        \
+      __m512bh pv = (__m512bh)_mm512_set1_epi32((int)((even >> 16) | (odd & 0xFFFF0000u)));                  \
+      const uint32_t* row = pairs + (int64_t)t * R + off;                                                    \
+      for (int v = 0; v < (VECS); v++)                                                                       \
+        acc[v] = _mm512_dpbf16_ps(acc[v], pv, (__m512bh)_mm512_loadu_si512(row + 16 * v));                  \
+    }                                                                                                        \
+    for (int v = 0; v < (VECS); v++) _mm512_storeu_ps(y + 16 * v, acc[v]);                                  \
+  } while (0)
+
+BF16 static inline void weighted_pairs(float* y, int R, float alpha, const float* p, int n, const uint32_t* pairs) {
+  int width = R, off = 0;
+  for (; width >= COLS; width -= COLS, y += COLS, off += COLS) WEIGHTED_PAIRS(COLS / 16);
+  for (; width > 0; width -= 16, y += 16, off += 16) WEIGHTED_PAIRS(1);
+}
+
+/* block_f32 for bf16 keys kb [cnt, D] and the queries rounded to bf16, qb [H, D], with vdpbf16ps: twice
+   the products an instruction, and no widened copy of the keys. The softmax weights are rounded to bf16
+   for their products with the keys (as GPU MLA decode kernels do); every sum stays float32. `pairs` holds
+   KEYS / 2 * R words, `tail` KEYS * D halves (a partial block's keys, then zero rows). */
+BF16 static void block_bf16(const uint16_t* qb, const uint16_t* kb, int cnt, int H, int R, int D, float* m, float* l,
+                            float* acc, uint32_t* pairs, uint16_t* tail) {
+  if (cnt % 4) { /* the scores read keys 4 at a time, the pairing 2 */
+    memcpy(tail, kb, sizeof(uint16_t) * (size_t)cnt * D);
+    memset(tail + (size_t)cnt * D, 0, sizeof(uint16_t) * (size_t)(-cnt & 3) * D);
+    kb = tail;
+  }
+  int n = (cnt + 1) / 2;
+  /* word 2i from the first key's column i, word 2i + 1 from the second's (columns 0-15; +16: 16-31) */
+  const __m512i low = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8, 39, 7, 38, 6,
+                                       37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
+  const __m512i high = _mm512_add_epi16(low, _mm512_set1_epi16(16));
+  for (int t = 0; t < n; t++) {
+    const uint16_t *a = kb + (int64_t)2 * t * D, *b = a + D;
+    for (int c = 0; c < R; c += 32) {
+      __mmask32 mk = R - c >= 32 ? 0xFFFFFFFFu : 0xFFFFu; /* R is a multiple of 16 */
+      __m512i ka = _mm512_maskz_loadu_epi16(mk, a + c), kn = _mm512_maskz_loadu_epi16(mk, b + c);
+      _mm512_storeu_si512(pairs + (int64_t)t * R + c, _mm512_permutex2var_epi16(ka, low, kn));
+      if (R - c > 16) _mm512_storeu_si512(pairs + (int64_t)t * R + c + 16, _mm512_permutex2var_epi16(ka, high, kn));
+    }
+  }
+  __mmask16 valid = (__mmask16)((1u << cnt) - 1);
+  for (int h0 = 0; h0 < H; h0 += 4) {
+    int heads = H - h0 < 4 ? H - h0 : 4;
+    float s[4 * KEYS];
+    for (int b = 0; b < cnt; b += 4) {
+      const uint16_t* qh = qb + (int64_t)h0 * D;
+      const uint16_t* kr = kb + (int64_t)b * D;
+      if (heads == 4)
+        dot_bf16_4x4(qh, kr, D, s + b);
+      else
+        for (int i = 0; i < heads; i++) dot_bf16_1x4(qh + (int64_t)i * D, kr, D, s + i * KEYS + b);
+    }
+    for (int i = 0; i < heads; i++) {
+      float* sh = s + i * KEYS;
+      float alpha = online_softmax(sh, valid, m + h0 + i, l + h0 + i, 1);
+      weighted_pairs(acc + (int64_t)(h0 + i) * R, R, alpha, sh, n, pairs);
+    }
+  }
+}
+
 /* One query's absorbed attention, all heads, over the first `length` rows of `keys`:
      q[h]   = [q_lat[h], q_pe[h]] * scale                          (D = R + P values)
      out[h] = sum_j softmax_j(q[h] . keys[j]) * keys[j][0:R]        for j < length
-   q_lat float32 [H, R], q_pe float32 [H, P], keys [>= length, D] float32 or (keys_bf16) bf16,
-   out float32 [H, R]; R a multiple of 16. The keys are split into 16-key blocks, a contiguous
+   q_lat float32 [H, R], q_pe float32 [H, P], keys [>= length, D] float32 (keys_bf16 0) or bf16 (1: float32
+   products; 2: bf16 products, for a CPU with AVX512-BF16), out float32 [H, R]; R a multiple of 16. The keys are split into 16-key blocks, a contiguous
    run of blocks per thread, each thread with its own running max, sum and accumulator per head
-   (online softmax), merged at the end: every key is read from memory once. Returns 0, or -1 if the
-   scratch could not be allocated. */
+   (online softmax), merged at the end: every key is read from memory once. bf16 products (block_bf16:
+   the queries and the softmax weights rounded to bf16, as a bf16 model has them) run 1.5x faster at
+   K2.6's widths, and at long contexts decode's attention is bound by its products, not by memory.
+   Returns 0, or -1 if the scratch could not be allocated. */
 int kimidoc_attend_one(const float* q_lat, const float* q_pe, float scale, const void* keys, int keys_bf16,
                        int length, int H, int R, int P, float* out, int threads) {
   int D = R + P, blocks = (length + KEYS - 1) / KEYS;
   int parts = threads < blocks ? threads : blocks;
   if (parts < 1) parts = 1;
-  /* per part: max [H], sum [H], accumulators [H * R], a widened key block [KEYS * D]; then q [H * D] */
+  int bf16_products = keys_bf16 == 2;
+  /* per part: max [H], sum [H], accumulators [H * R], a key block's scratch [KEYS * D]; then q [H * D]
+     and its bf16 copy */
   size_t per_part = (size_t)2 * H + (size_t)H * R + (size_t)KEYS * D;
-  size_t floats = per_part * parts + (size_t)H * D;
+  size_t floats = per_part * parts + (size_t)H * D + ((size_t)H * D + 1) / 2;
   float* scratch = aligned_alloc(64, ((floats * sizeof(float) + 63) / 64) * 64);
   if (!scratch) return -1;
   float* q = scratch + per_part * parts;
+  uint16_t* qb = (uint16_t*)(q + (size_t)H * D);
   for (int h = 0; h < H; h++) {
     for (int i = 0; i < R; i++) q[(int64_t)h * D + i] = q_lat[(int64_t)h * R + i] * scale;
     for (int i = 0; i < P; i++) q[(int64_t)h * D + R + i] = q_pe[(int64_t)h * P + i] * scale;
   }
+  if (bf16_products)
+    for (int64_t i = 0; i < (int64_t)H * D; i++) qb[i] = to_bf16(q[i]);
 #pragma omp parallel num_threads(parts)
   {
     /* each thread takes parts t, t + team, ...: all of them are done even if the team is smaller */
@@ -190,12 +328,18 @@ int kimidoc_attend_one(const float* q_lat, const float* q_pe, float scale, const
       int first = (int)((int64_t)blocks * part / parts), last = (int)((int64_t)blocks * (part + 1) / parts);
       for (int blk = first; blk < last; blk++) {
         int j0 = blk * KEYS, cnt = length - j0 < KEYS ? length - j0 : KEYS;
-        const float* kb = (const float*)keys + (int64_t)j0 * D;
         if (blk + 1 < last) { /* the next block into L1 while this one computes: 1.4x at 1K cached tokens */
           int size = keys_bf16 ? 2 : 4, next_cnt = length - j0 - KEYS < KEYS ? length - j0 - KEYS : KEYS;
           const char* next = (const char*)keys + (int64_t)(j0 + KEYS) * D * size;
           for (int i = 0; i < next_cnt * D * size; i += 64) _mm_prefetch(next + i, _MM_HINT_T0);
         }
+        if (bf16_products) {
+          uint32_t* pairs = (uint32_t*)wide;
+          block_bf16(qb, (const uint16_t*)keys + (int64_t)j0 * D, cnt, H, R, D, m, l, acc, pairs,
+                     (uint16_t*)(pairs + (size_t)KEYS / 2 * R));
+          continue;
+        }
+        const float* kb = (const float*)keys + (int64_t)j0 * D;
         if (keys_bf16 || cnt % 4) { /* widened, or zero rows after a partial block's last key: dot4 reads 4 */
           int n = cnt * D, i = 0;
           if (keys_bf16) {
@@ -208,31 +352,7 @@ int kimidoc_attend_one(const float* q_lat, const float* q_pe, float scale, const
           memset(wide + n, 0, sizeof(float) * (size_t)((-cnt & 3) * D));
           kb = wide;
         }
-        __mmask16 valid = (__mmask16)((1u << cnt) - 1);
-        for (int h0 = 0; h0 < H; h0 += 4) {
-          int heads = H - h0 < 4 ? H - h0 : 4;
-          float s[4 * KEYS];
-          for (int b = 0; b < cnt; b += 4) {
-            const float* qh = q + (int64_t)h0 * D;
-            const float* kr = kb + (int64_t)b * D;
-            if (heads == 4)
-              dot4x4(qh, kr, D, s + b);
-            else
-              for (int i = 0; i < heads; i++) dot1x4(qh + (int64_t)i * D, kr, D, s + i * KEYS + b);
-          }
-          for (int i = 0; i < heads; i++) {
-            int h = h0 + i;
-            float* sh = s + i * KEYS;
-            __m512 sv = _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), valid, sh);
-            float m_new = fmaxf(m[h], _mm512_reduce_max_ps(sv));
-            float alpha = expf(m[h] - m_new); /* 0 for the first block: m[h] is -inf */
-            __m512 p = _mm512_maskz_mov_ps(valid, exp_ps(_mm512_sub_ps(sv, _mm512_set1_ps(m_new))));
-            l[h] = l[h] * alpha + _mm512_reduce_add_ps(p);
-            m[h] = m_new;
-            _mm512_storeu_ps(sh, p);
-            weighted_rows(acc + (int64_t)h * R, R, alpha, sh, cnt, kb, 0, 0, D);
-          }
-        }
+        block_f32(q, kb, cnt, H, R, D, m, l, acc);
       }
     }
 #pragma omp barrier
@@ -388,7 +508,8 @@ typedef struct {
 } kimidoc_attention;
 
 /* x += o_proj(attention(project(rms(x)))) for one token: its latent is written to row `length` of the
-   layer's cache `keys` [capacity, R + P] (float32 or keys_bf16), and the attention reads rows 0..length.
+   layer's cache `keys` [capacity, R + P] (keys_bf16 as kimidoc_attend_one takes it), and the attention reads
+   rows 0..length.
    Returns 0, or -1 if scratch could not be allocated. */
 int kimidoc_decode_attention(const kimidoc_attention* L, float* x, const float* cos, const float* sin, void* keys,
                              int keys_bf16, int length, int threads) {

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import os
 
 import torch
 
@@ -64,6 +65,20 @@ def load() -> dict[str, ctypes._CFuncPtr] | None:
         cpu_has=cpu_has_avx512,
         what="decode's norms, rotations, projections, routing and attention use PyTorch's ops",
     )
+
+
+@functools.cache
+def bf16_products() -> bool:
+    """Whether attention over a bf16 cache multiplies in bf16 (``vdpbf16ps``, summing in float32, as
+    GPU MLA kernels do): on CPUs with AVX512-BF16, unless ``KIMIDOC_ATTENTION_PRODUCTS`` is ``float32``."""
+    return os.environ.get("KIMIDOC_ATTENTION_PRODUCTS", "").lower() != "float32" and (
+        "avx512_bf16" in ckernels.cpu_flags()
+    )
+
+
+def _keys(keys: torch.Tensor) -> int:
+    """How the kernels read a cache: 0 float32, 1 bf16 with float32 products, 2 with bf16 products."""
+    return 0 if keys.dtype == torch.float32 else 2 if bf16_products() else 1
 
 
 def _plain(t: torch.Tensor) -> bool:
@@ -197,7 +212,7 @@ def attend_one(q_lat: torch.Tensor, q_pe: torch.Tensor, keys: torch.Tensor, scal
     q_lat, q_pe = (t.float().contiguous() for t in (q_lat, q_pe))
     out = torch.empty(h, r)
     rc = load()["kimidoc_attend_one"](
-        q_lat.data_ptr(), q_pe.data_ptr(), scale, keys.data_ptr(), keys.dtype == torch.bfloat16,
+        q_lat.data_ptr(), q_pe.data_ptr(), scale, keys.data_ptr(), _keys(keys),
         length, h, r, p, out.data_ptr(), torch.get_num_threads(),
     )  # fmt: skip
     if rc:
@@ -242,7 +257,7 @@ def attend_absorbed(
     out = torch.empty(h, n)
     rc = load()["kimidoc_attend_absorbed"](
         q_nope.data_ptr(), q_pe.data_ptr(), kv_b.data_ptr(), kv_b.dtype == torch.bfloat16, scale,
-        keys.data_ptr(), keys.dtype == torch.bfloat16, length, h, n, r, p, out.data_ptr(), torch.get_num_threads(),
+        keys.data_ptr(), _keys(keys), length, h, n, r, p, out.data_ptr(), torch.get_num_threads(),
     )  # fmt: skip
     if rc:
         raise MemoryError(f"the attention kernel could not allocate scratch for {h} heads x {r}")
@@ -465,7 +480,7 @@ def decode_attention(layer: Fused, x: torch.Tensor, cos: torch.Tensor, sin: torc
     if cos.numel() != a.P // 2 or sin.numel() != a.P // 2 or cos.dtype != torch.float32 or sin.dtype != torch.float32:
         raise ValueError(f"one position's float32 cos / sin of {a.P // 2} values expected")
     if load()["kimidoc_decode_attention"](
-        ctypes.addressof(a), x.data_ptr(), cos.data_ptr(), sin.data_ptr(), keys.data_ptr(), _bf16(keys),
+        ctypes.addressof(a), x.data_ptr(), cos.data_ptr(), sin.data_ptr(), keys.data_ptr(), _keys(keys),
         keys.shape[0] - 1, torch.get_num_threads(),
     ):  # fmt: skip
         raise MemoryError(f"the attention kernels could not allocate scratch for {a.H} heads")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-from pathlib import Path
 
 import torch
 
@@ -32,11 +31,8 @@ FLAGS = ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni", "-mfma"]
 def cpu_has_vnni() -> bool:
     try:
         return bool(torch._C._cpu._is_avx512_vnni_supported())
-    except AttributeError:  # an older torch: read the flags ourselves
-        try:
-            return " avx512_vnni" in Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return False
+    except AttributeError:  # a torch without the query: read the flags ourselves
+        return "avx512_vnni" in ckernels.cpu_flags()
 
 
 @functools.cache

@@ -86,7 +86,7 @@ class MLAttention(nn.Module):
         q_nope, q_pe, latent = self.project(x, cos, sin, cache)
         if form == "auto":
             length = latent.shape[1]
-            expanded_bytes = b * length * self.num_heads * 2 * self.qk_dim * latent.element_size()
+            expanded_bytes = b * length * self.num_heads * 2 * self.qk_dim * q_nope.element_size()
             form = "absorbed" if t <= ABSORB_MAX_TOKENS or expanded_bytes > EXPANDED_KV_BUDGET else "expanded"
         if form == "absorbed":
             out = self._absorbed(q_nope, q_pe, latent, cache)
@@ -101,7 +101,8 @@ class MLAttention(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Queries (``q_nope``, rotated ``q_pe``, ``[B, T, H, *]``) and the latents to attend over:
         the new tokens' ``[c_kv, k_pe]``, after the cached ones when there is a ``cache`` (which
-        they are appended to)."""
+        they are appended to): then the cache's rows as stored, in its dtype (decode's attention
+        kernel reads a bf16 cache as it is; the other paths convert)."""
         b, t, _ = x.shape
         if b * t == 1 and cache is not None and (one := self._project_one(x, cos, sin, cache)) is not None:
             return one
@@ -116,7 +117,7 @@ class MLAttention(nn.Module):
         c_kv, k_pe = self.kv_a_proj_with_mqa(x).split([self.kv_lora_rank, self.rope_dim], dim=-1)
         latent = torch.cat([self.kv_a_layernorm(c_kv), apply_interleaved(k_pe, cos, sin)], dim=-1)
         if cache is not None:
-            latent = cache.append(self.layer_idx, latent.to(cache.dtype)).to(x.dtype)
+            latent = cache.append(self.layer_idx, latent.to(cache.dtype))
         return q_nope, q_pe, latent
 
     def _project_one(
@@ -135,7 +136,7 @@ class MLAttention(nn.Module):
         eps = (self.q_a_layernorm.eps, self.kv_a_layernorm.eps)
         q_nope, q_pe = decode_ops.project(x, weights, norms, eps, cos, sin, self.num_heads, latent[0, -1])
         shape = (1, 1, self.num_heads, -1)
-        return q_nope.view(shape), q_pe.view(shape), latent.to(x.dtype)
+        return q_nope.view(shape), q_pe.view(shape), latent
 
     def padded_keys(self, cache: LatentCache | None, latent: torch.Tensor) -> torch.Tensor | None:
         """The cache's padded view of ``latent`` (see :meth:`LatentCache.padded`) when it holds the
@@ -146,6 +147,7 @@ class MLAttention(nn.Module):
 
     def _expanded(self, q_nope: torch.Tensor, q_pe: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
         b, t = q_nope.shape[:2]
+        latent = latent.to(q_nope.dtype)
         length = latent.shape[1]
         c_kv, k_pe = latent.split([self.kv_lora_rank, self.rope_dim], dim=-1)
         kv = self.kv_b_proj(c_kv).view(b, length, self.num_heads, self.nope_dim + self.v_dim)
@@ -175,6 +177,7 @@ class MLAttention(nn.Module):
                 q_nope.reshape(self.num_heads, -1), q_pe.reshape(self.num_heads, -1), kv_b, latent[0], self.scale
             )
             return o.view(b, t, self.num_heads * self.v_dim).to(q_pe.dtype)
+        latent = latent.to(q_pe.dtype)
         w = kv_b.view(self.num_heads, self.nope_dim + self.v_dim, self.kv_lora_rank)
         w_uk, w_uv = w[:, : self.nope_dim], w[:, self.nope_dim :]
         q_abs = torch.matmul(q_nope.transpose(1, 2), w_uk.to(q_nope.dtype))  # [B, H, T, kv_lora_rank]

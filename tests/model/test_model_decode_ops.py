@@ -42,18 +42,27 @@ def _bound(keys: torch.Tensor, d: int) -> float:
     return 4 * d * 2.0**-24 * keys.abs().max().item()
 
 
+needs_bf16 = pytest.mark.skipif(not decode_ops.bf16_products(), reason="no AVX512-BF16 CPU here")
+
+
 @needs_kernel
 @pytest.mark.parametrize(
-    "heads, rank, rope, length, dtype",
+    "heads, rank, rope, length, dtype, products",
     [
-        (16, 256, 32, 1025, torch.float32),  # a last block of 1 key; two threads' runs to merge
-        (8, 512, 64, 300, torch.bfloat16),  # K2.6's latent widths, bf16 cache
-        (2, 16, 16, 1, torch.float32),  # one cached token
-        (3, 32, 8, 37, torch.bfloat16),  # rows of 40: a partial vector at each key's end
+        (16, 256, 32, 1025, torch.float32, "float32"),  # a last block of 1 key; two threads' runs to merge
+        (8, 512, 64, 300, torch.bfloat16, "float32"),  # K2.6's latent widths, bf16 cache
+        (3, 32, 8, 37, torch.bfloat16, "float32"),  # rows of 40: a partial vector at each key's end
+        (2, 16, 16, 1, torch.float32, "float32"),  # one cached token
+        pytest.param(8, 512, 64, 300, torch.bfloat16, "bf16", marks=needs_bf16),
+        pytest.param(3, 32, 8, 37, torch.bfloat16, "bf16", marks=needs_bf16),  # an odd last block: a key unpaired
+        pytest.param(5, 48, 16, 16, torch.bfloat16, "bf16", marks=needs_bf16),  # R % 32 == 16; 5 heads
     ],
 )
 @pytest.mark.parametrize("threads", [1, 2, 3])
-def test_attention_equals_the_float64_softmax_over_exactly_the_cached_keys(heads, rank, rope, length, dtype, threads):
+def test_attention_equals_the_float64_softmax_over_exactly_the_cached_keys(
+    monkeypatch, heads, rank, rope, length, dtype, products, threads
+):
+    monkeypatch.setattr(decode_ops, "bf16_products", lambda: products == "bf16")
     g = _gen(0)
     q_lat, q_pe = torch.randn(heads, rank, generator=g), torch.randn(heads, rope, generator=g)
     # The cache's buffer goes on past `length` (spare capacity): NaN there must not be read.
@@ -65,12 +74,21 @@ def test_attention_equals_the_float64_softmax_over_exactly_the_cached_keys(heads
     assert decode_ops.attend_usable(q_lat, q_pe, keys)
     out = decode_ops.attend_one(q_lat, q_pe, keys, scale)
     assert out.shape == (heads, rank) and out.dtype == torch.float32
+    bound = _bound(keys, rank + rope)
+    if products == "bf16":
+        # The queries rounded to bf16 as the kernel rounds them (the reference then has their exact
+        # products); each softmax weight rounded to bf16 (relative 2^-8, and the sum is of the rounded
+        # weights) moves the output by at most 2 * 2^-8 * max |key|.
+        q = (torch.cat([q_lat, q_pe], -1) * scale).to(torch.bfloat16)
+        q_lat, q_pe, scale = q[:, :rank], q[:, rank:], 1.0
+        bound += 1.01 * 2**-7 * keys.abs().max().item()
     err = (out.double() - _attention64(q_lat, q_pe, keys, scale)).abs().max().item()
-    assert err <= _bound(keys, rank + rope)
-    # The bound tells a correct result from one with a key left out of the softmax.
-    if length > 1:
+    assert err <= bound
+    # The bound tells a correct result from one with a key left out of the softmax (where one key
+    # weighs enough against bf16's rounding of the weights).
+    if 1 < length <= (1000 if products == "float32" else 40):
         wrong = _attention64(q_lat, q_pe, keys[:-1], scale)
-        assert (out.double() - wrong).abs().max().item() > _bound(keys, rank + rope)
+        assert (out.double() - wrong).abs().max().item() > bound
 
 
 @needs_kernel
@@ -351,7 +369,7 @@ def test_projection_of_one_token_is_one_call_with_the_separate_ops_bits(monkeypa
     assert calls == [1]
     q_nope, q_pe, latent, row = fused
     assert q_nope.shape == (1, 1, 4, cfg.qk_nope_head_dim) and q_pe.shape == (1, 1, 4, 16)
-    assert latent.shape == (1, 6, cfg.latent_dim) and latent.dtype == torch.float32
+    assert latent.shape == (1, 6, cfg.latent_dim) and latent.dtype == cache_dtype  # the cache's rows
     # The same products, norms and rotations as the separate kernels: the same bits.
     for a, b in zip(fused, plain):
         assert torch.equal(a.reshape(b.shape), b)
@@ -391,3 +409,14 @@ def test_mlp_of_one_row_is_one_call_and_equals_the_float64_mlp(monkeypatch, weig
     monkeypatch.setattr(decode_ops, "swiglu_mlp", lambda *a: calls.append(1) or real(*a))
     mlp(torch.randn(3, 96))
     assert len(calls) == 1
+
+
+def test_attention_products_switch_to_float32_by_environment(monkeypatch):
+    decode_ops.bf16_products.cache_clear()
+    try:
+        monkeypatch.setenv("KIMIDOC_ATTENTION_PRODUCTS", "float32")
+        assert not decode_ops.bf16_products()
+        assert decode_ops._keys(torch.zeros(2, 2, dtype=torch.bfloat16)) == 1  # bf16 keys, float32 products
+        assert decode_ops._keys(torch.zeros(2, 2)) == 0
+    finally:
+        decode_ops.bf16_products.cache_clear()
