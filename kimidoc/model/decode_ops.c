@@ -240,6 +240,41 @@ BF16 static inline void weighted_pairs(float* y, int R, float alpha, const float
   for (; width > 0; width -= 16, y += 16, off += 16) WEIGHTED_PAIRS(1);
 }
 
+/* weighted_pairs for 4 heads at once, y their 4 accumulator rows (R apart), p their weights [4, KEYS]: each
+   load of paired keys serves the 4 heads, 64 columns at a time in registers. */
+#define WEIGHTED_PAIRS4(VECS)                                                                                  \
+  do {                                                                                                         \
+    __m512 acc[4][VECS];                                                                                       \
+    for (int i = 0; i < 4; i++)                                                                                \
+      for (int v = 0; v < (VECS); v++)                                                                         \
+        acc[i][v] = _mm512_mul_ps(_mm512_loadu_ps(y + (int64_t)i * R + c + 16 * v), _mm512_set1_ps(alpha[i])); \
+    for (int t = 0; t < n; t++) {                                                                              \
+      __m512bh kv[VECS];                                                                                       \
+      for (int v = 0; v < (VECS); v++) kv[v] = (__m512bh)_mm512_loadu_si512(pairs + (int64_t)t * R + c + 16 * v); \
+      for (int i = 0; i < 4; i++) {                                                                            \
+        __m512bh pv = (__m512bh)_mm512_set1_epi32((int)pw[i][t]);                                              \
+        for (int v = 0; v < (VECS); v++) acc[i][v] = _mm512_dpbf16_ps(acc[i][v], pv, kv[v]);                  \
+      }                                                                                                        \
+    }                                                                                                          \
+    for (int i = 0; i < 4; i++)                                                                                \
+      for (int v = 0; v < (VECS); v++) _mm512_storeu_ps(y + (int64_t)i * R + c + 16 * v, acc[i][v]);          \
+  } while (0)
+
+BF16 static inline void weighted_pairs4(float* y, int R, const float* alpha, const float* p, int n,
+                                        const uint32_t* pairs) {
+  uint32_t pw[4][KEYS / 2]; /* each head's weights of keys 2t and 2t + 1 as one bf16 pair */
+  for (int i = 0; i < 4; i++)
+    for (int t = 0; t < n; t++) {
+      uint32_t even, odd;
+      memcpy(&even, p + i * KEYS + 2 * t, 4);
+      memcpy(&odd, p + i * KEYS + 2 * t + 1, 4);
+      pw[i][t] = (even >> 16) | (odd & 0xFFFF0000u);
+    }
+  int c = 0;
+  for (; c + 64 <= R; c += 64) WEIGHTED_PAIRS4(4);
+  for (; c < R; c += 16) WEIGHTED_PAIRS4(1);
+}
+
 /* block_f32 for bf16 keys kb [cnt, D] and the queries rounded to bf16, qb [H, D], with vdpbf16ps: twice
    the products an instruction, and no widened copy of the keys. The softmax weights are rounded to bf16
    for their products with the keys (as GPU MLA decode kernels do); every sum stays float32. `pairs` holds
@@ -277,11 +312,12 @@ BF16 static void block_bf16(const uint16_t* qb, const uint16_t* kb, int cnt, int
       else
         for (int i = 0; i < heads; i++) dot_bf16_1x4(qh + (int64_t)i * D, kr, D, s + i * KEYS + b);
     }
-    for (int i = 0; i < heads; i++) {
-      float* sh = s + i * KEYS;
-      float alpha = online_softmax(sh, valid, m + h0 + i, l + h0 + i, 1);
-      weighted_pairs(acc + (int64_t)(h0 + i) * R, R, alpha, sh, n, pairs);
-    }
+    float alpha[4];
+    for (int i = 0; i < heads; i++) alpha[i] = online_softmax(s + i * KEYS, valid, m + h0 + i, l + h0 + i, 1);
+    if (heads == 4)
+      weighted_pairs4(acc + (int64_t)h0 * R, R, alpha, s, n, pairs);
+    else
+      for (int i = 0; i < heads; i++) weighted_pairs(acc + (int64_t)(h0 + i) * R, R, alpha[i], s + i * KEYS, n, pairs);
   }
 }
 
