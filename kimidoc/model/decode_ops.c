@@ -170,6 +170,34 @@ static inline float online_softmax(float* sh, __mmask16 valid, float* m, float* 
   return alpha;
 }
 
+/* weighted_rows for 4 heads at once over a block's keys kb [cnt, D] (float32): y their 4 accumulator rows (R
+   apart), p their weights [4, KEYS]; each key load serves the 4 heads, 64 columns at a time in registers.
+   Each value is summed in weighted_rows' order: the same bits. */
+#define WEIGHTED_ROWS4(VECS)                                                                                   \
+  do {                                                                                                         \
+    __m512 acc[4][VECS];                                                                                       \
+    for (int i = 0; i < 4; i++)                                                                                \
+      for (int v = 0; v < (VECS); v++)                                                                         \
+        acc[i][v] = _mm512_mul_ps(_mm512_loadu_ps(y + (int64_t)i * R + c + 16 * v), _mm512_set1_ps(alpha[i])); \
+    for (int j = 0; j < cnt; j++) {                                                                            \
+      __m512 kv[VECS];                                                                                         \
+      for (int v = 0; v < (VECS); v++) kv[v] = _mm512_loadu_ps(kb + (int64_t)j * D + c + 16 * v);              \
+      for (int i = 0; i < 4; i++) {                                                                            \
+        __m512 pv = _mm512_set1_ps(p[i * KEYS + j]);                                                           \
+        for (int v = 0; v < (VECS); v++) acc[i][v] = _mm512_fmadd_ps(pv, kv[v], acc[i][v]);                    \
+      }                                                                                                        \
+    }                                                                                                          \
+    for (int i = 0; i < 4; i++)                                                                                \
+      for (int v = 0; v < (VECS); v++) _mm512_storeu_ps(y + (int64_t)i * R + c + 16 * v, acc[i][v]);          \
+  } while (0)
+
+static inline void weighted_rows4(float* y, int R, const float* alpha, const float* p, int cnt, const float* kb,
+                                  int D) {
+  int c = 0;
+  for (; c + 64 <= R; c += 64) WEIGHTED_ROWS4(4);
+  for (; c < R; c += 16) WEIGHTED_ROWS4(1);
+}
+
 /* One block of cnt <= KEYS float32 keys kb [cnt, D] (4-row groups whole: zero rows after the last key)
    into every head's running softmax (m, l [H]) and accumulator acc [H, R], q the scaled queries [H, D]. */
 static void block_f32(const float* q, const float* kb, int cnt, int H, int R, int D, float* m, float* l, float* acc) {
@@ -185,11 +213,13 @@ static void block_f32(const float* q, const float* kb, int cnt, int H, int R, in
       else
         for (int i = 0; i < heads; i++) dot1x4(qh + (int64_t)i * D, kr, D, s + i * KEYS + b);
     }
-    for (int i = 0; i < heads; i++) {
-      float* sh = s + i * KEYS;
-      float alpha = online_softmax(sh, valid, m + h0 + i, l + h0 + i, 0);
-      weighted_rows(acc + (int64_t)(h0 + i) * R, R, alpha, sh, cnt, kb, 0, 0, D);
-    }
+    float alpha[4];
+    for (int i = 0; i < heads; i++) alpha[i] = online_softmax(s + i * KEYS, valid, m + h0 + i, l + h0 + i, 0);
+    if (heads == 4)
+      weighted_rows4(acc + (int64_t)h0 * R, R, alpha, s, cnt, kb, D);
+    else
+      for (int i = 0; i < heads; i++)
+        weighted_rows(acc + (int64_t)(h0 + i) * R, R, alpha[i], s + i * KEYS, cnt, kb, 0, 0, D);
   }
 }
 
