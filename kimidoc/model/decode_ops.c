@@ -221,29 +221,32 @@ static inline void weighted_rows4(float* y, int R, const float* alpha, const flo
   for (; c < R; c += 16) WEIGHTED_ROWS4(1);
 }
 
+/* The heads' loop over one block of cnt keys, shared by block_f32 and block_bf16: each 4 heads' scores (the
+   DOT4 tile, or DOT1 per head for the last heads), their online softmax (the weights rounded to bf16 with
+   ROUND) and their weighted sum of the keys (SUM4 for 4 heads at h0, else SUM1 for each head h0 + i). */
+#define EACH_FOUR_HEADS(Q, KB, DOT4, DOT1, ROUND, SUM4, SUM1)                                                      \
+  for (int h0 = 0; h0 < H; h0 += 4) {                                                                              \
+    int heads = H - h0 < 4 ? H - h0 : 4;                                                                           \
+    float s[4 * KEYS], alpha[4];                                                                                   \
+    for (int b = 0; b < cnt; b += 4) {                                                                             \
+      if (heads == 4)                                                                                              \
+        DOT4((Q) + (int64_t)h0 * D, (KB) + (int64_t)b * D, D, s + b);                                              \
+      else                                                                                                         \
+        for (int i = 0; i < heads; i++) DOT1((Q) + (int64_t)(h0 + i) * D, (KB) + (int64_t)b * D, D, s + i * KEYS + b); \
+    }                                                                                                              \
+    for (int i = 0; i < heads; i++) alpha[i] = online_softmax(s + i * KEYS, valid, m + h0 + i, l + h0 + i, ROUND); \
+    if (heads == 4)                                                                                                \
+      SUM4;                                                                                                        \
+    else                                                                                                           \
+      for (int i = 0; i < heads; i++) SUM1;                                                                        \
+  }
+
 /* One block of cnt <= KEYS float32 keys kb [cnt, D] (4-row groups whole: zero rows after the last key)
    into every head's running softmax (m, l [H]) and accumulator acc [H, R], q the scaled queries [H, D]. */
 static void block_f32(const float* q, const float* kb, int cnt, int H, int R, int D, float* m, float* l, float* acc) {
   __mmask16 valid = (__mmask16)((1u << cnt) - 1);
-  for (int h0 = 0; h0 < H; h0 += 4) {
-    int heads = H - h0 < 4 ? H - h0 : 4;
-    float s[4 * KEYS];
-    for (int b = 0; b < cnt; b += 4) {
-      const float* qh = q + (int64_t)h0 * D;
-      const float* kr = kb + (int64_t)b * D;
-      if (heads == 4)
-        dot4x4(qh, kr, D, s + b);
-      else
-        for (int i = 0; i < heads; i++) dot1x4(qh + (int64_t)i * D, kr, D, s + i * KEYS + b);
-    }
-    float alpha[4];
-    for (int i = 0; i < heads; i++) alpha[i] = online_softmax(s + i * KEYS, valid, m + h0 + i, l + h0 + i, 0);
-    if (heads == 4)
-      weighted_rows4(acc + (int64_t)h0 * R, R, alpha, s, cnt, kb, D);
-    else
-      for (int i = 0; i < heads; i++)
-        weighted_rows(acc + (int64_t)(h0 + i) * R, R, alpha[i], s + i * KEYS, cnt, kb, 0, 0, D);
-  }
+  EACH_FOUR_HEADS(q, kb, dot4x4, dot1x4, 0, weighted_rows4(acc + (int64_t)h0 * R, R, alpha, s, cnt, kb, D),
+                  weighted_rows(acc + (int64_t)(h0 + i) * R, R, alpha[i], s + i * KEYS, cnt, kb, 0, 0, D));
 }
 
 #define BF16 __attribute__((target("avx512bf16,avx512bw")))
@@ -357,24 +360,8 @@ BF16 static void block_bf16(const uint16_t* qb, const uint16_t* kb, int cnt, int
     }
   }
   __mmask16 valid = (__mmask16)((1u << cnt) - 1);
-  for (int h0 = 0; h0 < H; h0 += 4) {
-    int heads = H - h0 < 4 ? H - h0 : 4;
-    float s[4 * KEYS];
-    for (int b = 0; b < cnt; b += 4) {
-      const uint16_t* qh = qb + (int64_t)h0 * D;
-      const uint16_t* kr = kb + (int64_t)b * D;
-      if (heads == 4)
-        dot_bf16_4x4(qh, kr, D, s + b);
-      else
-        for (int i = 0; i < heads; i++) dot_bf16_1x4(qh + (int64_t)i * D, kr, D, s + i * KEYS + b);
-    }
-    float alpha[4];
-    for (int i = 0; i < heads; i++) alpha[i] = online_softmax(s + i * KEYS, valid, m + h0 + i, l + h0 + i, 1);
-    if (heads == 4)
-      weighted_pairs4(acc + (int64_t)h0 * R, R, alpha, s, n, pairs);
-    else
-      for (int i = 0; i < heads; i++) weighted_pairs(acc + (int64_t)(h0 + i) * R, R, alpha[i], s + i * KEYS, n, pairs);
-  }
+  EACH_FOUR_HEADS(qb, kb, dot_bf16_4x4, dot_bf16_1x4, 1, weighted_pairs4(acc + (int64_t)h0 * R, R, alpha, s, n, pairs),
+                  weighted_pairs(acc + (int64_t)(h0 + i) * R, R, alpha[i], s + i * KEYS, n, pairs));
 }
 
 /* One query's absorbed attention, all heads, over the first `length` rows of `keys`:
