@@ -195,3 +195,21 @@ def test_a_placed_model_runs_the_halves_where_every_expert_is_in_one_bank(tmp_pa
     assert calls.count("decode_attention") == 2 * 4 * layers
     # the MoE layers' experts in one RAM bank run as one call; split with the disk tier, through the modules
     assert calls.count("decode_ffn") == 4 * layers + (4 * layers if tier == "ram" else 4)
+
+
+@needs_kernels
+def test_the_halves_follow_a_cache_that_grows_mid_decode(tmp_path):
+    """The halves take the cache's rows anew at each step: a buffer reallocated as the cache passes
+    its capacity is where the next latents go and what the attention reads."""
+    lm = _model(tmp_path, torch.bfloat16)
+    prompt = torch.arange(62)[None] * 7 % 500
+    a, b = lm.new_cache(), lm.new_cache()
+    lm(prompt, cache=a)
+    lm(prompt, cache=b)
+    capacity = b.capacity
+    for token in (17, 400, 3, 88):  # positions 62..65: past the first 64
+        expected = lm(torch.tensor([[token]]), cache=a)[0, -1]
+        got = decode_step(lm, token, b)
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5 * expected.abs().max().item())
+    assert b.capacity > capacity and b.length == 66
+    assert all(torch.equal(b.layer(i), a.layer(i)) for i in range(lm.config.num_hidden_layers))
