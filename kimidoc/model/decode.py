@@ -30,6 +30,7 @@ float32).
 from __future__ import annotations
 
 import weakref
+from typing import NamedTuple
 
 import torch
 
@@ -103,28 +104,34 @@ def _fused_ffn(layer: DecoderLayer) -> Half:
     return decode_ops.fused_ffn(norm, mlp_weights, router, experts)
 
 
-# Per layer: the attention half, the feed-forward half, and the router whose hooks send its layer
-# through the modules.
-Plan = list[tuple[Half, Half, torch.nn.Module | None]]
-# Per cache (a sequence being decoded), the model its plan was gathered from and the plan.
-_plans: weakref.WeakKeyDictionary[LatentCache, tuple[KimiForCausalLM, Plan]] = weakref.WeakKeyDictionary()
+class Plan(NamedTuple):
+    """How ``decode_step`` runs a model, gathered once per cache (:func:`_fused`)."""
+
+    lm: KimiForCausalLM
+    # per layer: the attention half, the feed-forward half (None: through the modules), and the
+    # router whose hooks send its layer's feed-forward through the modules
+    layers: list[tuple[Half, Half, torch.nn.Module | None]]
+    # the step's: float32 where a half runs as one call (the kernels' dtype), else the activations'
+    dtype: torch.dtype
+
+
+# Per cache (a sequence being decoded), its plan.
+_plans: weakref.WeakKeyDictionary[LatentCache, Plan] = weakref.WeakKeyDictionary()
 
 
 def _fused(lm: KimiForCausalLM, cache: LatentCache) -> Plan:
-    """Each layer's halves as one-call kernels (None: through the modules), gathered at ``cache``'s
-    first step with ``lm``. Weights changed in place are seen; modules or parameters replaced after
-    that step are not, until a new cache."""
+    """Each layer's halves as one-call kernels, gathered at ``cache``'s first step with ``lm``.
+    Weights changed in place are seen; modules or parameters replaced after that step are not,
+    until a new cache."""
     plan = _plans.get(cache)
-    if plan is None or plan[0] is not lm:
-        layers = lm.model.layers
-        routers = [layer.mlp.gate if isinstance(layer.mlp, MoE) else None for layer in layers]
-        plan = _plans[cache] = (lm, [(_fused_attention(la), _fused_ffn(la), r) for la, r in zip(layers, routers)])
-    return plan[1]
-
-
-def _step_dtype(lm: KimiForCausalLM, plan: Plan) -> torch.dtype:
-    """float32 where any half runs as one call (the kernels' dtype), else the model's activations'."""
-    return torch.float32 if any(a is not None or f is not None for a, f, _ in plan) else lm.dtype
+    if plan is None or plan.lm is not lm:
+        layers = [
+            (_fused_attention(layer), _fused_ffn(layer), layer.mlp.gate if isinstance(layer.mlp, MoE) else None)
+            for layer in lm.model.layers
+        ]
+        fused = any(a is not None or f is not None for a, f, _ in layers)
+        plan = _plans[cache] = Plan(lm, layers, torch.float32 if fused else lm.dtype)
+    return plan
 
 
 def _hooked(module: torch.nn.Module | None) -> bool:
@@ -135,9 +142,9 @@ def _hooked(module: torch.nn.Module | None) -> bool:
 def decode_step(lm: KimiForCausalLM, token: int, cache: LatentCache) -> torch.Tensor:
     """Logits ``[vocab]`` for ``token`` following what ``cache`` holds; appends it to the cache."""
     model, plan = lm.model, _fused(lm, cache)
-    x = lm.embed(torch.tensor([[token]], device=lm.device)).to(_step_dtype(lm, plan))
+    x = lm.embed(torch.tensor([[token]], device=lm.device)).to(plan.dtype)
     cos, sin = model.rotary.at(cache.length, x.device, x.dtype)
-    for i, (layer, (attention, ffn, router)) in enumerate(zip(model.layers, plan)):
+    for i, (layer, (attention, ffn, router)) in enumerate(zip(model.layers, plan.layers)):
         if attention is not None:
             decode_ops.decode_attention(attention, x, cos, sin, cache.claim(i, 1)[0])
         else:

@@ -132,7 +132,7 @@ def test_the_halves_refuse_rows_they_cannot_read(tmp_path):
     cache = lm.new_cache()
     lm(torch.tensor(PROMPT), cache=cache)
     decode_step(lm, 1, cache)
-    attention, ffn, _ = decode._fused(lm, cache)[1]
+    attention, ffn, _ = decode._fused(lm, cache).layers[1]
     cos, sin = lm.model.rotary.at(cache.length, torch.device("cpu"), torch.float32)
     keys = cache.claim(1, 1)[0]
     with pytest.raises(ValueError, match="row of 128"):
