@@ -17,6 +17,12 @@ Then one routed-expert layer at M=1 as decode runs it (``Int4Experts``, K2.6's e
 calls alone, timed on the same 8 experts: the ratio is what the dispatch around the kernels costs.
 PyTorch's kernel takes 8 experts x 2 calls (gate and up are fused into one [4096 x 7168] weight);
 the VNNI kernel takes one call for the token (``int4_vnni.swiglu``: both products and the SwiGLU).
+
+The VNNI kernel's rows: ``C call`` is the kernel called with its arguments made once: its row
+products with no Python around them, as a decode step has them (``decode_ops.decode_ffn`` runs the
+experts' SwiGLU kernel, made of the same row products, from C). ``Python entry`` adds
+``int4_vnni.matmul``, prefill's entry, whose checks and allocation cost 25-75 us a call once a cold
+read has flushed the caches.
 """
 
 from __future__ import annotations
@@ -115,20 +121,19 @@ def main() -> None:
             vnni_ws = list(zip(copies(u8), copies(sc)))
             rows.append(
                 (
-                    "int4 VNNI (fp32 act.)",
+                    "int4 VNNI, Python entry",
                     cycle(vnni_ws, lambda ws: int4_vnni.matmul(x, *ws, [0], shared_x=True)),
                     u8.numel() + sc.numel() * 2,
                     int4_vnni.matmul(x, u8, sc, [0], shared_x=True)[0],
                 )
             )
-            # The same C call with its arguments made once: what the Python around it (checks, the
-            # output's allocation: 15-25 us once a cold read has flushed the caches) costs per call.
+            # The same C call with its arguments made once (see the module's docstring).
             fn, y, index = int4_vnni.load()["kimidoc_int4_matmul"], torch.empty(1, 1, out_f), (ctypes.c_int64 * 1)(0)
             ptrs = [(w.data_ptr(), s.data_ptr()) for w, s in vnni_ws]
             head, tail = (x.data_ptr(), 0, 1, in_f), (ctypes.addressof(index), 1, out_f, y.data_ptr(), args.threads)
             rows.append(
                 (
-                    "int4 VNNI, C call alone",
+                    "int4 VNNI, C call",
                     cycle(ptrs, lambda p: fn(*head, *p, *tail)),
                     u8.numel() + sc.numel() * 2,
                     int4_vnni.matmul(x, u8, sc, [0], shared_x=True)[0],
