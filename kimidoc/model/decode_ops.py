@@ -78,7 +78,11 @@ def bf16_products() -> bool:
 
 def _keys(keys: torch.Tensor) -> int:
     """How the kernels read a cache: 0 float32, 1 bf16 with float32 products, 2 with bf16 products."""
-    return 0 if keys.dtype == torch.float32 else 2 if bf16_products() else 1
+    if keys.dtype == torch.float32:
+        return 0
+    if keys.dtype == torch.bfloat16:
+        return 2 if bf16_products() else 1
+    raise ValueError(f"a latent cache of {keys.dtype}: the kernels read float32 or bf16")
 
 
 def _plain(t: torch.Tensor) -> bool:

@@ -418,5 +418,7 @@ def test_attention_products_switch_to_float32_by_environment(monkeypatch):
         assert not decode_ops.bf16_products()
         assert decode_ops._keys(torch.zeros(2, 2, dtype=torch.bfloat16)) == 1  # bf16 keys, float32 products
         assert decode_ops._keys(torch.zeros(2, 2)) == 0
+        with pytest.raises(ValueError, match="float16"):
+            decode_ops._keys(torch.zeros(2, 2, dtype=torch.float16))
     finally:
         decode_ops.bf16_products.cache_clear()
