@@ -124,20 +124,22 @@ static inline void store_sums4x4(__m512 v[4][4], float* s) {
   _mm_storeu_ps(s + 3 * KEYS, _mm512_extractf32x4_ps(sums, 3));
 }
 
-/* s[i * KEYS + b] = q[i] . k[b] for i < HEADS query rows and 4 key rows, all D floats apart: 4 HEADS
-   accumulators, so that each load serves several products and enough FMAs are in flight. */
-#define DOT_TILE(HEADS)                                                                                    \
-  static inline void dot##HEADS##x4(const float* q, const float* k, int D, float* s) {                    \
+/* s[i * KEYS + b] = q[i] . k[b] for i < HEADS query rows and 4 key rows, all D values apart: 4 HEADS
+   accumulators, so that each load serves several products and enough of them are in flight. The
+   float32 tiles (T float, STEP 16 values a vector, FMA) and the bf16 ones (T uint16_t, STEP 32, vdpbf16ps:
+   two products a lane) differ only in their loads and product: LOAD(mask, pointer), MUL_ADD(acc, q, k). */
+#define DOT_TILE(NAME, ATTR, T, VEC, STEP, MASK, LOAD, MUL_ADD, HEADS)                                      \
+  ATTR static inline void NAME(const T* q, const T* k, int D, float* s) {                                 \
     __m512 acc[HEADS][4];                                                                                 \
     for (int i = 0; i < (HEADS); i++)                                                                     \
       for (int b = 0; b < 4; b++) acc[i][b] = _mm512_setzero_ps();                                        \
-    for (int d = 0; d < D; d += 16) {                                                                     \
-      __mmask16 m = D - d >= 16 ? 0xFFFF : (__mmask16)((1u << (D - d)) - 1);                              \
-      __m512 kv[4];                                                                                       \
-      for (int b = 0; b < 4; b++) kv[b] = _mm512_maskz_loadu_ps(m, k + (int64_t)b * D + d);               \
+    for (int d = 0; d < D; d += (STEP)) {                                                                 \
+      MASK m = D - d >= (STEP) ? (MASK)~0u : (MASK)((1u << (D - d)) - 1);                                 \
+      VEC kv[4];                                                                                          \
+      for (int b = 0; b < 4; b++) kv[b] = LOAD(m, k + (int64_t)b * D + d);                                \
       for (int i = 0; i < (HEADS); i++) {                                                                 \
-        __m512 qv = _mm512_maskz_loadu_ps(m, q + (int64_t)i * D + d);                                     \
-        for (int b = 0; b < 4; b++) acc[i][b] = _mm512_fmadd_ps(qv, kv[b], acc[i][b]);                    \
+        VEC qv = LOAD(m, q + (int64_t)i * D + d);                                                         \
+        for (int b = 0; b < 4; b++) acc[i][b] = MUL_ADD(acc[i][b], qv, kv[b]);                            \
       }                                                                                                   \
     }                                                                                                     \
     if ((HEADS) == 4)                                                                                     \
@@ -146,8 +148,10 @@ static inline void store_sums4x4(__m512 v[4][4], float* s) {
       for (int i = 0; i < (HEADS); i++)                                                                   \
         for (int b = 0; b < 4; b++) s[i * KEYS + b] = _mm512_reduce_add_ps(acc[i][b]);                    \
   }
-DOT_TILE(4)
-DOT_TILE(1)
+
+static inline __m512 fma_acc(__m512 acc, __m512 a, __m512 b) { return _mm512_fmadd_ps(a, b, acc); }
+DOT_TILE(dot4x4, , float, __m512, 16, __mmask16, _mm512_maskz_loadu_ps, fma_acc, 4)
+DOT_TILE(dot1x4, , float, __m512, 16, __mmask16, _mm512_maskz_loadu_ps, fma_acc, 1)
 
 /* Float32 values, 16 at W + off: bf16 widened exactly, or float32 as they are. */
 static inline __m512 load_w(const void* W, int w_bf16, int64_t off) {
@@ -251,29 +255,17 @@ static void block_f32(const float* q, const float* kb, int cnt, int H, int R, in
 
 #define BF16 __attribute__((target("avx512bf16,avx512bw")))
 
-/* dot##HEADS##x4 for bf16 queries and keys: vdpbf16ps, two products a lane, summed in float32. */
-#define DOT_TILE_BF16(HEADS)                                                                               \
-  BF16 static inline void dot_bf16_##HEADS##x4(const uint16_t* q, const uint16_t* k, int D, float* s) {  \
-    __m512 acc[HEADS][4];                                                                                 \
-    for (int i = 0; i < (HEADS); i++)                                                                     \
-      for (int b = 0; b < 4; b++) acc[i][b] = _mm512_setzero_ps();                                        \
-    for (int d = 0; d < D; d += 32) {                                                                     \
-      __mmask32 m = D - d >= 32 ? 0xFFFFFFFFu : (__mmask32)((1u << (D - d)) - 1);                        \
-      __m512bh kv[4];                                                                                     \
-      for (int b = 0; b < 4; b++) kv[b] = (__m512bh)_mm512_maskz_loadu_epi16(m, k + (int64_t)b * D + d); \
-      for (int i = 0; i < (HEADS); i++) {                                                                 \
-        __m512bh qv = (__m512bh)_mm512_maskz_loadu_epi16(m, q + (int64_t)i * D + d);                      \
-        for (int b = 0; b < 4; b++) acc[i][b] = _mm512_dpbf16_ps(acc[i][b], qv, kv[b]);                  \
-      }                                                                                                   \
-    }                                                                                                     \
-    if ((HEADS) == 4)                                                                                     \
-      store_sums4x4((__m512(*)[4])acc, s);                                                                \
-    else                                                                                                  \
-      for (int i = 0; i < (HEADS); i++)                                                                   \
-        for (int b = 0; b < 4; b++) s[i * KEYS + b] = _mm512_reduce_add_ps(acc[i][b]);                    \
-  }
-DOT_TILE_BF16(4)
-DOT_TILE_BF16(1)
+BF16 static inline __m512bh load_bf16(__mmask32 m, const uint16_t* p) { return (__m512bh)_mm512_maskz_loadu_epi16(m, p); }
+DOT_TILE(dot_bf16_4x4, BF16, uint16_t, __m512bh, 32, __mmask32, load_bf16, _mm512_dpbf16_ps, 4)
+DOT_TILE(dot_bf16_1x4, BF16, uint16_t, __m512bh, 32, __mmask32, load_bf16, _mm512_dpbf16_ps, 1)
+
+/* The bf16 pair of the weights p[0], p[1] (float32 values that are bf16): one 32-bit lane, p[0] low. */
+static inline uint32_t bf16_pair(const float* p) {
+  uint32_t even, odd;
+  memcpy(&even, p, 4);
+  memcpy(&odd, p + 1, 4);
+  return (even >> 16) | (odd & 0xFFFF0000u);
+}
 
 /* weighted_rows for weights p that are bf16 values, over keys paired as block_bf16 pairs them (lane c of
    pairs[t]: key 2t's column c, then key 2t+1's): one vdpbf16ps adds both keys' products. */
@@ -282,10 +274,7 @@ DOT_TILE_BF16(1)
     __m512 acc[VECS], al = _mm512_set1_ps(alpha);                                                            \
     for (int v = 0; v < (VECS); v++) acc[v] = _mm512_mul_ps(_mm512_loadu_ps(y + 16 * v), al);                \
     for (int t = 0; t < n; t++) {                                                                            \
-      uint32_t even, odd;                                                                                    \
-      memcpy(&even, p + 2 * t, 4);                                                                           \
-      memcpy(&odd, p + 2 * t + 1, 4);                                                                        \
-      __m512bh pv = (__m512bh)_mm512_set1_epi32((int)((even >> 16) | (odd & 0xFFFF0000u)));                  \
+      __m512bh pv = (__m512bh)_mm512_set1_epi32((int)bf16_pair(p + 2 * t));                                  \
       const uint32_t* row = pairs + (int64_t)t * R + off;                                                    \
       for (int v = 0; v < (VECS); v++)                                                                       \
         acc[v] = _mm512_dpbf16_ps(acc[v], pv, (__m512bh)_mm512_loadu_si512(row + 16 * v));                  \
@@ -323,12 +312,7 @@ BF16 static inline void weighted_pairs4(float* y, int R, const float* alpha, con
                                         const uint32_t* pairs) {
   uint32_t pw[4][KEYS / 2]; /* each head's weights of keys 2t and 2t + 1 as one bf16 pair */
   for (int i = 0; i < 4; i++)
-    for (int t = 0; t < n; t++) {
-      uint32_t even, odd;
-      memcpy(&even, p + i * KEYS + 2 * t, 4);
-      memcpy(&odd, p + i * KEYS + 2 * t + 1, 4);
-      pw[i][t] = (even >> 16) | (odd & 0xFFFF0000u);
-    }
+    for (int t = 0; t < n; t++) pw[i][t] = bf16_pair(p + i * KEYS + 2 * t);
   int c = 0;
   for (; c + 64 <= R; c += 64) WEIGHTED_PAIRS4(4);
   for (; c < R; c += 16) WEIGHTED_PAIRS4(1);
