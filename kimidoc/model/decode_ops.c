@@ -197,32 +197,38 @@ static inline float online_softmax(float* sh, __mmask16 valid, float* m, float* 
   return alpha;
 }
 
-/* weighted_rows for 4 heads at once over a block's keys kb [cnt, D] (float32): y their 4 accumulator rows (R
-   apart), p their weights [4, KEYS]; each key load serves the 4 heads, 64 columns at a time in registers.
-   Each value is summed in weighted_rows' order: the same bits. */
-#define WEIGHTED_ROWS4(VECS)                                                                                   \
+/* y[i][c:c + 16 VECS] = y[i] * alpha[i] + sum_j weight_ij * key_j for 4 heads i at once (y their 4
+   accumulator rows, R apart), over N keys: each key load serves the 4 heads, the accumulators stay in
+   registers. KEY(j, v) loads key j's v-th vector of 16 columns, WEIGHT(i, j) broadcasts head i's weight
+   of it, MUL_ADD(acc, weight, key) adds the product: float32 keys (weighted_rows4) or bf16 key pairs
+   with bf16 weight pairs, two keys a product (weighted_pairs4). */
+#define WEIGHTED4(VECS, VEC, N, KEY, WEIGHT, MUL_ADD)                                                          \
   do {                                                                                                         \
     __m512 acc[4][VECS];                                                                                       \
     for (int i = 0; i < 4; i++)                                                                                \
       for (int v = 0; v < (VECS); v++)                                                                         \
         acc[i][v] = _mm512_mul_ps(_mm512_loadu_ps(y + (int64_t)i * R + c + 16 * v), _mm512_set1_ps(alpha[i])); \
-    for (int j = 0; j < cnt; j++) {                                                                            \
-      __m512 kv[VECS];                                                                                         \
-      for (int v = 0; v < (VECS); v++) kv[v] = _mm512_loadu_ps(kb + (int64_t)j * D + c + 16 * v);              \
+    for (int j = 0; j < (N); j++) {                                                                            \
+      VEC kv[VECS];                                                                                            \
+      for (int v = 0; v < (VECS); v++) kv[v] = KEY(j, v);                                                      \
       for (int i = 0; i < 4; i++) {                                                                            \
-        __m512 pv = _mm512_set1_ps(p[i * KEYS + j]);                                                           \
-        for (int v = 0; v < (VECS); v++) acc[i][v] = _mm512_fmadd_ps(pv, kv[v], acc[i][v]);                    \
+        VEC pv = WEIGHT(i, j);                                                                                 \
+        for (int v = 0; v < (VECS); v++) acc[i][v] = MUL_ADD(acc[i][v], pv, kv[v]);                            \
       }                                                                                                        \
     }                                                                                                          \
     for (int i = 0; i < 4; i++)                                                                                \
       for (int v = 0; v < (VECS); v++) _mm512_storeu_ps(y + (int64_t)i * R + c + 16 * v, acc[i][v]);          \
   } while (0)
 
+/* weighted_rows for 4 heads at once over a block's float32 keys kb [cnt, D], p their weights [4, KEYS]:
+   each value summed in weighted_rows' order, so the same bits. */
+#define ROW_KEY(j, v) _mm512_loadu_ps(kb + (int64_t)(j) * D + c + 16 * (v))
+#define ROW_WEIGHT(i, j) _mm512_set1_ps(p[(i) * KEYS + (j)])
 static inline void weighted_rows4(float* y, int R, const float* alpha, const float* p, int cnt, const float* kb,
                                   int D) {
   int c = 0;
-  for (; c + 64 <= R; c += 64) WEIGHTED_ROWS4(4);
-  for (; c < R; c += 16) WEIGHTED_ROWS4(1);
+  for (; c + 64 <= R; c += 64) WEIGHTED4(4, __m512, cnt, ROW_KEY, ROW_WEIGHT, fma_acc);
+  for (; c < R; c += 16) WEIGHTED4(1, __m512, cnt, ROW_KEY, ROW_WEIGHT, fma_acc);
 }
 
 /* The heads' loop over one block of cnt keys, shared by block_f32 and block_bf16: each 4 heads' scores (the
@@ -288,34 +294,17 @@ BF16 static inline void weighted_pairs(float* y, int R, float alpha, const float
   for (; width > 0; width -= 16, y += 16, off += 16) WEIGHTED_PAIRS(1);
 }
 
-/* weighted_pairs for 4 heads at once, y their 4 accumulator rows (R apart), p their weights [4, KEYS]: each
-   load of paired keys serves the 4 heads, 64 columns at a time in registers. */
-#define WEIGHTED_PAIRS4(VECS)                                                                                  \
-  do {                                                                                                         \
-    __m512 acc[4][VECS];                                                                                       \
-    for (int i = 0; i < 4; i++)                                                                                \
-      for (int v = 0; v < (VECS); v++)                                                                         \
-        acc[i][v] = _mm512_mul_ps(_mm512_loadu_ps(y + (int64_t)i * R + c + 16 * v), _mm512_set1_ps(alpha[i])); \
-    for (int t = 0; t < n; t++) {                                                                              \
-      __m512bh kv[VECS];                                                                                       \
-      for (int v = 0; v < (VECS); v++) kv[v] = (__m512bh)_mm512_loadu_si512(pairs + (int64_t)t * R + c + 16 * v); \
-      for (int i = 0; i < 4; i++) {                                                                            \
-        __m512bh pv = (__m512bh)_mm512_set1_epi32((int)pw[i][t]);                                              \
-        for (int v = 0; v < (VECS); v++) acc[i][v] = _mm512_dpbf16_ps(acc[i][v], pv, kv[v]);                  \
-      }                                                                                                        \
-    }                                                                                                          \
-    for (int i = 0; i < 4; i++)                                                                                \
-      for (int v = 0; v < (VECS); v++) _mm512_storeu_ps(y + (int64_t)i * R + c + 16 * v, acc[i][v]);          \
-  } while (0)
-
+/* weighted_pairs for 4 heads at once (WEIGHTED4): n key pairs, pw[i][t] head i's weights of keys 2t, 2t + 1. */
+#define PAIR_KEY(t, v) (__m512bh) _mm512_loadu_si512(pairs + (int64_t)(t) * R + c + 16 * (v))
+#define PAIR_WEIGHT(i, t) (__m512bh) _mm512_set1_epi32((int)pw[i][t])
 BF16 static inline void weighted_pairs4(float* y, int R, const float* alpha, const float* p, int n,
                                         const uint32_t* pairs) {
   uint32_t pw[4][KEYS / 2]; /* each head's weights of keys 2t and 2t + 1 as one bf16 pair */
   for (int i = 0; i < 4; i++)
     for (int t = 0; t < n; t++) pw[i][t] = bf16_pair(p + i * KEYS + 2 * t);
   int c = 0;
-  for (; c + 64 <= R; c += 64) WEIGHTED_PAIRS4(4);
-  for (; c < R; c += 16) WEIGHTED_PAIRS4(1);
+  for (; c + 64 <= R; c += 64) WEIGHTED4(4, __m512bh, n, PAIR_KEY, PAIR_WEIGHT, _mm512_dpbf16_ps);
+  for (; c < R; c += 16) WEIGHTED4(1, __m512bh, n, PAIR_KEY, PAIR_WEIGHT, _mm512_dpbf16_ps);
 }
 
 /* block_f32 for bf16 keys kb [cnt, D] and the queries rounded to bf16, qb [H, D], with vdpbf16ps: twice
