@@ -151,13 +151,24 @@ def route_usable(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, k: i
     return (
         x.dim() == 2
         and x.shape[0] == 1
-        and weight.dim() == 2
+        and x.dtype == torch.float32
+        and _plain(x)
+        and _router_ok(weight, bias, k)
         and x.shape[1] == weight.shape[1]
-        and x.shape[1] % 32 == 0
+    )
+
+
+def _router_ok(weight: torch.Tensor, bias: torch.Tensor, k: int) -> bool:
+    """A router the kernel takes: plain float32 weight ``[E, H]`` (``H`` a multiple of 32) and bias
+    ``[E]``, ``0 < k <= E``."""
+    return (
+        weight.dim() == 2
+        and weight.shape[1] % 32 == 0
         and 0 < k <= weight.shape[0]
-        and x.dtype == weight.dtype == bias.dtype == torch.float32
+        and weight.dtype == bias.dtype == torch.float32
         and bias.shape == weight.shape[:1]
-        and all(_plain(t) for t in (x, weight, bias))
+        and _plain(weight)
+        and _plain(bias)
         and load() is not None
     )
 
@@ -279,18 +290,29 @@ def project_usable(
     """Whether :func:`project` runs: one token's float32 ``x``, the plain ``(q_a, kv_a, q_b)``
     weights all bf16 or all float32 with widths the kernel takes, the two norm weights of one such
     dtype, one position's float32 ``cos`` / ``sin``, and a float32 or bf16 cache."""
-    w_qa, w_kva, w_qb = weights
-    q_rank, hidden = w_qa.shape
-    rope = 2 * cos.numel()
-    rank = w_kva.shape[0] - rope
     return (
         x.dtype == cos.dtype == sin.dtype == torch.float32
-        and x.numel() == hidden
-        and w_qa.dtype == w_kva.dtype == w_qb.dtype
-        and w_qa.dtype in _DTYPES
-        and norms[0].dtype == norms[1].dtype
-        and norms[0].dtype in _DTYPES
+        and x.numel() == weights[0].shape[-1]
         and latent_dtype in _DTYPES
+        and sin.numel() == cos.numel()
+        and all(_plain(t) for t in (x, cos, sin))
+        and _projections_ok(weights, norms, 2 * cos.numel())
+    )
+
+
+def _projections_ok(
+    weights: tuple[torch.Tensor, torch.Tensor, torch.Tensor], norms: tuple[torch.Tensor, torch.Tensor], rope: int
+) -> bool:
+    """Plain ``(q_a, kv_a, q_b)`` weights all bf16 or all float32, and q_a's and kv_a's norm weights of one
+    such dtype, with widths the projection kernel takes (``rope`` rotary values in kv_a's rows)."""
+    w_qa, w_kva, w_qb = weights
+    if not all(w.dim() == 2 for w in weights):
+        return False
+    q_rank, hidden = w_qa.shape
+    rank = w_kva.shape[0] - rope
+    return (
+        _weights_ok(*weights)
+        and _weights_ok(*norms)
         and hidden % 32 == 0
         and q_rank % 32 == 0
         and rank > 0
@@ -299,9 +321,6 @@ def project_usable(
         and w_qb.shape[1] == q_rank
         and norms[0].shape == (q_rank,)
         and norms[1].shape == (rank,)
-        and sin.numel() == cos.numel()
-        and all(not w.is_mkldnn and w.dim() == 2 and _plain(w) for w in weights)
-        and all(_plain(t) for t in (x, *norms, cos, sin))
         and load() is not None
     )
 
@@ -345,19 +364,20 @@ def project(
 def mlp_usable(x: torch.Tensor, weights: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> bool:
     """Whether :func:`swiglu_mlp` runs: one float32 row ``x`` and plain ``(gate, up, down)`` weights
     ``[W, H], [W, H], [H, W]``, all bf16 or all float32, ``H`` and ``W`` multiples of 32."""
+    return x.dtype == torch.float32 and x.numel() == weights[0].shape[1] and _plain(x) and _mlp_ok(weights)
+
+
+def _mlp_ok(weights: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> bool:
+    """Plain ``(gate, up, down)`` weights ``[W, H], [W, H], [H, W]`` the MLP kernel takes: all bf16 or
+    all float32, ``H`` and ``W`` multiples of 32."""
     gate, up, down = weights
     width, hidden = gate.shape
     return (
-        x.dtype == torch.float32
-        and x.numel() == hidden
-        and gate.dtype == up.dtype == down.dtype
-        and gate.dtype in _DTYPES
+        _weights_ok(*weights)
         and up.shape == gate.shape
         and down.shape == (hidden, width)
         and hidden % 32 == 0
         and width % 32 == 0
-        and all(not w.is_mkldnn and _plain(w) for w in weights)
-        and _plain(x)
         and load() is not None
     )
 
@@ -442,24 +462,16 @@ def fused_attention(
     rank = w_kva.shape[0] - rope
     nope = o_proj.shape[1] // heads
     if not (
-        load() is not None
-        and _weights_ok(w_qa, w_kva, w_qb)
-        and _weights_ok(norm[0], g_qa, g_kva)
+        _projections_ok(projections, (g_qa, g_kva), rope)
+        and _weights_ok(norm[0], g_qa)  # one dtype flag for the four norms
         and _weights_ok(kv_b)
         and _weights_ok(o_proj)
-        and hidden % 32 == 0
-        and q_rank % 32 == 0
-        and rank > 0
-        and rank % 16 == 0
         and rope % 2 == 0
         and (heads * nope) % 32 == 0
-        and w_kva.shape == (rank + rope, hidden)
-        and w_qb.shape == (heads * (nope + rope), q_rank)
+        and w_qb.shape[0] == heads * (nope + rope)
         and kv_b.shape == (2 * heads * nope, rank)
         and o_proj.shape == (hidden, heads * nope)
         and norm[0].shape == (hidden,)
-        and g_qa.shape == (q_rank,)
-        and g_kva.shape == (rank,)
     ):
         return None
     tensors = [norm[0], w_qa, w_kva, w_qb, g_qa, g_kva, kv_b, o_proj]
@@ -472,13 +484,18 @@ def fused_attention(
     return Fused(args, tensors)
 
 
+def _check_row(x: torch.Tensor, hidden: int) -> None:
+    """The residual row a half adds to in place: one contiguous float32 row of ``hidden`` values."""
+    if x.dtype != torch.float32 or x.numel() != hidden or not x.is_contiguous():
+        raise ValueError(f"one float32 row of {hidden} values expected, got {tuple(x.shape)} {x.dtype}")
+
+
 def decode_attention(layer: Fused, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, keys: torch.Tensor) -> None:
     """``x += attention(x)`` in place for one token's float32 row ``x``, a :func:`fused_attention` half:
     its latent is written to the last row of ``keys`` (the layer's cache, ``[length + 1, R + P]``, as
     :meth:`~.cache.LatentCache.claim` hands it out) and the attention reads every row."""
     a = layer.args
-    if x.dtype != torch.float32 or x.numel() != a.hidden or not x.is_contiguous():
-        raise ValueError(f"one float32 row of {a.hidden} values expected, got {tuple(x.shape)} {x.dtype}")
+    _check_row(x, a.hidden)
     if keys.dim() != 2 or keys.shape[1] != a.R + a.P or keys.dtype not in _DTYPES or not keys.is_contiguous():
         raise ValueError(f"latents {tuple(keys.shape)} {keys.dtype}: expected [length, {a.R + a.P}]")
     if cos.numel() != a.P // 2 or sin.numel() != a.P // 2 or cos.dtype != torch.float32 or sin.dtype != torch.float32:
@@ -510,14 +527,9 @@ def fused_ffn(
     args = _FFNArgs(norm=weight.data_ptr(), hidden=hidden, norm_bf16=_bf16(weight), eps=norm[1])
     tensors = [weight]
     if mlp is not None:
-        gate, up, down = mlp
+        gate = mlp[0]
         width = gate.shape[0]
-        if not (
-            _weights_ok(gate, up, down)
-            and width % 32 == 0
-            and gate.shape == up.shape == (width, hidden)
-            and down.shape == (hidden, width)
-        ):
+        if not (_mlp_ok(mlp) and gate.shape[1] == hidden):
             return None
         args.gate, args.up, args.down = (t.data_ptr() for t in mlp)
         args.width, args.mlp_bf16 = width, _bf16(gate)
@@ -529,13 +541,10 @@ def fused_ffn(
         e = w_router.shape[0]
         address, bank, expert_hidden, expert_width = experts
         if not (
-            expert_hidden == hidden
+            _router_ok(w_router, bias, k)
+            and w_router.shape[1] == hidden == expert_hidden
             and bank[0].shape[0] == e
-            and w_router.shape == (e, hidden)
-            and w_router.dtype == bias.dtype == torch.float32
-            and bias.shape == (e,)
-            and 0 < k <= e
-            and all(_plain(t) for t in (w_router, bias, *bank))
+            and all(_plain(t) for t in bank)
         ):
             return None
         args.router, args.bias, args.E, args.k = w_router.data_ptr(), bias.data_ptr(), e, k
@@ -549,7 +558,6 @@ def fused_ffn(
 def decode_ffn(layer: Fused, x: torch.Tensor) -> None:
     """``x += ffn(x)`` in place for one token's float32 row ``x``, a :func:`fused_ffn` half."""
     a = layer.args
-    if x.dtype != torch.float32 or x.numel() != a.hidden or not x.is_contiguous():
-        raise ValueError(f"one float32 row of {a.hidden} values expected, got {tuple(x.shape)} {x.dtype}")
+    _check_row(x, a.hidden)
     if load()["kimidoc_decode_ffn"](ctypes.addressof(a), x.data_ptr(), torch.get_num_threads()):
         raise MemoryError(f"the feed-forward kernels could not allocate scratch for a row of {a.hidden}")
